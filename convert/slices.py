@@ -1,0 +1,432 @@
+"""Fixed eval slices: the queries, candidate passages and judgments a reference and a check run on.
+
+Three slices are known:
+
+- ``noveleval`` (the default): NovelEval-2306, 21 queries with 20 judged passages each, one
+  window per query. Candidates are in the search engine's order.
+- ``dl19-top20``: TREC DL19 passage, 43 queries, the BM25 top-20 from rank_llm's stored run.
+- ``dl19-top100``: the same run's top-100, ranked with sliding windows.
+
+Every source file is pinned by URL and sha256. A file is read from the offline mirror named by
+``DEAR_LOCAL_DATA`` when it is set (laid out like ``noveleval/queries.tsv``,
+``dl19/qrels.dl19-passage.txt``), otherwise from the download cache under
+``DEAR_LOCAL_HOME/data``, downloading it first when needed. Either way its sha256 and the
+expected counts are checked before anything is returned.
+
+Passage text is kept exactly as published, MS MARCO's own mojibake ("Â°F") included, so scores
+stay comparable with published numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping
+
+from dear_local.errors import DataError, DearLocalError, UserInputError
+from dear_local.fileio import download, sha256_file
+from dear_local.settings import get_settings
+
+__all__ = [
+    "DEFAULT_SLICE",
+    "Query",
+    "Slice",
+    "SliceInfo",
+    "SourceFile",
+    "list_slices",
+    "load_slice",
+    "slice_sources",
+]
+
+DEFAULT_SLICE = "noveleval"
+
+RANKGPT_COMMIT = "0d62bc3855c7c118048a7c47c18e719b938e291a"
+RANK_LLM_COMMIT = "97f5fc162a4c6d664d14b1b930d56a6c759faf3a"
+# anserini-tools is fetched from its default branch: no commit is pinned for it, so the sha256
+# below is what pins the content.
+ANSERINI_TOOLS_REF = "master"
+
+_RANKGPT = f"https://raw.githubusercontent.com/sunnweiwei/RankGPT/{RANKGPT_COMMIT}/NovelEval"
+_RANK_LLM = f"https://raw.githubusercontent.com/castorini/rank_llm/{RANK_LLM_COMMIT}"
+_ANSERINI = (
+    f"https://raw.githubusercontent.com/castorini/anserini-tools/{ANSERINI_TOOLS_REF}/topics-and-qrels"
+)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One pinned input file: where it lives in a mirror, where to download it, its sha256."""
+
+    relpath: str
+    url: str
+    sha256: str
+
+
+_NOVELEVAL_QUERIES = SourceFile(
+    "noveleval/queries.tsv",
+    f"{_RANKGPT}/queries.tsv",
+    "78ed1ab0c4cc42a9b2d3a774d85a751cb792b01a7dfd9c1fa1401278b4736519",
+)
+_NOVELEVAL_CORPUS = SourceFile(
+    "noveleval/corpus.tsv",
+    f"{_RANKGPT}/corpus.tsv",
+    "a62a5609a69ab2ec330d48c72bcd5a1bf3eb243ffcb2fa355013ab2512b1a99a",
+)
+_NOVELEVAL_QRELS = SourceFile(
+    "noveleval/qrels.txt",
+    f"{_RANKGPT}/qrels.txt",
+    "39b0be49af40899346a32caa4e8c4aa79c15b03d7e8eef4cb0682db14109750f",
+)
+_DL19_RUN = SourceFile(
+    "dl19/retrieve_results_dl19.json",
+    f"{_RANK_LLM}/retrieve_results/BM25/retrieve_results_dl19.json",
+    "4f3e4aba8bb68c1b38405da010f44537f31d3b5fff7088ef97c03caed1076674",
+)
+_DL19_QRELS = SourceFile(
+    "dl19/qrels.dl19-passage.txt",
+    f"{_ANSERINI}/qrels.dl19-passage.txt",
+    "8a1f10d550732e4cd91d7fc49846a3784de4040972f583e69285a88f3c5fee92",
+)
+_DL19_TOPICS = SourceFile(
+    "dl19/topics.dl19-passage.txt",
+    f"{_ANSERINI}/topics.dl19-passage.txt",
+    "518992da259fb61f64e4790791df91a7b42ea5773f374aed59220ebb51d58d90",
+)
+
+# Expected contents, checked on every load.
+_NOVELEVAL_N_QUERIES = 21
+_NOVELEVAL_N_PASSAGES = 20
+_NOVELEVAL_GRADES = {0: 290, 1: 40, 2: 90}
+_DL19_N_QUERIES = 43
+_DL19_N_HITS = 100
+_DL19_N_JUDGMENTS = 9260
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query and its candidates, in first-stage order (best first)."""
+
+    qid: str
+    text: str
+    docids: tuple[str, ...]
+    passages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A loaded eval slice, possibly cut to its first queries and passages.
+
+    ``qrels`` holds every judgment for the slice's queries (``qrels[qid][docid] = grade``),
+    including judged passages outside the candidate list, as trec_eval expects.
+    ``sha256`` identifies the slice as cut: the name, the pinned source files, the number of
+    queries and the passages per query. References record it and checks compare it.
+    """
+
+    name: str
+    source_sha256: str
+    passages_per_query: int
+    queries: tuple[Query, ...]
+    qrels: Mapping[str, Mapping[str, int]] = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        payload = json.dumps(
+            {
+                "slice": self.name,
+                "sources": self.source_sha256,
+                "queries": len(self.queries),
+                "passages_per_query": self.passages_per_query,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    @property
+    def n_passages(self) -> int:
+        """The number of candidate passages over all queries."""
+        return sum(len(q.docids) for q in self.queries)
+
+    def cut(self, queries: int | None = None, passages: int | None = None) -> Slice:
+        """The first ``queries`` queries, each with its first ``passages`` candidates."""
+        n_q = _check_cut("queries", queries, len(self.queries), self.name)
+        n_p = _check_cut("passages", passages, self.passages_per_query, self.name)
+        kept = tuple(
+            replace(q, docids=q.docids[:n_p], passages=q.passages[:n_p]) for q in self.queries[:n_q]
+        )
+        qrels = {q.qid: dict(self.qrels.get(q.qid, {})) for q in kept}
+        return Slice(self.name, self.source_sha256, n_p, kept, qrels)
+
+    def initial_run(self) -> dict[str, list[str]]:
+        """The candidates in their given (first-stage) order, as a run ``{qid: [docids]}``."""
+        return {q.qid: list(q.docids) for q in self.queries}
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """What ``list_slices`` says about a slice, without loading it."""
+
+    name: str
+    description: str
+    queries: int
+    passages_per_query: int
+    sources: tuple[SourceFile, ...]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    info: SliceInfo
+    build: Callable[[Mapping[str, Path]], tuple[list[Query], dict[str, dict[str, int]]]]
+
+
+def _check_cut(what: str, n: int | None, available: int, name: str) -> int:
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserInputError(f"the number of {what} to keep must be a positive integer, not {n!r}")
+    if n > available:
+        raise UserInputError(
+            f"slice {name!r} has only {available} {what}{' per query' if what == 'passages' else ''}; "
+            f"ask for at most {available}"
+        )
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and checking the source files
+
+
+def _fetch(src: SourceFile) -> Path:
+    """A verified local copy of ``src``: from the offline mirror, the cache, or a download."""
+    settings = get_settings()
+    if settings.data_dir is not None:
+        path = settings.data_dir / src.relpath
+        if not path.is_file():
+            raise DataError(
+                f"{src.relpath} is missing from the offline data mirror {settings.data_dir} "
+                f"(DEAR_LOCAL_DATA); put the file from {src.url} at {path}, or unset "
+                "DEAR_LOCAL_DATA to download it"
+            )
+        _verify(path, src, f"the offline data mirror (DEAR_LOCAL_DATA={settings.data_dir})")
+        return path
+
+    path = settings.data_cache / src.relpath
+    if path.is_file():
+        if sha256_file(path) == src.sha256:
+            return path
+        path.unlink()  # a stale or damaged cache entry: fetch it again below
+    if settings.offline:
+        raise DataError(
+            f"{src.relpath} is not in the data cache ({path}) and offline mode is on; set "
+            "DEAR_LOCAL_DATA to an offline mirror of the eval data (laid out like "
+            "noveleval/queries.tsv, dl19/qrels.dl19-passage.txt), or unset DEAR_LOCAL_OFFLINE "
+            f"and HF_HUB_OFFLINE to download it from {src.url}"
+        )
+    try:
+        return download(src.url, path, src.sha256, desc=src.relpath)
+    except DearLocalError as exc:
+        raise DataError(
+            f"{exc}; or set DEAR_LOCAL_DATA to an offline mirror of the eval data"
+        ) from exc
+
+
+def _verify(path: Path, src: SourceFile, where: str) -> None:
+    got = sha256_file(path)
+    if got != src.sha256:
+        raise DataError(
+            f"{path} in {where} does not match its pinned sha256 (expected {src.sha256}, got {got}); "
+            f"it is a different or damaged copy: replace it with the file from {src.url}"
+        )
+
+
+def _combined_sha256(sources: tuple[SourceFile, ...]) -> str:
+    lines = "".join(f"{s.relpath} {s.sha256}\n" for s in sorted(sources, key=lambda s: s.relpath))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def _bad(src: SourceFile, what: str) -> DataError:
+    return DataError(
+        f"{src.relpath} passed its checksum but {what}; this is a dear-local bug, please report it"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsers
+
+
+def _read_tsv(path: Path) -> list[list[str]]:
+    # The files are CSV-quoted: splitting on the first tab corrupts passages with quotes and tabs.
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.reader(f, delimiter="\t"))
+
+
+def _read_qrels(path: Path, src: SourceFile) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise _bad(src, f"has a line that is not 'qid iter docid grade': {line!r}")
+            qid, _, docid, grade = parts
+            qrels.setdefault(qid, {})[docid] = int(grade)
+    return qrels
+
+
+def _build_noveleval(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, dict[str, int]]]:
+    q_src, c_src, r_src = _NOVELEVAL_QUERIES, _NOVELEVAL_CORPUS, _NOVELEVAL_QRELS
+    rows = _read_tsv(paths[q_src.relpath])
+    if any(len(r) != 2 for r in rows):
+        raise _bad(q_src, "has rows that are not 'qid<TAB>query'")
+    texts = dict(rows)
+    if len(texts) != _NOVELEVAL_N_QUERIES:
+        raise _bad(q_src, f"holds {len(texts)} queries, not {_NOVELEVAL_N_QUERIES}")
+
+    rows = _read_tsv(paths[c_src.relpath])
+    if any(len(r) != 2 for r in rows):
+        raise _bad(c_src, "has rows that are not 'docid<TAB>content'")
+    corpus = dict(rows)
+    expected = _NOVELEVAL_N_QUERIES * _NOVELEVAL_N_PASSAGES
+    if len(corpus) != expected:
+        raise _bad(c_src, f"holds {len(corpus)} passages, not {expected}")
+
+    qrels = _read_qrels(paths[r_src.relpath], r_src)
+    grades: dict[int, int] = {}
+    for judged in qrels.values():
+        for g in judged.values():
+            grades[g] = grades.get(g, 0) + 1
+    if grades != _NOVELEVAL_GRADES:
+        raise _bad(r_src, f"has grade counts {grades}, not {_NOVELEVAL_GRADES}")
+
+    queries = []
+    for qid, text in texts.items():
+        docids = tuple(f"{qid}-{j}" for j in range(_NOVELEVAL_N_PASSAGES))
+        missing = [d for d in docids if d not in corpus or d not in qrels.get(qid, {})]
+        if missing:
+            raise _bad(c_src, f"lacks text or judgments for {missing}")
+        queries.append(Query(qid, text, docids, tuple(corpus[d] for d in docids)))
+    return queries, qrels
+
+
+def _build_dl19(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, dict[str, int]]]:
+    run_src, t_src, r_src = _DL19_RUN, _DL19_TOPICS, _DL19_QRELS
+    with open(paths[run_src.relpath], encoding="utf-8") as f:
+        entries = json.load(f)
+    if len(entries) != _DL19_N_QUERIES:
+        raise _bad(run_src, f"holds {len(entries)} queries, not {_DL19_N_QUERIES}")
+
+    rows = _read_tsv(paths[t_src.relpath])
+    topics = dict(rows)
+    if len(topics) != _DL19_N_QUERIES:
+        raise _bad(t_src, f"holds {len(topics)} topics, not {_DL19_N_QUERIES}")
+
+    qrels = _read_qrels(paths[r_src.relpath], r_src)
+    n_judged = sum(len(j) for j in qrels.values())
+    if n_judged != _DL19_N_JUDGMENTS:
+        raise _bad(r_src, f"holds {n_judged} judgments, not {_DL19_N_JUDGMENTS}")
+
+    queries = []
+    for entry in entries:
+        hits = entry["hits"]
+        if len(hits) != _DL19_N_HITS:
+            raise _bad(run_src, f"has {len(hits)} hits for {entry['query']!r}, not {_DL19_N_HITS}")
+        qid = str(hits[0]["qid"])
+        if any(str(h["qid"]) != qid for h in hits) or [h["rank"] for h in hits] != list(
+            range(1, _DL19_N_HITS + 1)
+        ):
+            raise _bad(run_src, f"has mixed qids or out-of-order ranks for query {qid}")
+        if topics.get(qid) != entry["query"] or qid not in qrels:
+            raise _bad(run_src, f"has query {qid} with no matching topic or judgments")
+        docids = tuple(str(h["docid"]) for h in hits)
+        if len(set(docids)) != len(docids):
+            raise _bad(run_src, f"repeats a docid for query {qid}")
+        queries.append(Query(qid, entry["query"], docids, tuple(h["content"] for h in hits)))
+    return queries, {q.qid: qrels[q.qid] for q in queries}
+
+
+_NOVELEVAL_SOURCES = (_NOVELEVAL_QUERIES, _NOVELEVAL_CORPUS, _NOVELEVAL_QRELS)
+_DL19_SOURCES = (_DL19_RUN, _DL19_TOPICS, _DL19_QRELS)
+
+_SPECS: Mapping[str, _Spec] = {
+    "noveleval": _Spec(
+        SliceInfo(
+            "noveleval",
+            "NovelEval-2306: 21 queries x 20 judged passages, one window each",
+            _NOVELEVAL_N_QUERIES,
+            _NOVELEVAL_N_PASSAGES,
+            _NOVELEVAL_SOURCES,
+        ),
+        _build_noveleval,
+    ),
+    "dl19-top20": _Spec(
+        SliceInfo(
+            "dl19-top20",
+            "TREC DL19 passage: 43 queries, BM25 top-20, one window each",
+            _DL19_N_QUERIES,
+            20,
+            _DL19_SOURCES,
+        ),
+        _build_dl19,
+    ),
+    "dl19-top100": _Spec(
+        SliceInfo(
+            "dl19-top100",
+            "TREC DL19 passage: 43 queries, BM25 top-100, sliding windows",
+            _DL19_N_QUERIES,
+            _DL19_N_HITS,
+            _DL19_SOURCES,
+        ),
+        _build_dl19,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public functions
+
+
+def list_slices() -> list[SliceInfo]:
+    """Every known slice, the default first."""
+    return [spec.info for spec in _SPECS.values()]
+
+
+def slice_sources(name: str) -> tuple[SourceFile, ...]:
+    """The pinned source files of slice ``name``."""
+    return _spec(name).info.sources
+
+
+def _spec(name: str) -> _Spec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        raise UserInputError(
+            f"unknown eval slice {name!r}; choose one of: {', '.join(_SPECS)}"
+        ) from None
+
+
+def load_slice(
+    name: str = DEFAULT_SLICE, *, queries: int | None = None, passages: int | None = None
+) -> Slice:
+    """Load slice ``name``, checked, cut to its first ``queries`` queries and ``passages`` passages.
+
+    Raises ``DataError`` when a file is missing, does not match its pinned sha256, or does not
+    hold the expected counts, and ``UserInputError`` for an unknown name or a bad cut.
+    """
+    spec = _spec(name)
+    info = spec.info
+    paths = {src.relpath: _fetch(src) for src in info.sources}
+    parsed, qrels = spec.build(paths)
+    full = Slice(
+        name=info.name,
+        source_sha256=_combined_sha256(info.sources),
+        passages_per_query=info.passages_per_query,
+        queries=tuple(
+            replace(q, docids=q.docids[: info.passages_per_query], passages=q.passages[: info.passages_per_query])
+            for q in parsed
+        ),
+        qrels=qrels,
+    )
+    return full.cut(queries, passages)

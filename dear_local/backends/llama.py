@@ -1,0 +1,152 @@
+"""The llama.cpp backend, through llama-cpp-python.
+
+Only llama-cpp-python's model loading, tokenizer and ``eval`` are used; the
+prompt, chat template rendering, decoding loop and parser are dear-local's own,
+so this backend decodes exactly like the transformers reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidModelFileError, ModelNotFoundError
+from .base import Backend
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_file(path: str | Path) -> Path:
+    """Fail early, with a clear message, on a missing, non-GGUF or empty file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"model file {path} does not exist; check the path or run `dear-local pull`")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] != GGUF_MAGIC:
+        raise InvalidModelFileError(
+            f"{path} is not a GGUF file (it does not start with 'GGUF'); "
+            "convert a checkpoint with `dear-local convert` or download one with `dear-local pull`"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool):
+    """Silence llama.cpp's C-level logging on fd 2 while loading."""
+    if not enabled:
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        n_ctx: int | None = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        vocab_only: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        path = check_gguf_file(model_path)
+        self.model_label = path.name
+        self.path = path
+        try:
+            with _quiet_stderr(not verbose):
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx or 0,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    n_batch=n_batch,
+                    vocab_only=vocab_only,
+                    logits_all=False,
+                    verbose=verbose,
+                )
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidModelFileError(
+                f"llama.cpp could not load {path}: it is truncated, corrupt or of an unsupported "
+                f"architecture ({exc}); download it again with `dear-local pull --force` or re-convert it"
+            ) from exc
+        model = self.llm._model
+        self._vocab = model.vocab
+        self.n_vocab = model.n_vocab()
+        self.n_ctx = self.llm.n_ctx()
+        self.n_ctx_train = model.n_ctx_train()
+        meta = self.llm.metadata
+        self.metadata = meta
+        self.chat_template = meta.get("tokenizer.chat_template")
+        self.add_bos = bool(model.add_bos_token())
+        bos = model.token_bos()
+        self.bos_token = self._piece(bos) if bos >= 0 else ""
+        eos = model.token_eos()
+        self.eos_token = self._piece(eos) if eos >= 0 else ""
+        is_eog = llama_cpp.llama_vocab_is_eog
+        self.eog_ids = frozenset(t for t in range(self.n_vocab) if is_eog(self._vocab, t))
+        self._seq: list[int] = []
+
+    def _piece(self, tok: int) -> str:
+        return self._llama_cpp.llama_vocab_get_text(self._vocab, tok).decode("utf-8", "replace")
+
+    # -- tokens -------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.llm.detokenize(list(ids), special=True).decode("utf-8", "replace")
+
+    def token_bytes(self, tok: int) -> bytes:
+        """The raw bytes one token stands for (special tokens as their text)."""
+        return self.llm.detokenize([tok], special=True)
+
+    # -- evaluation state ---------------------------------------------------
+    def _logits(self) -> np.ndarray:
+        ptr = self._llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        # Reuse the cached prefix shared with the previous sequence (sliding
+        # windows share the prompt head); always re-evaluate at least one token.
+        keep = 0
+        limit = min(len(self._seq), len(ids) - 1)
+        while keep < limit and self._seq[keep] == ids[keep]:
+            keep += 1
+        self.rewind(keep)
+        return self.extend(ids[keep:])
+
+    def extend(self, ids: list[int]) -> np.ndarray:
+        self.llm.eval(ids)
+        self._seq.extend(ids)
+        return self._logits()
+
+    def rewind(self, n_tokens: int) -> None:
+        self.llm.n_tokens = n_tokens
+        del self._seq[n_tokens:]
+
+    @property
+    def n_past(self) -> int:
+        return len(self._seq)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.llm.close()

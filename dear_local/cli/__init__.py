@@ -1,0 +1,78 @@
+"""The ``dear-local`` command: a small typer app over the library functions.
+
+Each command group lives in its own module and registers itself on ``app``.
+Expected failures (``DearLocalError``) print one line and exit 2; set
+``DEAR_LOCAL_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import DearLocalError
+from ..settings import get_settings
+
+app = typer.Typer(
+    name="dear-local",
+    help="Run the DeAR listwise reranker locally through llama.cpp, and check quantized models "
+    "against the full-precision reference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from . import runtime
+
+    runtime.register(app)
+    for name in ("convert", "check", "serve"):
+        try:
+            module = __import__(f"{__name__}.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main() -> None:
+    debug = get_settings().debug
+    try:
+        app(standalone_mode=False)
+    except DearLocalError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        if debug:
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
+            err=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,157 @@
+"""The ranking engine: prompt -> decoding -> parse, per window and over a list.
+
+Every backend goes through these functions, so the transformers reference and
+the llama.cpp runtime share one prompt, one decoding loop and one parser.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .backends.base import Backend
+from .contract import Profile, is_complete, parse_ranking, window_spans
+from .errors import ContextOverflowError, UserInputError
+
+
+@dataclass
+class WindowResult:
+    start: int
+    end: int
+    order: list[int]  # window positions, best first
+    status: str
+    raw_text: str
+    prompt_ids: list[int]
+    output_ids: list[int]
+    model_calls: int
+    prompt_seconds: float
+    decode_seconds: float
+    stop_reason: str
+    scores: list[float] | None = None  # per window position, when the decoding mode gives them
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Ranking:
+    order: list[int]  # indices into the input documents, best first
+    windows: list[WindowResult]
+    scores: list[float] | None = None  # per input index, when available from a single window
+
+    @property
+    def statuses(self) -> list[str]:
+        return [w.status for w in self.windows]
+
+
+def prompt_ids(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[int]:
+    """Token ids of the prompt for one window, exactly as every backend feeds them."""
+    tmpl = profile.tmpl
+    if tmpl.kind == "raw":
+        return backend.tokenize(tmpl.render_raw(query, passages), add_bos=backend.add_bos)
+    text = backend.render_chat(tmpl.render_messages(query, passages))
+    return backend.tokenize(text, add_bos=False)
+
+
+def _check_fits(backend: Backend, n_prompt: int, budget: int, n_passages: int) -> None:
+    if n_prompt + budget > backend.n_ctx:
+        what = "this document" if n_passages == 1 else f"this window of {n_passages} passages"
+        raise ContextOverflowError(
+            f"the prompt for {what} needs {n_prompt} tokens plus {budget} for the answer, "
+            f"but the context holds {backend.n_ctx}; use a smaller --window or a larger --n-ctx"
+        )
+
+
+def rank_window(backend: Backend, profile: Profile, query: str, passages: list[str]) -> WindowResult:
+    """Rank one window of passages (at most ``profile.window`` of them)."""
+    n = len(passages)
+    tmpl = profile.tmpl
+    ids = prompt_ids(backend, profile, query, passages)
+    budget = profile.max_new_tokens(n)
+    _check_fits(backend, len(ids), budget, n)
+    if n == 1:
+        return WindowResult(0, 1, [0], "ok", "", ids, [], 0, 0.0, 0.0, "single")
+    if profile.decoding == "greedy":
+        stop = _completion_check(backend, n, tmpl.id_base)
+        gen = backend.greedy(ids, budget, stop)
+        scores = None
+    else:
+        from .decoding import decode  # constrained and first-token modes
+
+        gen, scores = decode(backend, profile, ids, n)
+    parsed = parse_ranking(gen.text, n, tmpl.id_base)
+    return WindowResult(
+        start=0,
+        end=n,
+        order=parsed.order,
+        status=parsed.status,
+        raw_text=gen.text,
+        prompt_ids=ids,
+        output_ids=gen.token_ids,
+        model_calls=gen.model_calls,
+        prompt_seconds=gen.prompt_seconds,
+        decode_seconds=gen.decode_seconds,
+        stop_reason=gen.stop_reason,
+        scores=scores,
+        extra=gen.extra,
+    )
+
+
+def _completion_check(backend: Backend, n: int, id_base: int) -> Callable[[list[int]], bool]:
+    close = "]"
+
+    def done(out: list[int]) -> bool:
+        # Only a closing bracket can complete a permutation; skip the decode otherwise.
+        text = backend.detokenize(out[-1:])
+        if close not in text:
+            return False
+        return is_complete(backend.detokenize(out), n, id_base)
+
+    return done
+
+
+def validate_request(query: str, documents: list[str]) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise UserInputError("the query is empty; pass a non-empty --query")
+    if not documents:
+        raise UserInputError("there are no documents to rerank; pass --docs FILE, --jsonl FILE or pipe text on stdin")
+    for i, d in enumerate(documents):
+        if not isinstance(d, str):
+            raise UserInputError(f"document {i} is a {type(d).__name__}, not text")
+
+
+def rank_documents(
+    backend: Backend,
+    profile: Profile,
+    query: str,
+    documents: list[str],
+    on_window: Callable[[WindowResult], None] | None = None,
+) -> Ranking:
+    """Rerank a whole list through sliding windows, back to front."""
+    validate_request(query, documents)
+    order = list(range(len(documents)))
+    spans = window_spans(len(documents), profile.window, profile.stride)
+    results: list[WindowResult] = []
+    for start, end in spans:
+        current = order[start:end]
+        res = rank_window(backend, profile, query, [documents[i] for i in current])
+        res.start, res.end = start, end
+        order[start:end] = [current[j] for j in res.order]
+        results.append(res)
+        if on_window is not None:
+            on_window(res)
+    scores = None
+    if len(results) == 1 and results[0].scores is not None:
+        window_scores = results[0].scores
+        scores = [0.0] * len(documents)
+        for pos, idx in enumerate(order):
+            scores[idx] = window_scores[results[0].order[pos]] if len(documents) > 1 else 1.0
+    return Ranking(order=order, windows=results, scores=scores)
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t

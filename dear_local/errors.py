@@ -1,0 +1,84 @@
+"""Every error dear-local raises on purpose, in one place.
+
+Each message says what went wrong and what to do about it. The CLI prints
+``error: <message>`` and exits with code 2 for any of these; set
+``DEAR_LOCAL_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+
+class DearLocalError(Exception):
+    """Base class: an expected failure with a message that names the fix."""
+
+    exit_code = 2
+
+
+class UserInputError(DearLocalError, ValueError):
+    """The caller passed something unusable (empty query, no documents, bad flag)."""
+
+
+class UnknownTemplateError(UserInputError):
+    """A template name that is not installed."""
+
+
+class UnknownProfileError(UserInputError):
+    """A profile setting that is not valid (decoding mode, window, stride)."""
+
+
+class UnknownModelError(UserInputError):
+    """A model name with no manifest, or a quant the manifest does not list."""
+
+
+class ModelNotFoundError(DearLocalError, FileNotFoundError):
+    """The model file is not on disk."""
+
+
+class InvalidModelFileError(DearLocalError):
+    """The file exists but is not a usable GGUF (wrong magic, truncated, corrupt)."""
+
+
+class ContextOverflowError(UserInputError):
+    """A prompt does not fit in the model's context window."""
+
+
+class MissingExtraError(DearLocalError, ImportError):
+    """An optional dependency is missing; the message names the pip extra."""
+
+
+class OfflineError(DearLocalError):
+    """A download was needed while offline mode is on."""
+
+
+class DownloadError(DearLocalError):
+    """A download failed or its checksum did not match."""
+
+
+class ConversionError(DearLocalError):
+    """A checkpoint cannot be converted (architecture, tokenizer, shards, output dir)."""
+
+
+class QuantizeError(DearLocalError):
+    """llama.cpp's quantizer refused or failed."""
+
+
+class ReferenceError_(DearLocalError):
+    """A reference file is corrupt or does not match what the check was asked to do."""
+
+
+class DataError(DearLocalError):
+    """An eval slice is missing, corrupt, or does not match its pinned checksum."""
+
+
+class GateFailure(DearLocalError):
+    """An agreement gate failed; raised after the report has been written."""
+
+    exit_code = 1
+
+
+def missing_extra(package: str, extra: str) -> MissingExtraError:
+    """The error for an optional dependency that is not installed."""
+    return MissingExtraError(
+        f"{package} is not installed; it comes with the '{extra}' extra: "
+        f'pip install "dear-local[{extra}]"'
+    )

