@@ -419,14 +419,12 @@ def load_slice(
     info = spec.info
     paths = {src.relpath: _fetch(src) for src in info.sources}
     parsed, qrels = spec.build(paths)
+    n = info.passages_per_query
     full = Slice(
         name=info.name,
         source_sha256=_combined_sha256(info.sources),
-        passages_per_query=info.passages_per_query,
-        queries=tuple(
-            replace(q, docids=q.docids[: info.passages_per_query], passages=q.passages[: info.passages_per_query])
-            for q in parsed
-        ),
+        passages_per_query=n,
+        queries=tuple(replace(q, docids=q.docids[:n], passages=q.passages[:n]) for q in parsed),
         qrels=qrels,
     )
     return full.cut(queries, passages)

@@ -55,6 +55,25 @@ class Backend(ABC):
     def detokenize(self, ids: list[int]) -> str:
         """Text for ``ids`` (special tokens rendered as their text)."""
 
+    def token_bytes(self, tok: int) -> bytes:
+        """The raw bytes one token stands for (special tokens as their text).
+
+        Constrained and first-token decoding need it; a backend that supports
+        them overrides this.
+        """
+        raise NotImplementedError(f"the {self.name} backend does not expose token bytes")
+
+    def vocab_pieces(self) -> list[bytes]:
+        """``token_bytes`` of every token id, computed once per backend and kept."""
+        pieces = self.__dict__.get("_vocab_pieces")
+        if pieces is None:
+            pieces = self._vocab_pieces = [self.token_bytes(t) for t in range(self.n_vocab)]
+        return pieces
+
+    @abstractmethod
+    def token_text(self, tok: int) -> str:
+        """The vocabulary entry of one token as the tokenizer stores it (e.g. ``Ġthe``)."""
+
     def render_chat(self, messages: list[dict]) -> str:
         return render_chat(
             self.chat_template, messages, bos_token=self.bos_token, eos_token=self.eos_token

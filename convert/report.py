@@ -1,0 +1,102 @@
+"""Writing a check's report: report.json, report.md and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dear_local.fileio import atomic_path, write_text_atomic
+
+COLUMNS = [
+    ("quant", lambda r: r["label"]),
+    ("MiB", lambda r: f"{r['bytes'] / 2**20:.0f}" if r.get("bytes") else "-"),
+    ("bpw", lambda r: f"{r['bits_per_weight']:.2f}" if r.get("bits_per_weight") else "-"),
+    ("exact %", lambda r: f"{r['exact_match_pct']:.0f}"),
+    ("mean τ", lambda r: f"{r['mean_tau']:.3f}"),
+    ("min τ", lambda r: f"{r['min_tau']:.3f}"),
+    ("top-1 %", lambda r: f"{r['top1_pct']:.0f}"),
+    ("top-5", lambda r: f"{r['top5_overlap']:.2f}"),
+    ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r['ndcg'][f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
+    ("ΔnDCG@10", lambda r: f"{100 * r['delta_ndcg10']:+.1f}"),
+    ("parse ok/wf/rep/miss", lambda r: "/".join(str(v) for v in r["status_counts"].values())),
+    ("FT KL", lambda r: f"{r['first_token_kl']:.4f}"),
+    ("FT top-1 %", lambda r: f"{r['first_token_top1_pct']:.0f}"),
+    ("s/window", lambda r: f"{r['seconds_per_window']:.2f}"),
+    ("prompt tok/s", lambda r: f"{r['prompt_tokens_per_s']:.0f}" if r.get("prompt_tokens_per_s") else "-"),
+    ("peak RSS MiB", lambda r: f"{r['peak_rss'] / 2**20:.0f}" if r.get("peak_rss") else "-"),
+    ("gates", lambda r: "pass" if not r.get("gate_failures") else "FAIL: " + "; ".join(r["gate_failures"])),
+]
+
+
+def markdown_table(report: dict) -> str:
+    rows = [report["reference_row"], *report["rows"]]
+    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(fmt(r) if r is not report["reference_row"] or c != "gates" else "-" for c, fmt in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def markdown(report: dict) -> str:
+    ref = report["reference"]
+    s = ref["slice"]
+    p = ref["profile"]
+    lines = [
+        "# dear-local agreement report",
+        "",
+        f"- reference: {ref['model'].get('name') or ref['model'].get('checkpoint')} in transformers "
+        f"{ref['transformers']} ({ref['dtype']}, {ref['device_name']})",
+        f"- slice: {s['name']}, {s['queries']} queries × {s['passages']} passages (sha256 {s['sha256'][:12]}…)",
+        f"- profile: template {p['template']}, window {p['window']}, stride {p['stride']}, decoding {p['decoding']}",
+        f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",
+        f"- result: {'all gates pass' if report['passed'] else 'a gate FAILED'}",
+        "",
+        "Agreement columns compare each quant's final ranking with the reference's, query by query. "
+        "nDCG is computed against the slice's qrels with pytrec_eval; ΔnDCG@10 is quant minus reference, "
+        "in points. FT = first-token log-probabilities of the candidate ids (KL of reference to quant, "
+        "in nats). Parse counts are per window: ok / wrong_format / repetition / missing_documents.",
+        "",
+        markdown_table(report),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(report: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    sizes = [r["bytes"] / 2**20 for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, ylabel in (
+        (ax1, "mean_tau", "mean Kendall τ vs reference"),
+        (ax2, "delta_ndcg10", "ΔnDCG@10 vs reference (points)"),
+    ):
+        ys = [r[key] * (100 if key == "delta_ndcg10" else 1) for r in rows]
+        ax.plot(sizes, ys, "o")
+        for x, y, r in zip(sizes, ys, rows):
+            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel("file size (MiB)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax1.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax2.axhline(0.0, color="gray", lw=0.8, ls="--")
+    fig.suptitle(f"{report['reference']['slice']['name']}: agreement of each quant with the reference")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return out
+
+
+def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n"),
+        "md": write_text_atomic(out_dir / "report.md", markdown(report)),
+        "plot": plot(report, out_dir / "agreement.png"),
+    }
+    return paths

@@ -1,0 +1,123 @@
+"""Workstation commands: convert, quantize, build. They need the 'convert' extra.
+
+The heavy imports (torch, transformers, gguf) happen inside each command, so
+``dear-local --help`` and the runtime commands stay fast and work without them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import missing_extra
+
+
+class OutType(str, Enum):
+    bf16 = "bf16"
+    f16 = "f16"
+    f32 = "f32"
+
+
+def _need_convert_extra() -> None:
+    for pkg in ("torch", "gguf", "safetensors"):
+        try:
+            __import__(pkg)
+        except ImportError as exc:
+            raise missing_extra(pkg, "convert") from exc
+
+
+def convert(
+    src: str = typer.Argument(..., help="A local checkpoint directory, or a Hugging Face repo id (owner/name)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write <name>-<OUTTYPE>.gguf into."),
+    outtype: OutType = typer.Option(OutType.bf16, "--outtype", help="Tensor type of the output; bf16 keeps a bf16 checkpoint exact."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit to download (repo ids only); default: main."),
+    pre_tokenizer: Optional[str] = typer.Option(
+        None, "--pre-tokenizer",
+        help="llama.cpp pre-tokenizer name to use when the one in tokenizer.json is not recognised (e.g. llama-bpe, smollm).",
+    ),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name for the file and its metadata (default: from SRC)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Convert a Hugging Face LlamaForCausalLM checkpoint (safetensors) to GGUF.
+
+    Tensors are streamed one at a time, so memory stays near one tensor whatever the model
+    size. The output is written to a .partial file and renamed when complete, and its
+    tokenizer is checked against tokenizer.json before it is kept.
+    """
+    _need_convert_extra()
+    from convert.hf_to_gguf import convert_checkpoint, output_path
+
+    from ..store import pull_checkpoint
+
+    path = Path(src).expanduser()
+    repo = None
+    if path.is_dir():
+        if revision:
+            raise typer.BadParameter("--revision applies to repo ids only, not local directories")
+    else:
+        if src.count("/") != 1 or src.startswith((".", "/", "~")):
+            raise typer.BadParameter(f"{src} is neither a directory nor an owner/name repo id", param_hint="SRC")
+        repo = src
+        typer.echo(f"downloading {repo}@{revision or 'main'} (safetensors, JSON and tokenizer files only) ...", err=True)
+        path = pull_checkpoint(repo, revision)
+        revision = path.name  # the snapshot directory is named by the resolved commit
+    name = name or (repo.split("/")[-1] if repo else path.name)
+    final = output_path(out, name, outtype.value)
+    if final.exists() and not force:
+        typer.echo(f"kept existing {final} (pass --force to rebuild it)")
+        return
+    result = convert_checkpoint(
+        path, out, outtype.value, force=force, pre_tokenizer=pre_tokenizer,
+        source_repo=repo, revision=revision, name=name,
+    )
+    typer.echo(f"wrote {result} ({result.stat().st_size / 1e9:.2f} GB)")
+
+
+def quantize(
+    gguf: Path = typer.Argument(..., help="The BF16/F16/F32 GGUF written by `dear-local convert`."),
+    types: str = typer.Option(
+        "Q8_0,Q6_K,Q5_K_M,Q4_K_M,IQ4_XS,Q3_K_M,Q2_K", "--types", "-t",
+        help="Comma-separated quant types to write (e.g. Q8_0,Q4_K_M).",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for <name>-<TYPE>.gguf files and manifest.json."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Quantizer threads (default: all cores)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Quantize a GGUF with llama.cpp's quantizer into one file per type, plus manifest.json.
+
+    The manifest records each file's type, size, bits per weight, sha256, source repo and
+    revision, and the dear-local and llama.cpp versions.
+    """
+    from convert import quantize as q
+
+    def report(e: dict) -> None:
+        typer.echo(f"{e['type']:<8} {e['bytes'] / 1e6:>9.1f} MB  {e['bits_per_weight']:.2f} bits/weight  {e['file']}")
+
+    q.quantize(gguf, types, out, threads=threads, force=force, on_file=report)
+    typer.echo(f"manifest: {Path(out) / q.MANIFEST}")
+
+
+def build(
+    name: str = typer.Argument(..., help="A model name from `dear-local models` (e.g. dear-8b-listwise)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Quantizer threads (default: all cores)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild files that already exist."),
+) -> None:
+    """Pull a model's checkpoint, convert it to BF16 and quantize its whole ladder into the store.
+
+    Files go to $DEAR_LOCAL_HOME/models/NAME/ as NAME-QUANT.gguf. Files already built are
+    kept unless --force is given, so an interrupted build picks up where it stopped.
+    """
+    _need_convert_extra()
+    from convert.build import build as run_build
+
+    result = run_build(name, force=force, threads=threads, log=lambda m: typer.echo(m, err=True))
+    typer.echo(result.table())
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(convert)
+    app.command()(quantize)
+    app.command()(build)

@@ -1,0 +1,68 @@
+"""``dear-local serve``: the HTTP rerank API (needs the ``serve`` extra)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..contract import DECODING_MODES
+
+
+def serve(
+    model: str = typer.Option(..., "--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default only accepts local clients."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $DEAR_LOCAL_API_KEY, else no key).",
+        show_default=False,
+    ),
+    max_queue: int = typer.Option(32, "--max-queue", help="Requests that may wait behind the running one; more get 429."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds a request may take, waiting included; then 504."),
+    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request."),
+    max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", help="Largest request body; bigger gets 413."),
+    template: Optional[str] = typer.Option(
+        None, "--template", "--profile", help="Prompt template (see `dear-local templates`); default: the model's."
+    ),
+    decoding: Optional[str] = typer.Option(None, "--decoding", help=f"One of: {', '.join(DECODING_MODES)}."),
+    window: Optional[int] = typer.Option(None, "--window", help="Passages per window (default 20)."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Window stride (default 10)."),
+    n_threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: llama.cpp's choice)."),
+    n_gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one."),
+    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size (default: sized from the profile)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from ..errors import missing_extra
+
+        raise missing_extra("fastapi", "serve") from None
+    from ..server import ServerSettings, bind_warning, create_app
+    from ..server.runner import serve as run
+    from ..settings import get_settings
+
+    settings = ServerSettings(
+        model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
+        max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
+        template=template, decoding=decoding, window=window, stride=stride,
+        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+    )
+    warning = bind_warning(settings.host, settings.api_key)
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+    app = create_app(settings)
+    p = app.state.service.reranker.profile
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    typer.echo(
+        f"serving {settings.model_name} ({p.template}/{p.decoding}) on http://{shown}:{settings.port} "
+        f"(docs at /docs; key {'required' if settings.api_key else 'not required'})",
+        err=True,
+    )
+    run(app, settings, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,254 @@
+"""Decoding modes beyond plain greedy: ``constrained`` (with jump-forward) and ``first-token``.
+
+Both are written against the :class:`~dear_local.backends.base.Backend`
+protocol only (``prefill``, ``extend``, ``rewind``, ``tokenize``,
+``token_bytes``), so llama.cpp and the transformers reference decode the same way.
+
+``constrained``
+    Greedy decoding in which only tokens that keep the answer a prefix of a
+    valid permutation ``[a] > [b] > ... > [z]`` may be chosen (see
+    :mod:`dear_local.contract.constraint`). It ends exactly when every id has
+    been named once, so a malformed ranking cannot come out. With
+    *jump-forward*, text the grammar forces (``] > [`` between ids, the last
+    id) is tokenized and appended without a model choice, and evaluated in one
+    batch together with the next step: one model call per chosen token.
+
+``first-token``
+    FIRST (Reddy et al., 2024): one pass over the prompt plus the answer's
+    opening ``[``; the ids are ranked by the probability of their id tokens.
+    When ids share a token prefix (SmolLM2 writes ``12`` as ``1``, ``2``), the
+    shared prefix costs one more decode step, and each id is scored by the
+    product of its tokens' probabilities, closing ``]`` included.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .backends.base import Backend, Generation
+from .contract import Profile, Template
+from .contract.constraint import (
+    CLOSE,
+    OPEN,
+    PermutationConstraint,
+    State,
+    TokenIndex,
+    canonical_answer,
+)
+from .errors import UnknownProfileError
+
+
+def decode(backend: Backend, profile: Profile, prompt_ids: list[int], n: int) -> tuple[Generation, list[float] | None]:
+    """Decode one window of ``n`` ids with the profile's (non-greedy) mode.
+
+    Returns the generation and, for ``first-token``, a relevance score per
+    window position (a softmax over the ids, summing to 1).
+    """
+    tmpl = profile.tmpl
+    if profile.decoding == "constrained":
+        return constrained(backend, prompt_ids, n, tmpl.id_base), None
+    if profile.decoding == "first-token":
+        return first_token(backend, tmpl, prompt_ids, n)
+    raise UnknownProfileError(
+        f"decoding mode {profile.decoding!r} is not handled here; use 'constrained' or 'first-token'"
+    )
+
+
+# -- constrained decoding -----------------------------------------------------------
+
+
+class _Forcer:
+    """Turns the text a grammar state forces into tokens, caching tokenizations."""
+
+    def __init__(self, backend: Backend, constraint: PermutationConstraint) -> None:
+        self.backend = backend
+        self.constraint = constraint
+        self._cache: dict[str, list[int]] = {}
+
+    def __call__(self, state: State) -> tuple[list[int], State]:
+        text = self.constraint.forced_text(state)
+        if not text:
+            return [], state
+        toks = self._cache.get(text)
+        if toks is None:
+            toks = self._cache[text] = self.backend.tokenize(text, add_bos=False)
+        out = state
+        for t in toks:
+            nxt = self.constraint.advance(out, t)
+            if nxt is None:  # a tokenizer that cannot spell the forced text alone
+                return [], state
+            out = nxt
+        return list(toks), out
+
+
+def constrained(
+    backend: Backend,
+    prompt_ids: list[int],
+    n: int,
+    id_base: int = 0,
+    *,
+    jump_forward: bool = True,
+) -> Generation:
+    """Greedy decoding restricted to valid permutations of ``n`` ids.
+
+    ``extra`` reports ``jump_forward``, ``forced_tokens`` (appended without a
+    model choice) and ``margins``: per output token, the gap between the best
+    and second-best allowed logit as a fraction of the logit range (None where
+    the token was forced or the only one allowed), for spotting near-ties.
+    """
+    constraint = PermutationConstraint(TokenIndex.from_backend(backend), n, id_base)
+    force = _Forcer(backend, constraint)
+    t0 = time.perf_counter()
+    state = constraint.initial
+    out: list[int] = []
+    margins: list[float | None] = []
+    pending: list[int] = []
+    if jump_forward:
+        pending, state = force(state)
+        out += pending
+        margins += [None] * len(pending)
+    logits = backend.prefill(list(prompt_ids) + pending)
+    calls, n_forced = 1, len(pending)
+    t1 = time.perf_counter()
+    while not constraint.is_done(state):
+        options = constraint.allowed(state)
+        if not options:  # pragma: no cover - the grammar has no dead ends (property-tested)
+            raise AssertionError(f"no admissible token after {backend.detokenize(out)!r}")
+        if len(options) == 1:
+            best, margin = options[0], None
+        else:
+            toks = np.fromiter((o.token for o in options), dtype=np.int64, count=len(options))
+            vals = logits[toks]
+            order = np.lexsort((toks, -vals))  # best logit first, lowest token id on ties
+            best = options[int(order[0])]
+            span = float(logits.max() - logits.min()) or 1.0
+            margin = float(vals[order[0]] - vals[order[1]]) / span
+        state = best.state
+        out.append(best.token)
+        margins.append(margin)
+        pending = [best.token]
+        if jump_forward:
+            forced, state = force(state)
+            pending += forced
+            out += forced
+            margins += [None] * len(forced)
+            n_forced += len(forced)
+        if constraint.is_done(state):
+            break
+        logits = backend.extend(pending)
+        calls += 1
+    t2 = time.perf_counter()
+    return Generation(
+        token_ids=out,
+        text=backend.detokenize(out),
+        stop_reason="complete",
+        model_calls=calls,
+        prompt_seconds=t1 - t0,
+        decode_seconds=t2 - t1,
+        extra={"jump_forward": jump_forward, "forced_tokens": n_forced, "margins": margins},
+    )
+
+
+# -- first-token ranking ---------------------------------------------------------------
+
+
+def id_token_paths(backend: Backend, template: Template, n: int) -> tuple[list[int], list[list[int]]]:
+    """The answer prefix's tokens, and for each window position the tokens of ``<id>]`` after it.
+
+    Fails with :class:`UnknownProfileError` when the template's answer prefix
+    does not end where an id starts, or when the tokenizer merges the prefix
+    or the closing bracket into the id, so the id tokens cannot be found.
+    """
+    prefix = template.answer_prefix
+    fix = "use --decoding constrained or greedy with this template"
+    if not prefix or not prefix.endswith(OPEN) or not template.label(0).startswith(OPEN):
+        raise UnknownProfileError(
+            f"first-token decoding needs the answer to open with the id's '{OPEN}', but template "
+            f"{template.name!r} has answer_prefix {prefix!r} and labels like {template.label(0)!r}; {fix}"
+        )
+    prefix_ids = backend.tokenize(prefix, add_bos=False)
+    paths = []
+    for k in range(n):
+        tail = f"{template.id_base + k}{CLOSE}"
+        full = backend.tokenize(prefix + tail, add_bos=False)
+        rest = full[len(prefix_ids):]
+        if full[: len(prefix_ids)] != prefix_ids or b"".join(map(backend.token_bytes, rest)) != tail.encode():
+            raise UnknownProfileError(
+                f"first-token decoding cannot find the id token of {prefix + tail!r} in template "
+                f"{template.name!r}: this tokenizer merges the answer prefix {prefix!r} with the id; {fix}"
+            )
+        paths.append(rest)
+    for a, pa in enumerate(paths):
+        for b, pb in enumerate(paths):
+            if a != b and pb[: len(pa)] == pa:
+                raise UnknownProfileError(
+                    f"first-token decoding cannot tell ids {template.label(a)} and {template.label(b)} apart "
+                    f"with this tokenizer; {fix}"
+                )
+    return prefix_ids, paths
+
+
+def _log_softmax(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    shifted = values - values.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def first_token(
+    backend: Backend, template: Template, prompt_ids: list[int], n: int
+) -> tuple[Generation, list[float]]:
+    """Rank ``n`` ids from one pass over the prompt and the answer prefix.
+
+    Each id's score is the probability of its token path under the
+    constrained answer distribution: at every point where ids' paths branch,
+    a softmax over the branching tokens (the root branch is the one pass;
+    each deeper branch point is one extra decode step). The scores sum to 1.
+    """
+    prefix_ids, paths = id_token_paths(backend, template, n)
+    # Branch points: token path -> the distinct next tokens of the ids below it.
+    branches: dict[tuple[int, ...], list[int]] = {}
+    for path in paths:
+        for depth in range(len(path)):
+            nxt = branches.setdefault(tuple(path[:depth]), [])
+            if path[depth] not in nxt:
+                nxt.append(path[depth])
+
+    t0 = time.perf_counter()
+    logits = backend.prefill(list(prompt_ids) + prefix_ids)
+    base = backend.n_past
+    t1 = time.perf_counter()
+    calls = 1
+    logp_at: dict[tuple[int, ...], dict[int, float]] = {}
+    for node, children in branches.items():
+        if len(children) == 1:
+            logp_at[node] = {children[0]: 0.0}
+            continue
+        if node:
+            backend.rewind(base)
+            node_logits = backend.extend(list(node))
+            calls += 1
+        else:
+            node_logits = logits
+        lp = _log_softmax(node_logits[np.asarray(children, dtype=np.int64)])
+        logp_at[node] = dict(zip(children, lp.tolist()))
+    if calls > 1:
+        backend.rewind(base)
+    t2 = time.perf_counter()
+
+    logp = np.array([sum(logp_at[tuple(p[:d])][p[d]] for d in range(len(p))) for p in paths])
+    probs = np.exp(logp - logp.max())
+    probs /= probs.sum()
+    order = sorted(range(n), key=lambda k: (-logp[k], k))
+    text = canonical_answer([template.id_base + k for k in order])
+    gen = Generation(
+        token_ids=[],
+        text=text,
+        stop_reason="complete",
+        model_calls=calls,
+        prompt_seconds=t1 - t0,
+        decode_seconds=t2 - t1,
+        extra={"extra_steps": calls - 1},
+    )
+    return gen, [float(p) for p in probs]

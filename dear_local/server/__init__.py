@@ -1,0 +1,9 @@
+"""``dear-local serve``: a Cohere/Jina-compatible rerank API over a local model.
+
+Importing this package needs the ``serve`` extra (FastAPI, uvicorn).
+"""
+
+from .app import create_app
+from .config import ServerSettings, bind_warning, is_loopback
+
+__all__ = ["ServerSettings", "bind_warning", "create_app", "is_loopback"]

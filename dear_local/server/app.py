@@ -1,0 +1,241 @@
+"""The FastAPI app: ``create_app(settings)`` loads the model once and wires the routes.
+
+Endpoints:
+
+- ``POST /v1/rerank``: Cohere v1 and Jina request/response shapes.
+- ``POST /v2/rerank``: Cohere v2.
+- ``GET /health``, ``GET /v1/models``, and the OpenAPI docs (``/docs``, ``/openapi.json``).
+
+Every error is JSON ``{"error": code, "message": text}``: 400 for a body that
+is not JSON, 401 for a missing or wrong key, 413 for a body over the limit,
+422 for a request that is JSON but not a valid rerank request, 429 (with
+``Retry-After``) when the queue is full, 503 while shutting down and 504 past
+the request timeout.
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..reranker import Reranker
+from .config import ServerSettings
+from .limits import BodySizeLimit
+from .schemas import (
+    ErrorBody,
+    Health,
+    ModelCard,
+    ModelList,
+    QueueInfo,
+    RerankRequestV1,
+    RerankRequestV2,
+    RerankResponseV1,
+    RerankResponseV2,
+)
+from .service import ApiError, RerankService
+
+DESCRIPTION = """\
+A local, Cohere/Jina-compatible rerank API over a DeAR listwise reranker running in llama.cpp.
+
+`relevance_score` is in [0, 1] and decreases with rank. With the `first-token` decoding mode and a
+request that fits in one window it is the model's first-token probability for the document's
+identifier; otherwise it is derived from rank: (n - rank) / n. `meta.scores` says which.
+Documents longer than the prompt template's passage limit (300 characters for `card`, 300 words
+for `rankgpt-chat`) are cut before ranking; such results carry `truncated: true` and `meta.warnings`
+names them. Requests run one at a time, first come first served.
+"""
+
+_ERRORS = {
+    400: ("invalid_json", "The body is not valid JSON."),
+    401: ("unauthorized", "The API key is missing or wrong."),
+    413: ("body_too_large", "The body is larger than --max-body-bytes."),
+    422: ("invalid_request", "The JSON is not a valid rerank request."),
+    429: ("queue_full", "Too many requests are waiting; see Retry-After."),
+    503: ("shutting_down", "The server is shutting down."),
+    504: ("timeout", "The request took longer than --timeout."),
+}
+RERANK_RESPONSES = {code: {"model": ErrorBody, "description": desc} for code, (_, desc) in _ERRORS.items()}
+
+
+def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> FastAPI:
+    """Build the app. The model is loaded here, once, unless a ``reranker`` is passed in.
+
+    A passed-in reranker stays the caller's to close; one loaded here is closed
+    when the app shuts down, after the request in flight has finished.
+    """
+    owned = reranker is None
+    if reranker is None:
+        reranker = Reranker(
+            settings.model,
+            template=settings.template,
+            decoding=settings.decoding,
+            window=settings.window,
+            stride=settings.stride,
+            n_threads=settings.n_threads,
+            n_gpu_layers=settings.n_gpu_layers,
+            n_ctx=settings.n_ctx,
+        )
+    service = RerankService(reranker, settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        service.queue.start()
+        try:
+            yield
+        finally:
+            service.shutting_down = True
+            await anyio.to_thread.run_sync(service.queue.close)  # waits for the request in flight
+            if owned:
+                reranker.close()
+
+    app = FastAPI(
+        title="dear-local",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    _add_error_handlers(app)
+    auth = [Depends(_auth_check(settings.api_key))] if settings.api_key else []
+
+    @app.post(
+        "/v1/rerank",
+        response_model=RerankResponseV1,
+        response_model_exclude_none=True,
+        responses=RERANK_RESPONSES,
+        dependencies=auth,
+        summary="Rerank documents (Cohere v1 and Jina shapes)",
+    )
+    async def rerank_v1(body: RerankRequestV1, request: Request):
+        docs = body.texts()
+        resp = await service.rerank(request, body.query, docs, body.top_n)
+        return service.response_v1(resp, docs, body.return_documents)
+
+    @app.post(
+        "/v2/rerank",
+        response_model=RerankResponseV2,
+        response_model_exclude_none=True,
+        responses=RERANK_RESPONSES,
+        dependencies=auth,
+        summary="Rerank documents (Cohere v2 shape)",
+    )
+    async def rerank_v2(body: RerankRequestV2, request: Request):
+        docs = body.texts()
+        resp = await service.rerank(request, body.query, docs, body.top_n)
+        return service.response_v2(resp, docs, body.return_documents)
+
+    @app.get(
+        "/v1/models",
+        response_model=ModelList,
+        responses={401: RERANK_RESPONSES[401]},
+        dependencies=auth,
+        summary="The served model and its profile",
+    )
+    async def models():
+        p = reranker.profile
+        return ModelList(data=[ModelCard(
+            id=service.model_name, template=p.template, decoding=p.decoding,
+            window=p.window, stride=p.stride, max_documents=settings.max_documents,
+        )])
+
+    @app.get(
+        "/health",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "The server is shutting down."}},
+        summary="Liveness and queue state (no key needed)",
+    )
+    async def health():
+        q = service.queue
+        body = Health(
+            status="shutting_down" if service.shutting_down else "ok",
+            model=service.model_name,
+            queue=QueueInfo(
+                pending=q.pending, max_pending=q.max_pending, busy=q.busy,
+                completed=q.stats.completed, dropped=q.stats.dropped, rejected=q.stats.rejected,
+            ),
+        )
+        return JSONResponse(body.model_dump(), status_code=503 if service.shutting_down else 200)
+
+    _document_limits(app, settings.max_documents)
+    return app
+
+
+def _document_limits(app: FastAPI, max_documents: int) -> None:
+    """Put this server's --max-documents into the OpenAPI schema as ``maxItems``."""
+    build = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            schema = build()
+            for name in ("RerankRequestV1", "RerankRequestV2"):
+                props = schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {})
+                if "documents" in props:
+                    props["documents"]["maxItems"] = max_documents
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _auth_check(key: str):
+    bearer = HTTPBearer(auto_error=False, description="The server's API key, as `Authorization: Bearer <key>`.")
+    expected = key.encode("utf-8")
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
+        if credentials is None or not hmac.compare_digest(given, expected):
+            raise ApiError(
+                401, "unauthorized",
+                "this server needs an API key: send the header 'Authorization: Bearer <key>' with the key "
+                "it was started with (--api-key or DEAR_LOCAL_API_KEY)",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    return check
+
+
+def _error(status: int, code: str, message: str, headers=None, details=None) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, details=details)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request, exc: ApiError):
+        return _error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, exc: RequestValidationError):
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            ctx = errors[0].get("ctx") or {}
+            return _error(400, "invalid_json", f"the body is not valid JSON: {ctx.get('error', 'parse error')}")
+        details = [_describe(e) for e in errors]
+        shown = "; ".join(details[:3]) + (f"; and {len(details) - 3} more" if len(details) > 3 else "")
+        return _error(422, "invalid_request", f"invalid rerank request: {shown}", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, exc: StarletteHTTPException):
+        codes = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request, exc: Exception):
+        return _error(500, "internal_error", f"unexpected {type(exc).__name__}; this is a bug in dear-local")
+
+
+def _describe(error: dict) -> str:
+    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    if error.get("type") == "string_pattern_mismatch" and loc == "query":
+        return "query: must not be empty or only whitespace"
+    msg = error.get("msg", "invalid")
+    return f"{loc}: {msg.removeprefix('Value error, ')}"

@@ -1,0 +1,89 @@
+"""Settings for ``dear-local serve``: what to load and how the server protects itself.
+
+This module imports nothing from FastAPI, so the CLI can build and check the
+settings before it loads the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ..errors import UserInputError
+from ..reranker import MAX_DOCUMENTS
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_QUEUE = 32
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``create_app`` needs.
+
+    - ``model``: a ``.gguf`` path or ``NAME[:QUANT]`` from the model store.
+    - ``template``/``decoding``/``window``/``stride``: override the model's profile.
+    - ``api_key``: when set, every rerank and models request needs ``Authorization: Bearer <key>``.
+    - ``max_queue``: requests allowed to wait behind the one being ranked; more get 429.
+    - ``timeout``: seconds a request may take, waiting included, before it gets 504.
+    - ``max_documents``: documents allowed in one request (at most the library's 1000).
+    - ``max_body_bytes``: request bodies above this get 413.
+    """
+
+    model: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_key: str | None = None
+    max_queue: int = DEFAULT_MAX_QUEUE
+    timeout: float = DEFAULT_TIMEOUT
+    max_documents: int = MAX_DOCUMENTS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    template: str | None = None
+    decoding: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    n_ctx: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 0:
+            raise UserInputError(f"--max-queue must be 0 or more, got {self.max_queue}")
+        if not self.timeout > 0:
+            raise UserInputError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+        if not 1 <= self.max_documents <= MAX_DOCUMENTS:
+            raise UserInputError(
+                f"--max-documents must be between 1 and {MAX_DOCUMENTS}, got {self.max_documents}"
+            )
+        if self.max_body_bytes < 1024:
+            raise UserInputError(f"--max-body-bytes must be at least 1024, got {self.max_body_bytes}")
+        if not 0 <= self.port <= 65535:
+            raise UserInputError(f"--port must be between 0 and 65535, got {self.port}")
+
+    @property
+    def model_name(self) -> str:
+        """The name the API reports for the served model (the file name for a path)."""
+        name = self.model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_warning(host: str, api_key: str | None) -> str | None:
+    """The warning to print when the server is reachable from other machines without a key."""
+    if api_key or is_loopback(host):
+        return None
+    return (
+        f"serving on {host} without an API key: anyone who can reach this address can use the model; "
+        "pass --api-key (or set DEAR_LOCAL_API_KEY), or bind 127.0.0.1"
+    )

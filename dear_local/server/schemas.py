@@ -1,0 +1,215 @@
+"""Request and response bodies of the HTTP API (pydantic models, shown in the OpenAPI docs).
+
+``POST /v1/rerank`` speaks the Cohere v1 and Jina shapes; ``POST /v2/rerank``
+speaks Cohere v2. Fields those APIs define that a local listwise model cannot
+honour (``rank_fields``, ``max_chunks_per_doc``, ``max_tokens_per_doc``,
+``relevant_spans``, ``priority``) are accepted and ignored, so existing clients
+work unchanged.
+
+Types are strict: ``"3"`` is not an integer and ``1`` is not a boolean (``3.0``
+is an integer, as in JSON Schema).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic.json_schema import WithJsonSchema
+
+SCORE_DOC = (
+    "In [0, 1], decreasing with rank. With the first-token decoding mode and a request that fits in one "
+    "window, it is the model's probability for the document's identifier as the first token of the ranking; "
+    "otherwise it is derived from rank alone: (n - rank) / n for n documents, so 1.0 for the best. "
+    "`meta.scores` says which."
+)
+
+
+def _encodable(text: str) -> str:
+    """Refuse strings holding lone surrogates (valid JSON escapes, but not text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"is not valid Unicode text (lone surrogate at position {exc.start})") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
+
+
+def _no_text_or_bool(value):
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be an integer")
+    return value
+
+
+# An integer as JSON Schema means it: 3 and 3.0, not "3", 3.5 or true.
+Count = Annotated[int, Field(ge=1), BeforeValidator(_no_text_or_bool)]
+
+
+def _has_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return text
+
+
+Query = Annotated[
+    StrictStr,
+    Field(min_length=1, pattern=r"\S", description="The search query."),
+    AfterValidator(_encodable),
+    AfterValidator(_has_text),
+]
+
+
+def _unwrap_document(value):
+    """Accept ``{"text": ...}`` objects (other keys ignored) as their text."""
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise ValueError('a document object needs a "text" field')
+        return value["text"]
+    return value
+
+
+_STRING_OR_TEXT = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    ],
+    "description": 'A document: a string, or an object whose "text" is used.',
+}
+
+Document = Annotated[Text, BeforeValidator(_unwrap_document), WithJsonSchema(_STRING_OR_TEXT)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = Field(
+        None, description="Accepted for compatibility and ignored: the server ranks with the model it loaded."
+    )
+    query: Query
+    top_n: Count | None = Field(
+        None, description="Return only the best `top_n` results (all by default)."
+    )
+
+
+class RerankRequestV1(_Request):
+    """Cohere v1 and Jina: documents are strings or `{"text": ...}` objects."""
+
+    documents: list[Document] = Field(
+        ..., min_length=1, description="The documents to rank (at most the server's --max-documents)."
+    )
+    return_documents: StrictBool = Field(False, description="Include each document's text in its result.")
+
+    def texts(self) -> list[str]:
+        return list(self.documents)
+
+
+class RerankRequestV2(_Request):
+    """Cohere v2: documents are strings."""
+
+    documents: list[Text] = Field(
+        ..., min_length=1, description="The documents to rank (at most the server's --max-documents)."
+    )
+    return_documents: StrictBool = Field(False, description="Include each document's text in its result.")
+
+    def texts(self) -> list[str]:
+        return list(self.documents)
+
+
+class ResultDocument(BaseModel):
+    text: str
+
+
+class RerankResultItem(BaseModel):
+    index: int = Field(..., description="Position of the document in the request.")
+    relevance_score: float = Field(..., ge=0.0, le=1.0, description=SCORE_DOC)
+    document: ResultDocument | None = Field(None, description="Present when `return_documents` was true.")
+    truncated: bool = Field(
+        False, description="The document was longer than the profile's passage limit and was cut before ranking."
+    )
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int = 1
+    input_tokens: int
+    output_tokens: int
+
+
+class Tokens(BaseModel):
+    input_tokens: int = Field(..., description="Prompt tokens over all windows.")
+    output_tokens: int = Field(..., description="Generated tokens over all windows.")
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: Tokens
+    warnings: list[str] = Field(default_factory=list, description="E.g. which documents were truncated.")
+    scores: Literal["first-token-probability", "rank"] = Field(..., description="What `relevance_score` is.")
+    template: str
+    decoding: str
+    parse_status: list[str] = Field(..., description="The ranking parser's status for each window.")
+
+
+class Usage(BaseModel):
+    """Jina's token counts."""
+
+    total_tokens: int
+    prompt_tokens: int
+
+
+class RerankResponseV1(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResultItem] = Field(..., description="Best first.")
+    meta: Meta
+    usage: Usage
+
+
+class RerankResponseV2(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResultItem] = Field(..., description="Best first.")
+    meta: Meta
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(..., description="A short machine-readable code, e.g. `invalid_request`.")
+    message: str = Field(..., description="What went wrong and what to do about it.")
+    details: list[str] | None = None
+
+
+class QueueInfo(BaseModel):
+    pending: int
+    max_pending: int
+    busy: bool
+    completed: int
+    dropped: int
+    rejected: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "shutting_down"]
+    model: str
+    queue: QueueInfo
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "dear-local"
+    template: str
+    decoding: str
+    window: int
+    stride: int
+    max_documents: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,196 @@
+"""Runs rerank requests through the work queue and turns results into API responses.
+
+The event loop never touches the model: it submits a job to the queue and
+waits, checking the deadline and whether the client is still connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from ..contract.templates import Template
+from ..errors import UserInputError
+from ..reranker import RerankResponse, Reranker
+from .config import ServerSettings
+from .queue import Abandoned, QueueClosed, QueueFull, WorkQueue
+from .schemas import (
+    ApiVersion,
+    BilledUnits,
+    Meta,
+    RerankResponseV1,
+    RerankResponseV2,
+    RerankResultItem,
+    ResultDocument,
+    Tokens,
+    Usage,
+)
+
+POLL_SECONDS = 0.1  # how often a waiting request checks for a disconnected client
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the request"; nobody reads it
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": code, "message": message}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class RerankService:
+    def __init__(self, reranker: Reranker, settings: ServerSettings) -> None:
+        self.reranker = reranker
+        self.settings = settings
+        self.queue = WorkQueue(settings.max_queue)
+        self.shutting_down = False
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    def check_documents(self, documents: list[str]) -> None:
+        limit = self.settings.max_documents
+        if len(documents) > limit:
+            raise ApiError(
+                422, "too_many_documents",
+                f"{len(documents)} documents is more than this server's limit of {limit}; "
+                "send a shortlist (e.g. a retriever's top 100)",
+            )
+
+    async def rerank(self, request, query: str, documents: list[str], top_n: int | None) -> RerankResponse:
+        """Queue one rerank and wait for it; raise ``ApiError`` for every non-200 outcome."""
+        self.check_documents(documents)
+        reranker = self.reranker
+
+        def job(abandoned):
+            def checkpoint(_window=None):
+                if abandoned():
+                    raise Abandoned()
+
+            checkpoint()
+            return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint)
+
+        try:
+            queued = self.queue.submit(job)
+        except QueueFull as exc:
+            raise ApiError(
+                429, "queue_full",
+                f"the server is busy ({exc.pending} requests waiting); retry after {exc.retry_after} s",
+                {"Retry-After": str(exc.retry_after)},
+            ) from None
+        except QueueClosed:
+            raise _shutting_down() from None
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.timeout
+        waiter = asyncio.wrap_future(queued.future)
+        try:
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    self._give_up(queued, waiter)
+                    raise ApiError(
+                        504, "timeout",
+                        f"the request took more than {self.settings.timeout:g} s, waiting included; "
+                        "send fewer documents, retry later, or start the server with a larger --timeout",
+                    )
+                done, _ = await asyncio.wait({waiter}, timeout=min(POLL_SECONDS, left))
+                if done:
+                    break
+                if request is not None and await request.is_disconnected():
+                    self._give_up(queued, waiter)
+                    raise ApiError(CLIENT_CLOSED, "client_closed_request", "the client disconnected")
+        except asyncio.CancelledError:  # the server is cancelling this request
+            self._give_up(queued, waiter)
+            raise
+        if waiter.cancelled():
+            raise _shutting_down()
+        try:
+            return waiter.result()
+        except UserInputError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
+
+    def _give_up(self, queued, waiter) -> None:
+        self.queue.abandon(queued)
+        waiter.cancel()  # nobody will read its result or exception
+
+    # -- responses ------------------------------------------------------------
+    def _items(self, resp: RerankResponse, return_documents: bool) -> tuple[list[RerankResultItem], list[int]]:
+        tmpl = self.reranker.profile.tmpl
+        items, cut = [], []
+        for r in resp.results:
+            truncated = is_truncated(tmpl, r.text)
+            if truncated:
+                cut.append(r.index)
+            items.append(RerankResultItem(
+                index=r.index,
+                relevance_score=min(1.0, max(0.0, r.score)),
+                document=ResultDocument(text=r.text) if return_documents else None,
+                truncated=truncated,
+            ))
+        return items, cut
+
+    def _meta(self, resp: RerankResponse, documents: list[str], version: str) -> Meta:
+        p = self.reranker.profile
+        tmpl = p.tmpl
+        input_tokens = sum(len(w.prompt_ids) for w in resp.windows)
+        output_tokens = sum(len(w.output_ids) for w in resp.windows)
+        cut = [i for i, d in enumerate(documents) if is_truncated(tmpl, d)]
+        warnings = [truncation_warning(tmpl, cut)] if cut else []
+        return Meta(
+            api_version=ApiVersion(version=version),
+            billed_units=BilledUnits(input_tokens=input_tokens, output_tokens=output_tokens),
+            tokens=Tokens(input_tokens=input_tokens, output_tokens=output_tokens),
+            warnings=warnings,
+            scores="first-token-probability" if resp.ranking.scores is not None else "rank",
+            template=p.template,
+            decoding=p.decoding,
+            parse_status=resp.statuses,
+        )
+
+    def response_v1(self, resp: RerankResponse, documents: list[str], return_documents: bool) -> RerankResponseV1:
+        items, _ = self._items(resp, return_documents)
+        meta = self._meta(resp, documents, "1")
+        return RerankResponseV1(
+            id=str(uuid.uuid4()),
+            model=self.model_name,
+            results=items,
+            meta=meta,
+            usage=Usage(
+                total_tokens=meta.tokens.input_tokens + meta.tokens.output_tokens,
+                prompt_tokens=meta.tokens.input_tokens,
+            ),
+        )
+
+    def response_v2(self, resp: RerankResponse, documents: list[str], return_documents: bool) -> RerankResponseV2:
+        items, _ = self._items(resp, return_documents)
+        return RerankResponseV2(
+            id=str(uuid.uuid4()), model=self.model_name, results=items, meta=self._meta(resp, documents, "2")
+        )
+
+
+def is_truncated(tmpl: Template, text: str) -> bool:
+    """True when the template's passage cut drops part of ``text``."""
+    if tmpl.truncate_unit == "chars":
+        return len(text) > tmpl.truncate_limit
+    if tmpl.strip_prefix:
+        text = text.replace(tmpl.strip_prefix, "")
+    return len(text.split()) > tmpl.truncate_limit
+
+
+def truncation_warning(tmpl: Template, indices: list[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:20]) + (", ..." if len(indices) > 20 else "")
+    unit = "characters" if tmpl.truncate_unit == "chars" else "words"
+    return (
+        f"{len(indices)} document(s) (index {shown}) are longer than the {tmpl.name} template's limit of "
+        f"{tmpl.truncate_limit} {unit}; only their first {tmpl.truncate_limit} {unit} were ranked"
+    )
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, "shutting_down", "the server is shutting down; retry against a running server",
+                    {"Retry-After": "5"})

@@ -1,0 +1,78 @@
+"""Fixtures shared by the converter tests (imported by tests/test_convert_*.py).
+
+The expensive inputs (the tiny Llama-3.1 checkpoint, the SmolLM2 bf16
+checkpoint) are built once into the persistent test cache. The converter's
+outputs are rebuilt once per session, so every run tests the current code.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+# Bump when a builder changes, so stale cached inputs are not reused.
+TINY_KEY = "tiny-llama3-v1"
+STANDIN_KEY = "smollm2-bf16-v1"
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3_dir(test_cache, llama3_vocab_gguf) -> Path:
+    pytest.importorskip("transformers")
+    from convert.tiny_llama3 import build_tiny_llama3
+
+    return build_tiny_llama3(test_cache / TINY_KEY, llama3_vocab_gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_f32_gguf(tiny_llama3_dir, tmp_path_factory) -> Path:
+    from convert.hf_to_gguf import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny-gguf")
+    return convert_checkpoint(
+        tiny_llama3_dir, out, "f32", name="tiny-llama3", source_repo="example/tiny-llama3", revision="r1"
+    )
+
+
+@pytest.fixture(scope="session")
+def standin_dir(test_cache, standin_gguf) -> Path:
+    pytest.importorskip("transformers")
+    from convert.standin import standin_checkpoint
+
+    return standin_checkpoint(test_cache / STANDIN_KEY, gguf_path=standin_gguf)
+
+
+@pytest.fixture(scope="session")
+def standin_bf16_gguf(standin_dir, tmp_path_factory) -> Path:
+    from convert.hf_to_gguf import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("standin-gguf")
+    return convert_checkpoint(
+        standin_dir, out, "bf16", name="smollm2-135m-instruct", source_repo="HuggingFaceTB/SmolLM2-135M-Instruct",
+        revision="standin",
+    )
+
+
+def noveleval_windows(shared_dir: Path) -> list[tuple[str, list[str]]]:
+    """All 21 NovelEval queries with their 20 passages, in candidate order."""
+    d = shared_dir / "data" / "noveleval"
+    queries = {}
+    with open(d / "queries.tsv", encoding="utf-8") as f:
+        for line in f:
+            qid, text = line.rstrip("\n").split("\t", 1)
+            queries[qid] = text
+    corpus = {}
+    with open(d / "corpus.tsv", encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t"):
+            corpus[row[0]] = row[1]
+    return [(queries[q], [corpus[f"{q}-{j}"] for j in range(20)]) for q in sorted(queries, key=int)]
+
+
+def vocab_test_vectors(shared_dir: Path) -> list[tuple[str, list[int]]]:
+    """llama.cpp's tokenizer test vectors: (text, expected ids without BOS)."""
+    base = shared_dir / "fixtures" / "ggml-vocab-llama-bpe.gguf"
+    texts = Path(f"{base}.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    outs = Path(f"{base}.out").read_text(encoding="utf-8").split("\n")
+    assert len(texts) == len(outs), "the .inp and .out fixtures do not pair up"
+    return [(t, [int(x) for x in o.split()]) for t, o in zip(texts, outs)]
