@@ -190,6 +190,22 @@ def id_token_paths(backend: Backend, template: Template, n: int) -> tuple[list[i
     return prefix_ids, paths
 
 
+def _next_tokens(paths: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
+    """For every proper prefix of the id token paths, the distinct tokens that follow it."""
+    nodes: dict[tuple[int, ...], list[int]] = {}
+    for path in paths:
+        for depth in range(len(path)):
+            nxt = nodes.setdefault(tuple(path[:depth]), [])
+            if path[depth] not in nxt:
+                nxt.append(path[depth])
+    return nodes
+
+
+def branch_points(paths: list[list[int]]) -> list[tuple[int, ...]]:
+    """The token prefixes after which ids part ways: the prompt pass is ``()``, each other one step."""
+    return [node for node, nxt in _next_tokens(paths).items() if len(nxt) > 1]
+
+
 def _log_softmax(values: np.ndarray) -> np.ndarray:
     values = values.astype(np.float64)
     shifted = values - values.max()
@@ -207,13 +223,7 @@ def first_token(
     each deeper branch point is one extra decode step). The scores sum to 1.
     """
     prefix_ids, paths = id_token_paths(backend, template, n)
-    # Branch points: token path -> the distinct next tokens of the ids below it.
-    branches: dict[tuple[int, ...], list[int]] = {}
-    for path in paths:
-        for depth in range(len(path)):
-            nxt = branches.setdefault(tuple(path[:depth]), [])
-            if path[depth] not in nxt:
-                nxt.append(path[depth])
+    branches = _next_tokens(paths)
 
     t0 = time.perf_counter()
     logits = backend.prefill(list(prompt_ids) + prefix_ids)

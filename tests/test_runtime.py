@@ -40,10 +40,13 @@ def test_rank_has_the_sentence_transformers_shape(reranker, noveleval_first3):
 
 def test_sliding_windows_cover_long_lists(reranker, noveleval_first3):
     query, passages = noveleval_first3[1]
-    docs = (passages * 2)[:25]
-    resp = reranker.rerank(query, docs, top_n=5)
+    small = Reranker("unused", profile=Profile(template="rankgpt-chat", window=6, stride=3), backend=reranker.backend)
+    docs = [p[:200] for p in passages[:11]]
+    resp = small.rerank(query, docs, top_n=5)
     assert len(resp.results) == 5
-    assert [(w.start, w.end) for w in resp.windows] == [(5, 25), (0, 15)]
+    assert [(w.start, w.end) for w in resp.windows] == [(5, 11), (2, 8), (0, 5)]
+    full = small.rerank(query, docs)
+    assert sorted(r.index for r in full.results) == list(range(11))
 
 
 def test_a_single_document_needs_no_model_call(reranker):

@@ -43,7 +43,6 @@ MAX_BODY = 16 * 1024
 @pytest.fixture(scope="module")
 def reranker(standin_gguf):
     r = Reranker(str(standin_gguf), profile=Profile(template="rankgpt-chat"))
-    r.rerank(QUERY, DOCS)  # the first call in a process is slow; pay it once here
     yield r
     r.close()
 
@@ -55,7 +54,8 @@ def expected(reranker):
     Two are possible: llama.cpp's logits for a prompt evaluated from scratch differ
     slightly from those of the same prompt re-evaluated over the backend's cached
     prefix, and the stand-in's greedy output can flip between them. Once the
-    backend gives one answer for both, this holds a single ranking.
+    backend gives one answer for both, this holds a single ranking. Computing them
+    also pays the slow first call of the process before any timed request.
     """
     reranker.backend.rewind(0)
     cold = [r.index for r in reranker.rerank(QUERY, DOCS).results]
@@ -76,7 +76,7 @@ def make_settings(standin_gguf, **kw) -> ServerSettings:
 
 
 @pytest.fixture(scope="module")
-def server(standin_gguf, reranker):
+def server(standin_gguf, reranker, expected):
     settings = make_settings(standin_gguf)
     app = create_app(settings, reranker=reranker)
     with background(app, settings) as url:
@@ -206,6 +206,23 @@ def test_over_long_documents_are_cut_by_the_profile_and_flagged(client):
     assert "index 0" in warning and "300 words" in warning
     exact = client.post("/v2/rerank", json={"query": QUERY, "documents": [" ".join(["France"] * 300)]}).json()
     assert exact["results"][0]["truncated"] is False and exact["meta"]["warnings"] == []
+
+
+def test_with_first_token_decoding_relevance_scores_are_the_models_probabilities(standin_gguf):
+    first = Reranker(str(standin_gguf), profile=Profile(template="rankgpt-chat", decoding="first-token"))
+    settings = make_settings(standin_gguf)
+    try:
+        with background(create_app(settings, reranker=first), settings) as url:
+            resp = httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS[:3]}, timeout=120)
+    finally:
+        first.close()
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["meta"]["scores"] == "first-token-probability" and body["meta"]["decoding"] == "first-token"
+    scores = [r["relevance_score"] for r in body["results"]]
+    assert sorted(r["index"] for r in body["results"]) == [0, 1, 2]
+    assert scores == sorted(scores, reverse=True) and all(0 <= x <= 1 for x in scores)
+    assert abs(sum(scores) - 1) < 1e-3  # a distribution over the ids, not rank-derived steps
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -413,6 +430,7 @@ def test_parallel_clients_are_answered_correctly_or_told_to_retry(standin_gguf, 
     assert len(responses) == 24 and elapsed < 300
     ok = [r for r in responses if r.status_code == 200]
     assert ok, "no request got through"
+    assert len(ok) < len(responses), "the queue of 2 never filled up"
     for r in responses:
         if r.status_code == 200:
             assert [x["index"] for x in r.json()["results"]] in expected

@@ -128,14 +128,11 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def prefill(self, ids: list[int]) -> np.ndarray:
-        # Reuse the cached prefix shared with the previous sequence (sliding
-        # windows share the prompt head); always re-evaluate at least one token.
-        keep = 0
-        limit = min(len(self._seq), len(ids) - 1)
-        while keep < limit and self._seq[keep] == ids[keep]:
-            keep += 1
-        self.rewind(keep)
-        return self.extend(ids[keep:])
+        # Always from scratch: reusing a cached prefix changes how the prompt is
+        # split into batches, which shifts logits slightly and can flip a
+        # near-tie, so the same prompt would not always give the same ranking.
+        self.rewind(0)
+        return self.extend(ids)
 
     def extend(self, ids: list[int]) -> np.ndarray:
         self.llm.eval(ids)
