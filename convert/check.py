@@ -265,9 +265,10 @@ def check(
 def manifest_gates(name: str | None) -> dict:
     if not name:
         return {}
+    from dear_local.errors import UnknownModelError
     from dear_local.store import get_manifest
 
     try:
         return dict(get_manifest(name).gates)
-    except Exception:
+    except UnknownModelError:
         return {}

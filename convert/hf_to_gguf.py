@@ -132,14 +132,14 @@ def convert_checkpoint(
                 from .tokenizer_check import check_gguf_tokenizer
 
                 check_gguf_tokenizer(tmp, src_dir)
-    except OSError as exc:
-        raise ConversionError(
-            f"writing {final} failed ({exc.strerror or exc}); check free disk space and permissions"
-        ) from exc
-    except BaseException:
+    except BaseException as exc:
         if created:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only succeeds if we left it empty
+        if isinstance(exc, OSError):
+            raise ConversionError(
+                f"writing {final} failed ({exc.strerror or exc}); check free disk space and permissions"
+            ) from exc
         raise
     return final
 

@@ -27,8 +27,8 @@ from dear_local.fileio import atomic_path, sha256_file, write_text_atomic
 from .hf_to_gguf import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
 from .llama_lib import LogCapture
 
-# llama.cpp's llama_ftype values (include/llama.h). Types that need an
-# importance matrix (IQ1_*, IQ2_*, Q2_K_S) are left out until imatrix support lands.
+# llama.cpp's llama_ftype values (include/llama.h). The types in NEEDS_IMATRIX
+# are refused without an importance matrix (see convert/imatrix_file.py).
 FTYPES: dict[str, int] = {
     "F32": 0, "F16": 1, "BF16": 32,
     "Q8_0": 7, "Q6_K": 18,
@@ -36,7 +36,9 @@ FTYPES: dict[str, int] = {
     "Q4_K_M": 15, "Q4_K_S": 14, "Q4_1": 3, "Q4_0": 2, "IQ4_XS": 30, "IQ4_NL": 25,
     "Q3_K_L": 13, "Q3_K_M": 12, "Q3_K_S": 11, "IQ3_M": 27, "IQ3_S": 26, "IQ3_XS": 22, "IQ3_XXS": 23,
     "Q2_K": 10,
+    "Q2_K_S": 21, "IQ2_M": 29, "IQ2_S": 28, "IQ2_XS": 20, "IQ2_XXS": 19, "IQ1_M": 31, "IQ1_S": 24,
 }  # fmt: skip
+NEEDS_IMATRIX = ("IQ3_M", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S")
 DEFAULT_LADDER = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 MANIFEST = "manifest.json"
 _SOURCE_SUFFIX = re.compile(r"-(BF16|F16|F32)$", re.I)
@@ -105,7 +107,7 @@ def gguf_facts(path: Path) -> dict:
     }
 
 
-def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None) -> float:
+def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None, matrix=None) -> float:
     import llama_cpp
 
     from dear_local.progress import bar
@@ -118,6 +120,9 @@ def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None) -> flo
     params.only_copy = False
     params.pure = False
     params.keep_split = False
+    if matrix is not None:  # a convert.imatrix_file.QuantizeMatrix: it owns the buffers
+        params.imatrix = ctypes.cast(matrix.imatrix, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        params.kv_overrides = ctypes.cast(matrix.kv_overrides, ctypes.POINTER(llama_cpp.llama_model_kv_override))
     t0 = time.perf_counter()
     with atomic_path(dest) as tmp, bar(None, f"quantize {qtype}", unit="tensor") as pbar:
 
@@ -186,6 +191,10 @@ def quantize(
     its ``-BF16``/``-F16``/``-F32`` suffix. A type whose output is the input file
     itself is recorded without requantizing. Existing outputs are refused unless
     ``force``. ``on_file(entry)`` is called after each file.
+
+    ``imatrix`` is a GGUF importance matrix (``dear-local imatrix``), checked against
+    the model and handed to llama.cpp; each entry then records its sha256 and
+    calibration slice. Types in ``NEEDS_IMATRIX`` are refused without one.
     """
     try:
         import llama_cpp  # noqa: F401
@@ -194,8 +203,12 @@ def quantize(
     src = Path(gguf_path).expanduser()
     out_dir = Path(out_dir).expanduser()
     qtypes = parse_types(types)
-    if imatrix is not None:
-        raise UserInputError("importance matrices are not supported yet; quantize without --imatrix")
+    need = [t for t in qtypes if t in NEEDS_IMATRIX]
+    if need and imatrix is None:
+        raise UserInputError(
+            f"{', '.join(need)} need(s) an importance matrix; make one with `dear-local imatrix CHECKPOINT "
+            "--slice dl19-top20 --out imatrix.gguf` and pass --imatrix imatrix.gguf"
+        )
     if not src.is_file():
         raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
     with open(src, "rb") as f:
@@ -213,6 +226,11 @@ def quantize(
     except OSError as exc:
         raise UserInputError(f"cannot write to {out_dir} ({exc.strerror or exc}); choose a writable --out") from exc
 
+    matrix = None
+    if imatrix is not None:
+        from .imatrix_file import QuantizeMatrix
+
+        matrix = QuantizeMatrix(imatrix, src)
     build = llama_cpp_build()
     source = {"file": src.name, **{k: v for k, v in gguf_facts(src).items() if k.startswith("source_")}}
     manifest_path = out_dir / MANIFEST
@@ -222,8 +240,10 @@ def quantize(
         if dest.exists() and dest.resolve() == src.resolve():
             entry = file_entry(dest, qtype, build)
         else:
-            seconds = _quantize_one(src, dest, qtype, threads)
+            seconds = _quantize_one(src, dest, qtype, threads, matrix)
             entry = file_entry(dest, qtype, build, seconds)
+            if matrix is not None:
+                entry["imatrix"] = matrix.manifest_entry()
         files[entry["file"]] = entry
         manifest = {
             "source": source,

@@ -22,6 +22,17 @@ TEST_CACHE = Path(
 ).expanduser()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_env(tmp_path_factory):
+    """Module- and session-scoped fixtures run before ``temp_home``: give them a safe env too."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DEAR_LOCAL_HOME", str(tmp_path_factory.mktemp("session-home")))
+    mp.setenv("DEAR_LOCAL_DATA", str(SHARED / "data"))
+    mp.setenv("DEAR_LOCAL_NO_PROGRESS", "1")
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def temp_home(tmp_path, monkeypatch):
     home = tmp_path / "home"

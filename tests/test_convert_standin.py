@@ -61,10 +61,9 @@ def test_standin_checkpoint_is_a_bf16_llama_with_the_smollm_tokenizer(standin_di
     assert tj["pre_tokenizer"]["pretokenizers"][0] == {"type": "Digits", "individual_digits": True}
 
 
-def test_bf16_q8_0_and_q4_k_m_load_and_generate(standin_bf16_gguf, ladder, shared_dir):
+def test_bf16_q8_0_and_q4_k_m_load_and_generate(standin_bf16_gguf, ladder):
     out, _ = ladder
-    query, passages = noveleval_windows(shared_dir)[0]
-    messages = get_template("rankgpt-chat").render_messages(query, passages[:3])
+    messages = [{"role": "user", "content": "Name the three primary colors."}]
     for path in (standin_bf16_gguf, out / "smollm2-135m-instruct-Q8_0.gguf", out / "smollm2-135m-instruct-Q4_K_M.gguf"):
         backend = LlamaCppBackend(path, n_ctx=2048, n_threads=2)
         try:
@@ -103,8 +102,10 @@ def test_bf16_greedy_matches_transformers_on_three_rankgpt_chat_prompts(standin_
     template = get_template("rankgpt-chat")
     backend = LlamaCppBackend(standin_bf16_gguf, n_ctx=8192, n_threads=2)
     try:
+        # 3 passages per prompt (~900 tokens) keeps this test near a minute on a laptop CPU;
+        # the full 20-passage windows (4,300-5,400 tokens) were also checked, and match.
         for query, passages in noveleval_windows(shared_dir)[:3]:
-            messages = template.render_messages(query, passages)
+            messages = template.render_messages(query, passages[:3])
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             hf_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             ids = _chat_ids(backend, messages)

@@ -8,6 +8,7 @@ so this backend decodes exactly like the transformers reference.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class LlamaCppBackend(Backend):
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_ids = frozenset(t for t in range(self.n_vocab) if is_eog(self._vocab, t))
         self._seq: list[int] = []
+        self._piece_buffer = ctypes.create_string_buffer(64)
 
     def _piece(self, tok: int) -> str:
         return self._llama_cpp.llama_vocab_get_text(self._vocab, tok).decode("utf-8", "replace")
@@ -113,14 +115,22 @@ class LlamaCppBackend(Backend):
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(self, ids: list[int]) -> str:
-        return self.llm.detokenize(list(ids), special=True).decode("utf-8", "replace")
+        # Joined piece by piece: llama-cpp-python's own detokenize reads each
+        # piece into a 32-byte buffer and mangles longer tokens (runs of spaces,
+        # dashes, ...).
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8", "replace")
 
     def token_text(self, tok: int) -> str:
         return self._piece(tok)
 
     def token_bytes(self, tok: int) -> bytes:
         """The raw bytes one token stands for (special tokens as their text)."""
-        return self.llm.detokenize([tok], special=True)
+        buf = self._piece_buffer
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, True)
+        if n < 0:  # longer than the buffer: -n is the size it needs
+            buf = self._piece_buffer = ctypes.create_string_buffer(-n)
+            n = self._llama_cpp.llama_token_to_piece(self._vocab, tok, buf, len(buf), 0, True)
+        return buf.raw[:n]
 
     # -- evaluation state ---------------------------------------------------
     def _logits(self) -> np.ndarray:

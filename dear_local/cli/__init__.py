@@ -28,7 +28,7 @@ def _register() -> None:
     from . import runtime
 
     runtime.register(app)
-    for name in ("convert", "check", "serve"):
+    for name in ("convert", "check", "serve", "imatrix"):
         try:
             module = __import__(f"{__name__}.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

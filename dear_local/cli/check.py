@@ -72,16 +72,43 @@ def check(
     template: Optional[str] = typer.Option(None, "--template", "--profile", help="Refuse the reference unless it used this template."),
     decoding: Optional[str] = typer.Option(None, "--decoding", help="Refuse the reference unless it used this decoding mode."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for llama.cpp."),
+    gate: List[str] = typer.Option(
+        [], "--gate", help="Override a manifest gate, e.g. --gate min_mean_kendall_tau=0.9 (repeatable)."
+    ),
 ) -> None:
     """Check GGUF quants against a reference: agreement, nDCG, speed and memory, with gates.
 
-    Exits 1 when a gate from the model's manifest fails (after writing the report).
+    Gates come from the reference model's manifest (see models/*.toml) and --gate.
+    Exits 1 when a gate fails, after writing the report.
     """
     _need_convert()
-    run_check(reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding, threads=threads)
+    run_check(
+        reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding,
+        threads=threads, gate_overrides=_parse_gates(gate),
+    )
 
 
-def run_check(reference_file, ggufs, out, *, slice_name=None, template=None, decoding=None, threads=None) -> dict:
+GATE_KEYS = ("min_mean_kendall_tau", "min_exact_match", "max_delta_ndcg10", "max_wrong_format_rate")
+
+
+def _parse_gates(items: list[str]) -> dict:
+    from ..errors import UserInputError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in GATE_KEYS:
+            raise UserInputError(f"--gate {item!r} is not KEY=VALUE with KEY one of: {', '.join(GATE_KEYS)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise UserInputError(f"--gate {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def run_check(
+    reference_file, ggufs, out, *, slice_name=None, template=None, decoding=None, threads=None, gate_overrides=None
+) -> dict:
     from convert.check import check as do_check
     from convert.reference import read_reference
     from convert.report import markdown_table, write_report
@@ -93,9 +120,13 @@ def run_check(reference_file, ggufs, out, *, slice_name=None, template=None, dec
     if template or decoding:
         recorded = Profile.from_dict(read_reference(reference_file)[0]["profile"])
         profile = recorded.with_(template=template, decoding=decoding)
+    from convert.check import manifest_gates
+
+    header = read_reference(reference_file)[0]
+    gates = {**manifest_gates(header["model"].get("name")), **(gate_overrides or {})}
     with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
         report = do_check(
-            reference_file, ggufs, slice_name=slice_name, profile=profile, n_threads=threads,
+            reference_file, ggufs, gates=gates, slice_name=slice_name, profile=profile, n_threads=threads,
             on_quant=lambda _row: pbar.update(1),
         )
     paths = write_report(report, out)

@@ -85,18 +85,27 @@ def quantize(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for <name>-<TYPE>.gguf files and manifest.json."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Quantizer threads (default: all cores)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    imatrix: Optional[Path] = typer.Option(
+        None, "--imatrix",
+        help="Importance matrix from `dear-local imatrix` (GGUF imatrix format); required for IQ3_M, IQ2_M and other IQ2/IQ1 types.",
+    ),
 ) -> None:
     """Quantize a GGUF with llama.cpp's quantizer into one file per type, plus manifest.json.
 
     The manifest records each file's type, size, bits per weight, sha256, source repo and
-    revision, and the dear-local and llama.cpp versions.
+    revision, and the dear-local and llama.cpp versions; with --imatrix, also the matrix's
+    sha256 and calibration slice.
     """
+    try:
+        import gguf  # noqa: F401  (reads tensor sizes for the manifest)
+    except ImportError as exc:
+        raise missing_extra("gguf", "convert") from exc
     from convert import quantize as q
 
     def report(e: dict) -> None:
         typer.echo(f"{e['type']:<8} {e['bytes'] / 1e6:>9.1f} MB  {e['bits_per_weight']:.2f} bits/weight  {e['file']}")
 
-    q.quantize(gguf, types, out, threads=threads, force=force, on_file=report)
+    q.quantize(gguf, types, out, threads=threads, force=force, imatrix=imatrix, on_file=report)
     typer.echo(f"manifest: {Path(out) / q.MANIFEST}")
 
 

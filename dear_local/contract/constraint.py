@@ -210,7 +210,3 @@ class PermutationConstraint:
             used |= self._bit[free[0]]
             phase, digits = (_DONE if used == self.full else 0), ""
         return "".join(out)
-
-    def ids_of(self, text: str) -> list[int]:
-        """Window positions (0-based) named in an answer text, in order."""
-        return [int(m) - self.id_base for m in re.findall(r"\d+", text)]

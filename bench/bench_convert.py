@@ -1,0 +1,271 @@
+"""Benchmark the converter and quantizer on an 8B-shaped synthetic checkpoint.
+
+    python bench/bench_convert.py --workdir /tmp/bench8b               # the full Llama-3.1-8B shape
+    python bench/bench_convert.py --workdir /tmp/bench4 --layers 4     # a quick reduced run
+
+It writes a checkpoint with the exact Llama-3.1-8B config (optionally fewer
+layers), random bf16 weights and 4 safetensors shards, plus the real Llama-3
+tokenizer, then measures, each in a fresh child process:
+
+- ``convert`` to BF16: wall time and peak RSS;
+- a plain copy of the same shard bytes (read + write + fsync): wall time, the
+  baseline the conversion is compared against (goal: convert <= 2x copy);
+- ``quantize`` to Q4_K_M: wall time, size and bits per weight.
+
+The full 8B run needs about 16 GB for the checkpoint, 16 GB for the BF16 GGUF,
+16 GB for the copy (deleted right after) and 5 GB for Q4_K_M.
+Results are printed and written to ``<workdir>/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LLAMA31_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+    "head_dim": 128,
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "initializer_range": 0.02,
+    "intermediate_size": 14336,
+    "max_position_embeddings": 131072,
+    "mlp_bias": False,
+    "model_type": "llama",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {
+        "factor": 8.0,
+        "high_freq_factor": 4.0,
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.0",
+    "use_cache": True,
+    "vocab_size": 128256,
+}
+
+
+def tensor_shapes(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
+    h, ff, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    kv = cfg["num_key_value_heads"] * cfg["head_dim"]
+    out = [("model.embed_tokens.weight", (v, h))]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        out += [
+            (p + "input_layernorm.weight", (h,)),
+            (p + "self_attn.q_proj.weight", (h, h)),
+            (p + "self_attn.k_proj.weight", (kv, h)),
+            (p + "self_attn.v_proj.weight", (kv, h)),
+            (p + "self_attn.o_proj.weight", (h, h)),
+            (p + "post_attention_layernorm.weight", (h,)),
+            (p + "mlp.gate_proj.weight", (ff, h)),
+            (p + "mlp.up_proj.weight", (ff, h)),
+            (p + "mlp.down_proj.weight", (h, ff)),
+        ]
+    out += [("model.norm.weight", (h,)), ("lm_head.weight", (v, h))]
+    return out
+
+
+def _random_bf16(rng: np.random.Generator, n: int, one_d: bool, f, chunk: int = 1 << 24) -> None:
+    """Write ``n`` random bf16 values to ``f`` in chunks (norms near 1, weights ~N(0, 0.02))."""
+    done = 0
+    while done < n:
+        k = min(chunk, n - done)
+        x = rng.standard_normal(k, dtype=np.float32) * np.float32(0.02)
+        if one_d:
+            x += np.float32(1.0)
+        f.write((x.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+        done += k
+
+
+def write_checkpoint(out: Path, layers: int, shards: int, vocab_gguf: Path, seed: int = 0) -> Path:
+    """Stream a random bf16 checkpoint to ``out`` (one tensor in memory at a time)."""
+    from convert.tiny_llama3 import write_llama3_tokenizer
+
+    cfg = dict(LLAMA31_8B, num_hidden_layers=layers)
+    if (out / "config.json").is_file():
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shapes = tensor_shapes(cfg)
+    total = sum(int(np.prod(s)) * 2 for _, s in shapes)
+    per_shard = total / shards
+    groups: list[list] = [[]]
+    size = 0
+    for name, shape in shapes:
+        nbytes = int(np.prod(shape)) * 2
+        if size + nbytes > per_shard * len(groups) and groups[-1] and len(groups) < shards:
+            groups.append([])
+        groups[-1].append((name, shape))
+        size += nbytes
+    rng = np.random.default_rng(seed)
+    weight_map = {}
+    for i, group in enumerate(groups):
+        fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, shape in group:
+            n = int(np.prod(shape)) * 2
+            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+            weight_map[name] = fname
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(tmp / fname, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little"))
+            f.write(raw)
+            for name, shape in group:
+                _random_bf16(rng, int(np.prod(shape)), len(shape) == 1, f)
+        print(f"  wrote {fname} ({offset / 1e9:.2f} GB)", flush=True)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_llama3_tokenizer(vocab_gguf, tmp)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    tmp.rename(out)
+    return out
+
+
+PEAK_RSS = """
+import json
+hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:')]
+print(json.dumps({'vmhwm_kb': int(hwm[0]) if hwm else None}))
+"""
+
+
+def run_child(code: str) -> dict:
+    """Run Python ``code`` in a fresh process; return its wall time, peak RSS and printed JSON.
+
+    Peak RSS is the child's own high-water mark (VmHWM), read by the child at its end.
+    getrusage's ru_maxrss is not used: a child started by fork or vfork inherits the
+    parent's RSS high-water mark, which would count the benchmark driver's memory.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code + PEAK_RSS], stdout=subprocess.PIPE, cwd=ROOT,
+                          env={**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed ({proc.returncode}): {code}")
+    lines = proc.stdout.decode().strip().splitlines()
+    hwm = json.loads(lines[-1])["vmhwm_kb"]
+    return {"seconds": round(wall, 2), "peak_rss_gb": round(hwm * 1024 / 1e9, 3) if hwm else None,
+            "result": json.loads(lines[-2]) if len(lines) > 1 else None}
+
+
+COPY = """
+import json, os, sys
+from pathlib import Path
+src, dst = Path({src!r}), Path({dst!r})
+dst.mkdir(parents=True, exist_ok=True)
+n = 0
+for f in sorted(src.glob('*.safetensors')):
+    with open(f, 'rb') as fin, open(dst / f.name, 'wb') as fout:
+        while True:
+            b = fin.read(1 << 24)
+            if not b:
+                break
+            fout.write(b)
+            n += len(b)
+        fout.flush()
+        os.fsync(fout.fileno())
+print(json.dumps({{'bytes': n}}))
+"""
+
+CONVERT = """
+import json
+from convert.hf_to_gguf import convert_checkpoint
+p = convert_checkpoint({src!r}, {out!r}, 'bf16', name='synthetic-llama31-8b', force=True)
+print(json.dumps({{'file': str(p), 'bytes': p.stat().st_size}}))
+"""
+
+QUANTIZE = """
+import json
+from convert.quantize import quantize
+m = quantize({src!r}, ['Q4_K_M'], {out!r}, threads={threads!r}, force=True)
+e = [e for e in m['files'] if e['type'] == 'Q4_K_M'][0]
+print(json.dumps({{k: e[k] for k in ('file', 'bytes', 'bits_per_weight', 'n_params')}}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", type=Path, required=True, help="Where the checkpoint and outputs go.")
+    ap.add_argument("--layers", type=int, default=32, help="Transformer blocks (32 = the real 8B).")
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="Quantizer threads (default: all).")
+    ap.add_argument("--vocab-gguf", type=Path, default=ROOT.parent / "shared" / "fixtures" / "ggml-vocab-llama-bpe.gguf")
+    ap.add_argument("--skip-quantize", action="store_true")
+    ap.add_argument("--cleanup", action="store_true", help="Delete the checkpoint and outputs afterwards.")
+    args = ap.parse_args()
+
+    work = args.workdir.expanduser().resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / f"checkpoint-{args.layers}l"
+    print(f"checkpoint: Llama-3.1-8B shape, {args.layers} layers, {args.shards} shards -> {ckpt}", flush=True)
+    t0 = time.perf_counter()
+    write_checkpoint(ckpt, args.layers, args.shards, args.vocab_gguf)
+    gen_s = time.perf_counter() - t0
+    shard_bytes = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
+
+    results = {"layers": args.layers, "shards": args.shards, "checkpoint_bytes": shard_bytes,
+               "generate_seconds": round(gen_s, 1), "cpu_count": os.cpu_count()}
+    copies = []
+    for attempt in ("before", "after"):
+        dst = work / "copy"
+        if attempt == "after":
+            print("convert to BF16 ...", flush=True)
+            results["convert"] = run_child(CONVERT.format(src=str(ckpt), out=str(work / "gguf")))
+            print(f"  {results['convert']}", flush=True)
+        print(f"plain copy ({attempt}) ...", flush=True)
+        copies.append(run_child(COPY.format(src=str(ckpt), dst=str(dst))))
+        shutil.rmtree(dst, ignore_errors=True)
+        print(f"  {copies[-1]}", flush=True)
+    results["copy"] = copies
+    copy_s = sum(c["seconds"] for c in copies) / len(copies)
+    results["convert_vs_copy"] = round(results["convert"]["seconds"] / copy_s, 2)
+
+    if not args.skip_quantize:
+        print("quantize to Q4_K_M ...", flush=True)
+        bf16 = results["convert"]["result"]["file"]
+        results["quantize_q4_k_m"] = run_child(QUANTIZE.format(src=bf16, out=str(work / "gguf"), threads=args.threads))
+        print(f"  {results['quantize_q4_k_m']}", flush=True)
+
+    (work / "bench.json").write_text(json.dumps(results, indent=2))
+    c = results["convert"]
+    print("\nsummary")
+    print(f"  checkpoint        {shard_bytes / 1e9:.2f} GB in {args.shards} shards ({args.layers} layers)")
+    print(f"  convert -> BF16   {c['seconds']:.1f} s, peak RSS {c['peak_rss_gb']:.2f} GB")
+    print(f"  plain copy        {copy_s:.1f} s (mean of {len(copies)}) -> convert/copy = {results['convert_vs_copy']}x")
+    if "quantize_q4_k_m" in results:
+        qr = results["quantize_q4_k_m"]
+        print(f"  quantize Q4_K_M   {qr['seconds']:.1f} s, {qr['result']['bytes'] / 1e9:.2f} GB, "
+              f"{qr['result']['bits_per_weight']:.2f} bits/weight, peak RSS {qr['peak_rss_gb']:.2f} GB")
+    if args.cleanup:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        shutil.rmtree(work / "gguf", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

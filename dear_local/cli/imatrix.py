@@ -1,0 +1,76 @@
+"""`dear-local imatrix`: a ranking-calibrated importance matrix for the low-bit quants (needs the `convert` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import missing_extra
+
+
+def imatrix(
+    checkpoint: str = typer.Argument(..., help="HF checkpoint directory, HF repo id, or a model name from `dear-local models`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Importance matrix to write (GGUF imatrix format, e.g. imatrix.gguf)."),
+    slice_name: str = typer.Option("dl19-top20", "--slice", help="Calibration slice: dl19-top20 or dl19-top100."),
+    queries: Optional[int] = typer.Option(None, "--queries", help="Use only the first N calibration queries."),
+    passages: Optional[int] = typer.Option(None, "--passages", help="Use only the first M passages per query."),
+    eval_slice: str = typer.Option(
+        "noveleval", "--eval-slice", help="The evaluation slice; calibration on a slice that shares queries with it is refused."
+    ),
+    template: Optional[str] = typer.Option(None, "--template", "--profile", help="Prompt template (default: the model's)."),
+    decoding: Optional[str] = typer.Option(None, "--decoding", help="greedy, constrained or first-token (default: the model's)."),
+    device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16 (as the reference) or fp32."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Revision of an HF repo id."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Collect an importance matrix from the model ranking a calibration slice, in transformers.
+
+    Hooks on every Linear layer sum the squared input activations per column while the model
+    ranks each query's window under its profile (prompt and answer tokens). The file is
+    llama.cpp's GGUF imatrix format, named by GGUF tensor, for `dear-local quantize --imatrix`
+    (or llama-quantize --imatrix).
+    """
+    try:
+        import gguf  # noqa: F401
+        import torch  # noqa: F401
+
+        from convert.imatrix_collect import make_imatrix
+    except ImportError as exc:
+        raise missing_extra(exc.name or "torch", "convert") from None
+
+    from ..contract import Profile
+    from ..progress import bar
+    from ..store import get_manifest, looks_like_path, pull_checkpoint
+
+    name = repo = None
+    profile = Profile()
+    ckpt = Path(checkpoint).expanduser()
+    if not ckpt.is_dir():
+        if not looks_like_path(checkpoint) and "/" not in checkpoint:
+            m = get_manifest(checkpoint)
+            name, repo, revision, profile = m.name, m.hf_repo, revision or m.revision, m.profile
+            if name == "smollm2-135m-instruct":
+                from convert.standin import standin_checkpoint
+
+                ckpt = standin_checkpoint()
+            else:
+                ckpt = pull_checkpoint(repo, revision)
+        else:
+            repo = checkpoint
+            ckpt = pull_checkpoint(checkpoint, revision)
+    profile = profile.with_(template=template, decoding=decoding)
+    with bar(total=queries, desc="imatrix", unit="query") as pbar:
+        path = make_imatrix(
+            ckpt, out, profile, slice_name=slice_name, queries=queries, passages=passages,
+            eval_slice_name=eval_slice, device=device, dtype=dtype,
+            model={"name": name, "repo": repo, "revision": revision}, force=force,
+            on_query=lambda _n: pbar.update(1),
+        )
+    typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(imatrix)
