@@ -8,6 +8,7 @@ jinja2 code the llama.cpp backend uses on the GGUF's copy of it.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,9 @@ class TransformersBackend(Backend):
         self.eog_ids = frozenset(self._end_ids())
         self._cache = None
         self._seq: list[int] = []
+        # transformers 5 renamed the forward argument ``past_key_values`` to ``cache``.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def _end_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -114,7 +118,7 @@ class TransformersBackend(Backend):
             self._cache = DynamicCache()
         with torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=x, past_key_values=self._cache, use_cache=True)
+            out = self.model(input_ids=x, use_cache=True, **{self._cache_kwarg: self._cache})
         self._seq.extend(ids)
         return out.logits[0, -1].float().cpu().numpy()
 

@@ -97,7 +97,7 @@ def quantize(
     sha256 and calibration slice.
     """
     try:
-        import gguf  # noqa: F401  (reads tensor sizes for the manifest)
+        import gguf as _gguf  # noqa: F401  (reads tensor sizes for the manifest; `gguf` is the argument)
     except ImportError as exc:
         raise missing_extra("gguf", "convert") from exc
     from convert import quantize as q
