@@ -230,19 +230,70 @@ class QuantizeMatrix:
 
 def _check_fits(means: dict[str, np.ndarray], path: Path, model_gguf: Path) -> None:
     """Refuse a matrix made for another model: unknown tensor names or wrong row lengths."""
-    import gguf
-
-    shapes = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(model_gguf).tensors}
-    unknown = [n for n in means if n not in shapes]
+    rows = row_lengths(model_gguf)
+    unknown = [n for n in means if n not in rows]
     if unknown:
         raise UserInputError(
             f"{path.name} has entries for tensors {model_gguf.name} lacks ({', '.join(sorted(unknown)[:3])}); "
             "it was made for another model: make the matrix from this model's checkpoint"
         )
     for name, m in means.items():
-        n_per_row = shapes[name][0]  # gguf-py lists ne0 (the row length) first
-        if m.size != n_per_row:
+        if m.size != rows[name]:
             raise UserInputError(
-                f"{path.name} gives {name} {m.size} values but its rows hold {n_per_row}; "
+                f"{path.name} gives {name} {m.size} values but its rows hold {rows[name]}; "
                 "the matrix was made for another model: make it from this model's checkpoint"
             )
+
+
+class _GgufInitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+
+def _ggml_base():
+    """llama.cpp's ggml-base library, as bundled with llama-cpp-python (OSError where it is named otherwise)."""
+    import llama_cpp
+
+    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    vp, i64 = ctypes.c_void_p, ctypes.c_int64
+    for fn, res, args in (
+        ("gguf_init_from_file", vp, [ctypes.c_char_p, _GgufInitParams]),
+        ("gguf_free", None, [vp]),
+        ("ggml_free", None, [vp]),
+        ("ggml_get_first_tensor", vp, [vp]),
+        ("ggml_get_next_tensor", vp, [vp, vp]),
+        ("ggml_get_name", ctypes.c_char_p, [vp]),
+        ("ggml_nelements", i64, [vp]),
+        ("ggml_nrows", i64, [vp]),
+    ):
+        getattr(lib, fn).restype = res
+        getattr(lib, fn).argtypes = args
+    return lib
+
+
+def row_lengths(model_gguf: str | Path) -> dict[str, int]:
+    """``{tensor name: row length (ne0)}`` of a GGUF file, read from its header only.
+
+    It goes through llama.cpp's own GGUF reader: gguf-py's reader parses every
+    vocabulary string first, which takes many seconds for a Llama-3 vocabulary.
+    """
+    path = Path(model_gguf)
+    try:
+        lib = _ggml_base()
+    except (OSError, AttributeError):
+        import gguf
+
+        return {t.name: int(t.shape[0]) for t in gguf.GGUFReader(path).tensors}
+    ctx = ctypes.c_void_p()
+    g = lib.gguf_init_from_file(str(path).encode(), _GgufInitParams(True, ctypes.pointer(ctx)))
+    if not g:
+        raise UserInputError(f"{path} is not a readable GGUF file; pass the BF16/F16/F32 GGUF to quantize")
+    try:
+        out = {}
+        t = lib.ggml_get_first_tensor(ctx)
+        while t:
+            out[lib.ggml_get_name(t).decode()] = lib.ggml_nelements(t) // max(lib.ggml_nrows(t), 1)
+            t = lib.ggml_get_next_tensor(ctx, t)
+        return out
+    finally:
+        lib.gguf_free(g)
+        lib.ggml_free(ctx)

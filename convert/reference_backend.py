@@ -107,7 +107,18 @@ class TransformersBackend(Backend):
         return self.tok.convert_ids_to_tokens(tok) or ""
 
     def token_bytes(self, tok: int) -> bytes:
-        return self.detokenize([tok]).encode("utf-8")
+        return self.vocab_pieces()[tok]
+
+    def vocab_pieces(self) -> list[bytes]:
+        """Exact bytes per token (byte-level BPE mapped back), as llama.cpp reports them."""
+        pieces = self.__dict__.get("_vocab_pieces")
+        if pieces is None:
+            from .constraint_processor import hf_token_pieces
+
+            pieces = hf_token_pieces(self.tok)
+            pieces += [b""] * (self.n_vocab - len(pieces))
+            self._vocab_pieces = pieces
+        return pieces
 
     # -- evaluation state ---------------------------------------------------
     def _forward(self, ids: list[int]) -> np.ndarray:
@@ -131,8 +142,10 @@ class TransformersBackend(Backend):
         return self._forward(ids)
 
     def rewind(self, n_tokens: int) -> None:
-        if self._cache is not None:
-            self._cache.crop(n_tokens)
+        drop = len(self._seq) - n_tokens
+        if self._cache is not None and drop > 0:
+            # A negative length drops that many tokens, in transformers 4 and 5 alike.
+            self._cache.crop(-drop)
         del self._seq[n_tokens:]
 
     @property

@@ -11,7 +11,8 @@ from .settings import get_settings
 
 def bar(total: int | None = None, desc: str | None = None, unit: str = "it", **kw) -> tqdm:
     """A tqdm bar on stderr, hidden when progress is off or stderr is not a terminal."""
-    disable = not get_settings().progress or kw.pop("disable", False)
+    hidden = kw.pop("disable", False)  # popped first: ``or`` would skip it when progress is off
+    disable = not get_settings().progress or hidden
     return tqdm(
         total=total,
         desc=desc,

@@ -27,8 +27,8 @@ gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 from convert.imatrix_collect import ImatrixCollector, check_disjoint, gguf_weight_names  # noqa: E402
-from convert.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, write_imatrix  # noqa: E402
-from convert.quantize import quantize  # noqa: E402
+from convert.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, row_lengths, write_imatrix  # noqa: E402
+from convert.quantize import _quantize_one, quantize  # noqa: E402
 from convert.slices import load_slice  # noqa: E402
 from dear_local.errors import UserInputError  # noqa: E402
 
@@ -59,10 +59,6 @@ def calibrated(tiny_llama3_dir, tmp_path_factory) -> Path:
     return out
 
 
-def tensor_bytes(path: Path) -> dict[str, tuple[str, bytes]]:
-    return {t.name: (t.tensor_type.name, t.data.tobytes()) for t in gguf.GGUFReader(path).tensors}
-
-
 # -- collection ---------------------------------------------------------------------------------
 
 
@@ -71,8 +67,8 @@ def test_every_linear_maps_to_its_gguf_weight(tiny_model, tiny_f32_gguf):
     assert names["model.layers.0.self_attn.q_proj"] == "blk.0.attn_q.weight"
     assert names["model.layers.1.mlp.down_proj"] == "blk.1.ffn_down.weight"
     assert names["lm_head"] == "output.weight"  # untied, like DeAR-8B
-    gguf_2d = {t.name for t in gguf.GGUFReader(tiny_f32_gguf).tensors if len(t.shape) == 2}
-    assert set(names.values()) == gguf_2d - {"token_embd.weight"}
+    weights = {n for n in row_lengths(tiny_f32_gguf) if n.startswith("blk.") or n == "output.weight"}
+    assert set(names.values()) == weights - {n for n in weights if "norm" in n}
 
 
 def test_hook_means_match_a_hand_computation(tiny_model):
@@ -101,42 +97,66 @@ def test_hook_means_match_a_hand_computation(tiny_model):
 # -- the file -----------------------------------------------------------------------------------
 
 
-def _ggml_reads(path: Path) -> dict:
-    """Open the file with llama.cpp's own GGUF reader (libggml-base) and report what it sees."""
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+class GgmlFile:
+    """A GGUF file opened with llama.cpp's own reader (libggml-base), data loaded.
 
-    class InitParams(ctypes.Structure):
-        _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+    gguf-py's reader parses the whole Llama-3 vocabulary first (many seconds per file);
+    llama.cpp's reader does not, and it is the reader whose acceptance matters.
+    """
 
-    lib.gguf_init_from_file.restype = ctypes.c_void_p
-    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, InitParams]
-    for fn, res, args in (
-        ("gguf_get_n_tensors", ctypes.c_int64, [ctypes.c_void_p]),
-        ("gguf_find_key", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_char_p]),
-        ("gguf_get_val_u32", ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_int64]),
-        ("gguf_get_val_str", ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
-        ("gguf_get_arr_n", ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_int64]),
-        ("gguf_get_tensor_name", ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
-        ("gguf_get_tensor_type", ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]),
-        ("gguf_free", None, [ctypes.c_void_p]),
-    ):
-        getattr(lib, fn).restype = res
-        getattr(lib, fn).argtypes = args
-    ctx = lib.gguf_init_from_file(str(path).encode(), InitParams(True, None))
-    assert ctx, "llama.cpp's gguf_init_from_file refused the file"
-    try:
-        key = lambda k: lib.gguf_find_key(ctx, k.encode())  # noqa: E731
-        n = lib.gguf_get_n_tensors(ctx)
-        return {
-            "type": lib.gguf_get_val_str(ctx, key("general.type")).decode(),
-            "has_arch": key("general.architecture") != -1,
-            "datasets": lib.gguf_get_arr_n(ctx, key("imatrix.datasets")),
-            "chunk_count": lib.gguf_get_val_u32(ctx, key("imatrix.chunk_count")),
-            "chunk_size": lib.gguf_get_val_u32(ctx, key("imatrix.chunk_size")),
-            "tensors": {lib.gguf_get_tensor_name(ctx, i).decode(): lib.gguf_get_tensor_type(ctx, i) for i in range(n)},
-        }
-    finally:
-        lib.gguf_free(ctx)
+    def __init__(self, path: Path) -> None:
+        lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+
+        class InitParams(ctypes.Structure):
+            _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+        vp, i64 = ctypes.c_void_p, ctypes.c_int64
+        for fn, res, args in (
+            ("gguf_init_from_file", vp, [ctypes.c_char_p, InitParams]),
+            ("gguf_find_key", i64, [vp, ctypes.c_char_p]),
+            ("gguf_get_val_u32", ctypes.c_uint32, [vp, i64]),
+            ("gguf_get_val_str", ctypes.c_char_p, [vp, i64]),
+            ("gguf_get_arr_n", ctypes.c_size_t, [vp, i64]),
+            ("gguf_free", None, [vp]),
+            ("ggml_free", None, [vp]),
+            ("ggml_get_first_tensor", vp, [vp]),
+            ("ggml_get_next_tensor", vp, [vp, vp]),
+            ("ggml_get_name", ctypes.c_char_p, [vp]),
+            ("ggml_get_data", vp, [vp]),
+            ("ggml_nbytes", ctypes.c_size_t, [vp]),
+        ):
+            getattr(lib, fn).restype = res
+            getattr(lib, fn).argtypes = args
+        self.lib, ctx = lib, ctypes.c_void_p()
+        g = lib.gguf_init_from_file(str(path).encode(), InitParams(False, ctypes.pointer(ctx)))
+        assert g, f"llama.cpp's gguf_init_from_file refused {path}"
+        try:
+            self.tensors = {}
+            t = lib.ggml_get_first_tensor(ctx)
+            while t:
+                if lib.ggml_get_name(t) == b"GGUF tensor data binary blob":  # the loader's buffer, not a tensor
+                    t = lib.ggml_get_next_tensor(ctx, t)
+                    continue
+                # ggml_tensor begins with its enum ggml_type
+                ttype = ctypes.cast(t, ctypes.POINTER(ctypes.c_int32))[0]
+                data = ctypes.string_at(lib.ggml_get_data(t), lib.ggml_nbytes(t))
+                self.tensors[lib.ggml_get_name(t).decode()] = (ttype, data)
+                t = lib.ggml_get_next_tensor(ctx, t)
+            key = lambda k: lib.gguf_find_key(g, k.encode())  # noqa: E731
+            self.keys = {}
+            for k, kind in (
+                ("general.type", "str"), ("general.architecture", "str"), ("imatrix.datasets", "arr"),
+                ("imatrix.chunk_count", "u32"), ("imatrix.chunk_size", "u32"), ("quantize.imatrix.file", "str"),
+                ("quantize.imatrix.entries_count", "u32"), ("quantize.imatrix.chunks_count", "u32"),
+            ):
+                i = key(k)
+                if i != -1:
+                    get = {"str": lib.gguf_get_val_str, "arr": lib.gguf_get_arr_n, "u32": lib.gguf_get_val_u32}[kind]
+                    v = get(g, i)
+                    self.keys[k] = v.decode() if isinstance(v, bytes) else int(v)
+        finally:
+            lib.gguf_free(g)
+            lib.ggml_free(ctx)
 
 
 def test_the_file_round_trips_and_llama_cpp_reads_it(calibrated, tmp_path):
@@ -154,26 +174,30 @@ def test_the_file_round_trips_and_llama_cpp_reads_it(calibrated, tmp_path):
     with pytest.raises(UserInputError, match="--force"):
         write_imatrix(m, copy)
 
-    seen = _ggml_reads(calibrated)
-    assert seen["type"] == "imatrix" and not seen["has_arch"]
-    assert seen["datasets"] == 1 and seen["chunk_count"] == m.chunk_count and seen["chunk_size"] == m.chunk_size
-    assert set(seen["tensors"]) == {f"{n}.in_sum2" for n in m.sums} | {f"{n}.counts" for n in m.sums}
-    assert set(seen["tensors"].values()) == {0}  # all F32
+    seen = GgmlFile(calibrated)
+    assert seen.keys["general.type"] == "imatrix" and "general.architecture" not in seen.keys
+    assert seen.keys["imatrix.datasets"] == 1
+    assert (seen.keys["imatrix.chunk_count"], seen.keys["imatrix.chunk_size"]) == (m.chunk_count, m.chunk_size)
+    assert set(seen.tensors) == {f"{n}.in_sum2" for n in m.sums} | {f"{n}.counts" for n in m.sums}
+    assert {t for t, _ in seen.tensors.values()} == {0}  # all F32
+    counts = np.frombuffer(seen.tensors["blk.0.attn_q.weight.counts"][1], dtype=np.float32)
+    assert counts.tolist() == [m.counts["blk.0.attn_q.weight"]]
 
 
 # -- quantizing with it -------------------------------------------------------------------------
 
 
 def test_quantizing_with_the_matrix_changes_the_weights(calibrated, tiny_f32_gguf, tmp_path):
-    quantize(tiny_f32_gguf, ["Q4_0"], tmp_path / "without", threads=2)
+    _quantize_one(tiny_f32_gguf, tmp_path / "without.gguf", "Q4_0", 2)  # the same call, no matrix
     manifest = quantize(tiny_f32_gguf, ["Q4_0"], tmp_path / "with", threads=2, imatrix=calibrated)
-    without = tensor_bytes(tmp_path / "without" / "tiny-llama3-Q4_0.gguf")
-    with_ = tensor_bytes(tmp_path / "with" / "tiny-llama3-Q4_0.gguf")
+    without = GgmlFile(tmp_path / "without.gguf").tensors
+    quant = GgmlFile(tmp_path / "with" / "tiny-llama3-Q4_0.gguf")
+    with_ = quant.tensors
     assert without.keys() == with_.keys()
     block_weights = [n for n in read_imatrix(calibrated).sums if n.startswith("blk.")]
     assert len(block_weights) == 14
     for name in block_weights:
-        assert with_[name][0] == without[name][0] == "Q4_0"
+        assert with_[name][0] == without[name][0] == 2  # GGML_TYPE_Q4_0
         assert with_[name][1] != without[name][1], f"{name} is unchanged by the matrix"
     for name in ("blk.0.attn_norm.weight", "output_norm.weight", "rope_freqs.weight"):
         assert with_[name] == without[name]
@@ -181,27 +205,32 @@ def test_quantizing_with_the_matrix_changes_the_weights(calibrated, tiny_f32_ggu
     entry = manifest["files"][0]["imatrix"]
     assert entry["sha256"] == hashlib.sha256(calibrated.read_bytes()).hexdigest()
     assert entry["slice"] == "dl19-top20" and entry["queries"] == 1 and entry["passages"] == 3
-    fields = gguf.GGUFReader(tmp_path / "with" / "tiny-llama3-Q4_0.gguf").fields
-    assert fields["quantize.imatrix.file"].contents() == calibrated.name
-    assert fields["quantize.imatrix.entries_count"].contents() == 15
-    assert "imatrix" not in json.loads((tmp_path / "without" / "manifest.json").read_text())["files"][0]
+    assert quant.keys["quantize.imatrix.file"] == calibrated.name
+    assert quant.keys["quantize.imatrix.entries_count"] == 15
+    assert quant.keys["quantize.imatrix.chunks_count"] == 1
 
 
-def test_a_matrix_for_another_model_is_refused(tiny_f32_gguf, tmp_path):
+def test_a_matrix_for_another_model_or_no_matrix_file_is_refused(tiny_f32_gguf, tmp_path):
     wrong = Imatrix({"blk.0.attn_q.weight": np.ones(64)}, {"blk.0.attn_q.weight": 10}, ["x"], 1, 10)
     path = write_imatrix(wrong, tmp_path / "wrong.gguf")
-    with pytest.raises(UserInputError, match="another model"):
+    with pytest.raises(UserInputError, match="rows hold 128.*another model"):
         QuantizeMatrix(path, tiny_f32_gguf)
+    alien = Imatrix({"blk.7.attn_q.weight": np.ones(128)}, {"blk.7.attn_q.weight": 10}, ["x"], 1, 10)
+    with pytest.raises(UserInputError, match="lacks.*another model"):
+        QuantizeMatrix(write_imatrix(alien, tmp_path / "alien.gguf"), tiny_f32_gguf)
+
+    legacy = tmp_path / "imatrix.dat"
+    legacy.write_bytes(np.array([0], dtype=np.int32).tobytes())
     with pytest.raises(UserInputError, match="not a GGUF imatrix"):
-        read_imatrix(_legacy_dat(tmp_path))
+        read_imatrix(legacy)
+    model = gguf.GGUFWriter(tmp_path / "model.gguf", "llama")
+    model.add_tensor("blk.0.attn_q.weight", np.ones((2, 128), dtype=np.float32))
+    model.write_header_to_file()
+    model.write_kv_data_to_file()
+    model.write_tensors_to_file()
+    model.close()
     with pytest.raises(UserInputError, match="not an importance matrix"):
-        read_imatrix(tiny_f32_gguf)
-
-
-def _legacy_dat(tmp_path: Path) -> Path:
-    p = tmp_path / "imatrix.dat"
-    p.write_bytes(np.array([0], dtype=np.int32).tobytes())
-    return p
+        read_imatrix(tmp_path / "model.gguf")
 
 
 @pytest.mark.parametrize("qtype", ["IQ2_M", "IQ3_M"])
