@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=STANDIN, help="manifest whose profile is used (default: the stand-in's)")
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--calib-slice", default="dl19-top20")
-    ap.add_argument("--calib-queries", type=int, default=8)
+    ap.add_argument("--calib-queries", type=int, default=16)
     ap.add_argument("--calib-passages", type=int, default=10)
     ap.add_argument("--eval-queries", type=int, default=21)
     ap.add_argument("--eval-passages", type=int, default=10)
@@ -195,23 +195,24 @@ def markdown(results: list[dict], report: dict, calibration: dict) -> str:
         f"Matrix: calibrated on {calibration['slice']} {calibration['queries']} queries x "
         f"{calibration['passages']} passages ({calibration['tokens']} tokens, {calibration['windows']} windows).",
         "",
-        "| type | size MB (bpw) | mean τ without | mean τ with | exact match without | exact match with "
-        "| first-token KL without | first-token KL with |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| type | size MB without | size MB with | mean τ without | mean τ with | exact match without "
+        "| exact match with | first-token KL without | first-token KL with |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     na = "n/a (needs imatrix)"
+
+    def fmt(row, key, spec, missing):
+        if row is None:
+            return missing
+        v = row[key] / 1e6 if key == "bytes" else row[key]
+        return format(v, spec) + ("%" if key == "exact_match_pct" else "")
+
     for r in results:
         w, i = r["without"], r["with"]
-        size_row = i or w
-        size = f"{size_row['bytes'] / 1e6:.1f} ({size_row['bits_per_weight']:.2f})" if size_row else "-"
-        lines.append(
-            "| {t} | {size} | {tw} | {ti} | {ew} | {ei} | {kw} | {ki} |".format(
-                t=r["type"], size=size,
-                tw=f"{w['mean_tau']:.3f}" if w else na, ti=f"{i['mean_tau']:.3f}" if i else "-",
-                ew=f"{w['exact_match_pct']:.1f}%" if w else na, ei=f"{i['exact_match_pct']:.1f}%" if i else "-",
-                kw=f"{w['first_token_kl']:.4f}" if w else na, ki=f"{i['first_token_kl']:.4f}" if i else "-",
-            )
-        )
+        cells = [r["type"], fmt(w, "bytes", ".1f", na), fmt(i, "bytes", ".1f", "-")]
+        for key, spec in (("mean_tau", ".3f"), ("exact_match_pct", ".1f"), ("first_token_kl", ".4f")):
+            cells += [fmt(w, key, spec, na), fmt(i, key, spec, "-")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
