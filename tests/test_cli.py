@@ -17,7 +17,7 @@ def run(*args, stdin: bytes | None = None, env: dict | None = None) -> subproces
         input=stdin,
         capture_output=True,
         env=full_env,
-        timeout=600,
+        timeout=1800,
     )
 
 
