@@ -41,8 +41,10 @@ def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:
 
 def lines_request(text: str, query: str | None) -> Request:
     """One document per non-empty line."""
-    if not query:
+    if query is None:
         raise UserInputError("--query is required with --docs or stdin input")
+    if not query.strip():
+        raise UserInputError("the query is empty; pass a non-empty --query")
     docs = [line for line in text.splitlines() if line.strip()]
     return Request(qid="q0", query=query, documents=docs, docids=[str(i) for i in range(len(docs))])
 
