@@ -25,7 +25,6 @@ most 1.05; (e)/(b) at least 4.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -69,11 +68,12 @@ class TimedBackend(LlamaCppBackend):
 
 
 def noveleval(data_dir: Path, n_queries: int, n_passages: int) -> list[tuple[str, list[str]]]:
-    d = data_dir / "noveleval"
-    queries = dict(line.rstrip("\n").split("\t", 1) for line in open(d / "queries.tsv", encoding="utf-8"))
-    with open(d / "corpus.tsv", encoding="utf-8", newline="") as f:
-        corpus = {row[0]: row[1] for row in csv.reader(f, delimiter="\t")}
-    return [(queries[str(q)], [corpus[f"{q}-{j}"] for j in range(n_passages)]) for q in range(n_queries)]
+    """The first NovelEval queries and passages, read from ``data_dir`` (checked)."""
+    from convert.slices import load_slice
+
+    os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
+    cut = load_slice("noveleval", queries=n_queries, passages=n_passages)
+    return [(q.text, list(q.passages)) for q in cut.queries]
 
 
 def raw_loop(backend: LlamaCppBackend, ids: list[int], budget: int, feed: list[int] | None = None) -> dict:

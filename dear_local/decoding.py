@@ -213,7 +213,7 @@ def _log_softmax(values: np.ndarray) -> np.ndarray:
 
 
 def first_token(
-    backend: Backend, template: Template, prompt_ids: list[int], n: int
+    backend: Backend, template: Template, prompt_ids: list[int], n: int, *, prompt_cached: bool = False
 ) -> tuple[Generation, list[float]]:
     """Rank ``n`` ids from one pass over the prompt and the answer prefix.
 
@@ -221,12 +221,20 @@ def first_token(
     constrained answer distribution: at every point where ids' paths branch,
     a softmax over the branching tokens (the root branch is the one pass;
     each deeper branch point is one extra decode step). The scores sum to 1.
+
+    ``prompt_cached`` says the backend's context already starts with
+    ``prompt_ids`` (say, right after the same window was ranked by generation):
+    the prompt is then not evaluated again, only its last token and the prefix.
     """
     prefix_ids, paths = id_token_paths(backend, template, n)
     branches = _next_tokens(paths)
 
     t0 = time.perf_counter()
-    logits = backend.prefill(list(prompt_ids) + prefix_ids)
+    if prompt_cached and backend.n_past >= len(prompt_ids) > 0:
+        backend.rewind(len(prompt_ids) - 1)
+        logits = backend.extend([prompt_ids[-1], *prefix_ids])
+    else:
+        logits = backend.prefill(list(prompt_ids) + prefix_ids)
     base = backend.n_past
     t1 = time.perf_counter()
     calls = 1

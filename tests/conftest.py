@@ -78,18 +78,8 @@ def standin_gguf(test_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
-def noveleval_first3(shared_dir):
+def noveleval_first3(session_env):
     """The first 3 NovelEval queries with their 20 passages each: [(query, [passages])]."""
-    import csv
+    from convert.slices import load_slice
 
-    d = shared_dir / "data" / "noveleval"
-    queries = {}
-    with open(d / "queries.tsv", encoding="utf-8") as f:
-        for line in f:
-            qid, text = line.rstrip("\n").split("\t", 1)
-            queries[qid] = text
-    corpus = {}
-    with open(d / "corpus.tsv", encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter="\t"):
-            corpus[row[0]] = row[1]
-    return [(queries[str(q)], [corpus[f"{q}-{j}"] for j in range(20)]) for q in range(3)]
+    return [(q.text, list(q.passages)) for q in load_slice("noveleval", queries=3).queries]

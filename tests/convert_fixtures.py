@@ -7,7 +7,6 @@ outputs are rebuilt once per session, so every run tests the current code.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -56,17 +55,11 @@ def standin_bf16_gguf(standin_dir, tmp_path_factory) -> Path:
 
 def noveleval_windows(shared_dir: Path) -> list[tuple[str, list[str]]]:
     """All 21 NovelEval queries with their 20 passages, in candidate order."""
-    d = shared_dir / "data" / "noveleval"
-    queries = {}
-    with open(d / "queries.tsv", encoding="utf-8") as f:
-        for line in f:
-            qid, text = line.rstrip("\n").split("\t", 1)
-            queries[qid] = text
-    corpus = {}
-    with open(d / "corpus.tsv", encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter="\t"):
-            corpus[row[0]] = row[1]
-    return [(queries[q], [corpus[f"{q}-{j}"] for j in range(20)]) for q in sorted(queries, key=int)]
+    from convert.slices import load_slice
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEAR_LOCAL_DATA", str(shared_dir / "data"))
+        return [(q.text, list(q.passages)) for q in load_slice("noveleval").queries]
 
 
 def vocab_test_vectors(shared_dir: Path) -> list[tuple[str, list[int]]]:

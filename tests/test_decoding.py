@@ -191,6 +191,10 @@ def test_first_token_scores_and_agreement_with_full_generation(smol, noveleval_f
         assert gen.model_calls == 2  # the prompt pass, and one step for the shared "[1"
         full = constrained(smol, ids, n, 1)
         full_order = [int(x) - 1 for x in full.text.replace("[", " ").replace("]", " ").split() if x.isdigit()]
+        # Right after generation the context still holds the prompt: reusing it gives the same scores.
+        reused, reused_scores = first_token(smol, CHAT.tmpl, ids, n, prompt_cached=True)
+        assert reused.text == gen.text
+        assert max(abs(a - b) for a, b in zip(scores, reused_scores)) < 1e-3
         rows.append((exact_match(order, full_order), kendall_tau(order, full_order), top1_agreement(order, full_order)))
     exact = sum(r[0] for r in rows)
     tau = sum(r[1] for r in rows) / len(rows)

@@ -36,26 +36,11 @@ def reference(
     from convert.reference import write_reference
     from convert.slices import load_slice
 
-    from ..contract import Profile
-    from ..store import get_manifest, looks_like_path, pull_checkpoint
+    from convert.build import resolve_checkpoint
 
-    name = repo = None
-    profile = Profile()
-    ckpt = Path(checkpoint)
-    if not ckpt.is_dir():
-        if not looks_like_path(checkpoint) and "/" not in checkpoint:
-            m = get_manifest(checkpoint)
-            name, repo, revision, profile = m.name, m.hf_repo, revision or m.revision, m.profile
-            if name == "smollm2-135m-instruct":
-                from convert.standin import standin_checkpoint
-
-                ckpt = standin_checkpoint()
-            else:
-                ckpt = pull_checkpoint(repo, revision)
-        else:
-            repo = checkpoint
-            ckpt = pull_checkpoint(checkpoint, revision)
-    profile = profile.with_(template=template, decoding=decoding)
+    ck = resolve_checkpoint(checkpoint, revision)
+    ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision
+    profile = ck.profile.with_(template=template, decoding=decoding)
     eval_slice = load_slice(slice_name, queries=queries, passages=passages)
     path = write_reference(
         ckpt, eval_slice, profile, out, device=device, dtype=dtype, model_name=name,

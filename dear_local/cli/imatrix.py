@@ -41,27 +41,13 @@ def imatrix(
     except ImportError as exc:
         raise missing_extra(exc.name or "torch", "convert") from None
 
-    from ..contract import Profile
+    from convert.build import resolve_checkpoint
+
     from ..progress import bar
-    from ..store import get_manifest, looks_like_path, pull_checkpoint
 
-    name = repo = None
-    profile = Profile()
-    ckpt = Path(checkpoint).expanduser()
-    if not ckpt.is_dir():
-        if not looks_like_path(checkpoint) and "/" not in checkpoint:
-            m = get_manifest(checkpoint)
-            name, repo, revision, profile = m.name, m.hf_repo, revision or m.revision, m.profile
-            if name == "smollm2-135m-instruct":
-                from convert.standin import standin_checkpoint
-
-                ckpt = standin_checkpoint()
-            else:
-                ckpt = pull_checkpoint(repo, revision)
-        else:
-            repo = checkpoint
-            ckpt = pull_checkpoint(checkpoint, revision)
-    profile = profile.with_(template=template, decoding=decoding)
+    ck = resolve_checkpoint(checkpoint, revision)
+    ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision
+    profile = ck.profile.with_(template=template, decoding=decoding)
     with bar(total=queries, desc="imatrix", unit="query") as pbar:
         path = make_imatrix(
             ckpt, out, profile, slice_name=slice_name, queries=queries, passages=passages,
