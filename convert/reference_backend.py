@@ -81,6 +81,9 @@ class TransformersBackend(Backend):
         # transformers 5 renamed the forward argument ``past_key_values`` to ``cache``.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        # Only the last position's logits are needed, except in ``extend_all``: asking for
+        # fewer saves a prompt-length x vocabulary tensor.
+        self._keep_kwarg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
 
     def _end_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -121,17 +124,25 @@ class TransformersBackend(Backend):
         return pieces
 
     # -- evaluation state ---------------------------------------------------
-    def _forward(self, ids: list[int]) -> np.ndarray:
+    def _forward(self, ids: list[int], rows: list[int] | None = None) -> np.ndarray:
+        """Run ``ids``; the logits after the last one, or after each ``ids[i]`` for ``i`` in ``rows``."""
         torch = self._torch
         from transformers import DynamicCache
 
         if self._cache is None:
             self._cache = DynamicCache()
+        kwargs = {self._cache_kwarg: self._cache}
+        if self._keep_kwarg:
+            # An int keeps that many last positions; a tensor keeps those positions.
+            kwargs[self._keep_kwarg] = 1 if rows is None else torch.tensor(rows, device=self.device)
         with torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=self.device)
-            out = self.model(input_ids=x, use_cache=True, **{self._cache_kwarg: self._cache})
+            out = self.model(input_ids=x, use_cache=True, **kwargs)
         self._seq.extend(ids)
-        return out.logits[0, -1].float().cpu().numpy()
+        logits = out.logits[0].float().cpu().numpy()
+        if rows is None:
+            return logits[-1]
+        return logits if self._keep_kwarg else logits[rows]
 
     def prefill(self, ids: list[int]) -> np.ndarray:
         self._cache = None
@@ -140,6 +151,9 @@ class TransformersBackend(Backend):
 
     def extend(self, ids: list[int]) -> np.ndarray:
         return self._forward(ids)
+
+    def extend_rows(self, ids: list[int], rows: list[int]) -> np.ndarray:
+        return self._forward(ids, rows)
 
     def rewind(self, n_tokens: int) -> None:
         drop = len(self._seq) - n_tokens

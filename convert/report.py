@@ -76,8 +76,11 @@ def plot(report: dict, out: Path) -> Path:
     ):
         ys = [r[key] * (100 if key == "delta_ndcg10" else 1) for r in rows]
         ax.plot(sizes, ys, "o")
-        for x, y, r in zip(sizes, ys, rows):
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Neighbouring quants often sit close together: alternate labels above and below.
+        by_size = sorted(range(len(rows)), key=lambda i: sizes[i])
+        for rank, i in enumerate(by_size):
+            offset = (4, 5) if rank % 2 == 0 else (4, -12)
+            ax.annotate(rows[i]["label"], (sizes[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
         ax.set_xlabel("file size (MiB)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -83,6 +83,102 @@ class _Forcer:
         return list(toks), out
 
 
+def _pick(constraint: PermutationConstraint, state: State, logits: np.ndarray):
+    """The best admissible token from ``state`` (lowest id on ties) and its margin, or None if forced."""
+    options = constraint.allowed(state)
+    if not options:  # pragma: no cover - the grammar has no dead ends (property-tested)
+        raise AssertionError("no admissible token")
+    if len(options) == 1:
+        return options[0], None
+    toks = np.fromiter((o.token for o in options), dtype=np.int64, count=len(options))
+    vals = logits[toks]
+    order = np.lexsort((toks, -vals))  # best logit first, lowest token id on ties
+    span = float(logits.max() - logits.min()) or 1.0
+    return options[int(order[0])], float(vals[order[0]] - vals[order[1]]) / span
+
+
+def _first_choice(constraint: PermutationConstraint, options: list, state: State, k: int):
+    """Among ``options`` (admissible from ``state``), the longest piece that goes on spelling id ``k``."""
+    rest = (constraint.labels[k] + CLOSE).encode()[len(state.digits):]
+    pieces = constraint.index.pieces
+    best = None
+    for step in options:
+        piece = pieces[step.token]
+        if rest.startswith(piece) and (best is None or len(piece) > len(pieces[best.token])):
+            best = step
+    return best
+
+
+def _spell(constraint: PermutationConstraint, force: _Forcer, state: State, k: int):
+    """The tokens naming id ``k`` from ``state`` as the decoding loop would append them.
+
+    Returns (tokens, chosen flags, state after) or None when ``k`` cannot be spelled here.
+    Choices take the longest admissible piece; forced text follows as jump-forward adds it.
+    """
+    toks: list[int] = []
+    chosen: list[bool] = []
+    while not state.used & (1 << k):
+        step = _first_choice(constraint, constraint.allowed(state), state, k)
+        if step is None:
+            return None
+        forced, state = force(step.state)
+        toks += [step.token, *forced]
+        chosen += [True] + [False] * len(forced)
+    return toks, chosen, state
+
+
+def _draft(constraint, force, state: State, order: list[int], n_ids: int) -> tuple[list[int], list[bool]]:
+    """Spell the next ``n_ids`` unused ids of ``order`` from ``state``: tokens, and which are choices."""
+    toks: list[int] = []
+    chosen: list[bool] = []
+    for k in order:
+        if n_ids <= 0 or constraint.is_done(state):
+            break
+        if state.used & (1 << k):
+            continue
+        spelled = _spell(constraint, force, state, k)
+        if spelled is None:
+            break
+        toks += spelled[0]
+        chosen += spelled[1]
+        state = spelled[2]
+        n_ids -= 1
+    return toks, chosen
+
+
+def _draft_order(constraint: PermutationConstraint, state: State, logits: np.ndarray, named: list[int]) -> list[int]:
+    """The unused ids in the order the draft proposes them.
+
+    By default, by the logit of the token that starts each id here (FIRST's
+    score, ties by id). When the last two ids named were neighbours, the run
+    is continued first: rankers, small ones especially, often write runs such
+    as ``[9] > [8] > [7]``.
+    """
+    options = constraint.allowed(state)
+    scored = []
+    for k in range(constraint.n):
+        if state.used & (1 << k):
+            continue
+        step = _first_choice(constraint, options, state, k)
+        if step is not None:
+            scored.append((-float(logits[step.token]), k))
+    order = [k for _, k in sorted(scored)]
+    if len(named) >= 2 and abs(named[-1] - named[-2]) == 1:
+        step_by = named[-1] - named[-2]
+        run = []
+        k = named[-1] + step_by
+        while 0 <= k < constraint.n and not state.used & (1 << k):
+            run.append(k)
+            k += step_by
+        order = run + [k for k in order if k not in run]
+    return order
+
+
+def _newly_named(before: State, after: State) -> list[int]:
+    new = after.used & ~before.used
+    return [k for k in range(new.bit_length()) if new >> k & 1]
+
+
 def constrained(
     backend: Backend,
     prompt_ids: list[int],
@@ -90,16 +186,28 @@ def constrained(
     id_base: int = 0,
     *,
     jump_forward: bool = True,
+    speculate: bool = True,
 ) -> Generation:
     """Greedy decoding restricted to valid permutations of ``n`` ids.
 
+    With ``speculate`` (and jump-forward), each model call also carries a draft
+    of the next ids: the remaining ids in order of their first-token score, read
+    off the logits the decoding already has. Every drafted choice is checked
+    against the model's own constrained argmax at that position (the batch's
+    logits hold every position); the first disagreement is replaced by the
+    model's choice and the rest of the draft is dropped from the cache. The
+    output is the greedy one either way; only the number of calls changes. The
+    draft grows while it is right and shrinks to one id when it is not.
+
     ``extra`` reports ``jump_forward``, ``forced_tokens`` (appended without a
-    model choice) and ``margins``: per output token, the gap between the best
-    and second-best allowed logit as a fraction of the logit range (None where
-    the token was forced or the only one allowed), for spotting near-ties.
+    model choice), ``drafted``/``accepted`` tokens and ``margins``: per output
+    token, the gap between the best and second-best allowed logit as a fraction
+    of the logit range (None where the token was forced or the only one
+    allowed), for spotting near-ties.
     """
     constraint = PermutationConstraint(TokenIndex.from_backend(backend), n, id_base)
     force = _Forcer(backend, constraint)
+    speculate = speculate and jump_forward and n > 2
     t0 = time.perf_counter()
     state = constraint.initial
     out: list[int] = []
@@ -110,21 +218,20 @@ def constrained(
         out += pending
         margins += [None] * len(pending)
     logits = backend.prefill(list(prompt_ids) + pending)
-    calls, n_forced = 1, len(pending)
+    calls, n_forced, drafted, accepted = 1, len(pending), 0, 0
     t1 = time.perf_counter()
+    # The draft policy: ``ahead`` ids per call, doubled while the draft is right. A
+    # draft whose first choice is wrong pauses drafting for ``wait`` calls, a pause
+    # that doubles on each such miss in a row, so an unpredictable model costs
+    # little more than plain jump-forward.
+    ahead, wait, backoff = 1, 0, 1
+    start_logits = logits  # the last logits read where an id starts: they order the draft
+    named: list[int] = []  # ids in the order the answer names them
     while not constraint.is_done(state):
-        options = constraint.allowed(state)
-        if not options:  # pragma: no cover - the grammar has no dead ends (property-tested)
-            raise AssertionError(f"no admissible token after {backend.detokenize(out)!r}")
-        if len(options) == 1:
-            best, margin = options[0], None
-        else:
-            toks = np.fromiter((o.token for o in options), dtype=np.int64, count=len(options))
-            vals = logits[toks]
-            order = np.lexsort((toks, -vals))  # best logit first, lowest token id on ties
-            best = options[int(order[0])]
-            span = float(logits.max() - logits.min()) or 1.0
-            margin = float(vals[order[0]] - vals[order[1]]) / span
+        if not state.digits:
+            start_logits = logits
+        best, margin = _pick(constraint, state, logits)
+        before = state
         state = best.state
         out.append(best.token)
         margins.append(margin)
@@ -137,8 +244,48 @@ def constrained(
             n_forced += len(forced)
         if constraint.is_done(state):
             break
-        logits = backend.extend(pending)
+        named += _newly_named(before, state)
         calls += 1
+        if not speculate:
+            logits = backend.extend(pending)
+            continue
+        if wait:
+            wait -= 1
+            logits = backend.extend(pending)
+            continue
+        base = backend.n_past
+        order = _draft_order(constraint, state, start_logits, named)
+        toks, chosen = _draft(constraint, force, state, order, ahead)
+        # Logits are read only where a choice is made: before each drafted choice, and at the end.
+        batch = pending + toks
+        at = [len(pending) + j - 1 for j, c in enumerate(chosen) if c] + [len(batch) - 1]
+        if at[0] != len(pending) - 1:
+            at.insert(0, len(pending) - 1)
+        got = backend.extend_rows(batch, at)
+        rows = {i: got[r] for r, i in enumerate(at)}
+        drafted += len(toks)
+        logits = rows[len(pending) - 1]
+        for j, (tok, is_choice) in enumerate(zip(toks, chosen)):
+            margin = None
+            if is_choice:
+                if not state.digits:
+                    start_logits = logits
+                pick, margin = _pick(constraint, state, logits)
+                if pick.token != tok:  # the model disagrees: keep what it has confirmed
+                    backend.rewind(base + len(pending) + j)
+                    if j == 0:
+                        wait, backoff = backoff, backoff * 2
+                    ahead = 1
+                    break
+            before, state = state, constraint.advance(state, tok)
+            named += _newly_named(before, state)
+            out.append(tok)
+            margins.append(margin)
+            accepted += 1
+            n_forced += not is_choice
+            logits = rows.get(len(pending) + j)
+        else:
+            ahead, backoff = ahead * 2, 1
     t2 = time.perf_counter()
     return Generation(
         token_ids=out,
@@ -147,7 +294,8 @@ def constrained(
         model_calls=calls,
         prompt_seconds=t1 - t0,
         decode_seconds=t2 - t1,
-        extra={"jump_forward": jump_forward, "forced_tokens": n_forced, "margins": margins},
+        extra={"jump_forward": jump_forward, "speculate": speculate, "forced_tokens": n_forced,
+               "drafted": drafted, "accepted": accepted, "margins": margins},
     )
 
 

@@ -80,13 +80,55 @@ def test_jump_forward_is_token_identical_to_plain_constrained_decoding(smol, nov
         n = len(passages)
         ids = prompt_ids(smol, CHAT, query, passages)
         plain = constrained(smol, ids, n, 1, jump_forward=False)
-        jumped = constrained(smol, ids, n, 1, jump_forward=True)
+        jumped = constrained(smol, ids, n, 1, jump_forward=True, speculate=False)
+        drafted = constrained(smol, ids, n, 1)  # the default: jump-forward with a checked draft
         outcome = assert_same_or_near_tie(plain, jumped, f"SmolLM2 n={n}")
-        assert is_canonical_answer(plain.text, n, 1) and is_canonical_answer(jumped.text, n, 1)
+        outcome_draft = assert_same_or_near_tie(jumped, drafted, f"SmolLM2 n={n} draft")
+        for gen in (plain, jumped, drafted):
+            assert is_canonical_answer(gen.text, n, 1)
         assert jumped.extra["forced_tokens"] > 0
         assert jumped.model_calls * 2.5 < plain.model_calls
-        print(f"REPORT SmolLM2 n={n}: {outcome}; model calls {plain.model_calls} -> {jumped.model_calls}; "
-              f"{jumped.text}")
+        assert drafted.model_calls <= jumped.model_calls
+        assert drafted.extra["accepted"] <= drafted.extra["drafted"]
+        print(f"REPORT SmolLM2 n={n}: {outcome}, with draft {outcome_draft}; model calls {plain.model_calls} -> "
+              f"{jumped.model_calls} -> {drafted.model_calls} (draft {drafted.extra['accepted']}/"
+              f"{drafted.extra['drafted']} tokens kept); {jumped.text}")
+
+
+def test_extend_rows_matches_one_token_at_a_time(smol, noveleval_first3):
+    """The draft's batch reads logits at chosen positions; they match sequential steps."""
+    import numpy as np
+
+    from dear_local.backends.base import Backend
+
+    query, passages = noveleval_first3[0]
+    ids = prompt_ids(smol, CHAT, query, cut(passages, 3, 20))
+    head, tail = ids[:-6], ids[-6:]
+    smol.prefill(head)
+    one_by_one = np.stack([smol.extend([t]) for t in tail])
+    smol.prefill(head)
+    rows = smol.extend_rows(tail, [1, 3, 5])
+    assert smol.n_past == len(ids)
+    # Each row is the one a batch ending at that position gives. (On the CPU a batch
+    # and single steps differ by about 1% of the logit range: llama.cpp uses other
+    # kernels for batches, as jump-forward already does.)
+    for r, i in enumerate((1, 3, 5)):
+        smol.prefill(head)
+        batch_logits = smol.extend(tail[: i + 1])
+        assert np.abs(rows[r] - batch_logits).max() < 1e-4 * float(np.ptp(batch_logits))
+        assert int(rows[r].argmax()) == int(one_by_one[i].argmax())
+    span = float(np.ptp(one_by_one))
+    # A rewind into the batch drops the rest: the next step sees only what was kept.
+    smol.prefill(head)
+    smol.extend_rows(tail, [5])
+    smol.rewind(len(head) + 2)
+    again = smol.extend(tail[2:3])
+    assert int(again.argmax()) == int(one_by_one[2].argmax())
+    assert np.abs(again - one_by_one[2]).max() < 0.05 * span
+    # The protocol's fallback (one call per token) gives the sequential rows exactly.
+    smol.prefill(head)
+    fallback = Backend.extend_rows(smol, tail, [1, 3, 5])
+    assert np.array_equal(fallback, one_by_one[[1, 3, 5]])
 
 
 @pytest.mark.slow
@@ -278,3 +320,27 @@ def test_transformers_generate_with_the_logits_processor_decodes_like_dear_local
     end = next(k for k, t in enumerate(new) if t in hf.eog_ids)
     assert is_canonical_answer(hf.detokenize(new[:end]), n, 1)
     assert new[:end] == ours.token_ids, (hf.detokenize(new[:end]), ours.text)
+
+
+def test_transformers_backend_reads_batch_rows_and_drafts_like_llama_cpp(standin_dir, noveleval_first3):  # noqa: F811
+    """The reference backend's ``extend_rows`` and the default (drafting) constrained decoding."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from convert.reference_backend import TransformersBackend
+
+    hf = TransformersBackend(standin_dir, device="cpu", dtype="fp32")
+    query, passages = noveleval_first3[1]
+    passages = cut(passages, 5, 25)
+    ids = prompt_ids(hf, CHAT, query, passages)
+    head, tail = ids[:-5], ids[-5:]
+    hf.prefill(head)
+    one_by_one = np.stack([hf.extend([t]) for t in tail])
+    hf.prefill(head)
+    rows = hf.extend_rows(tail, [0, 2, 4])
+    assert np.abs(rows - one_by_one[[0, 2, 4]]).max() < 1e-3 * float(one_by_one.max() - one_by_one.min())
+
+    plain = constrained(hf, ids, len(passages), 1, jump_forward=False)
+    drafted = constrained(hf, ids, len(passages), 1)
+    assert_same_or_near_tie(plain, drafted, "transformers draft")
+    assert drafted.model_calls < plain.model_calls

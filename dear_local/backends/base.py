@@ -88,6 +88,15 @@ class Backend(ABC):
     def extend(self, ids: list[int]) -> np.ndarray:
         """Append ``ids`` (one batch, one model call); return the logits after the last one."""
 
+    def extend_rows(self, ids: list[int], rows: list[int]) -> np.ndarray:
+        """Append ``ids``; return the logits after ``ids[i]`` for each ``i`` in ``rows``.
+
+        Backends that can evaluate a batch and keep chosen positions' logits do
+        this in one model call; this fallback makes one call per token.
+        """
+        logits = [self.extend([t]) for t in ids]
+        return np.stack([logits[i] for i in rows])
+
     @abstractmethod
     def rewind(self, n_tokens: int) -> None:
         """Forget every token past the first ``n_tokens`` of the sequence."""

@@ -149,6 +149,31 @@ class LlamaCppBackend(Backend):
         self._seq.extend(ids)
         return self._logits()
 
+    def extend_rows(self, ids: list[int], rows: list[int]) -> np.ndarray:
+        # llama-cpp-python's ``eval`` keeps only the last position's logits (or, with
+        # logits_all, every position of the whole context): flag the wanted rows in
+        # llama.cpp's batch and read them back one by one.
+        llm, lib = self.llm, self._llama_cpp
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        wanted = set(rows)
+        found: dict[int, np.ndarray] = {}
+        for start in range(0, len(ids), llm.n_batch):
+            chunk = list(ids[start : start + llm.n_batch])
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=chunk, n_past=n_past, logits_all=False)
+            flags = llm._batch.batch.logits
+            for i in range(len(chunk)):
+                flags[i] = (start + i) in wanted
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[n_past : n_past + len(chunk)] = chunk
+            llm.n_tokens += len(chunk)
+            for i in range(len(chunk)):
+                if start + i in wanted:
+                    ptr = lib.llama_get_logits_ith(llm._ctx.ctx, i)
+                    found[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+        self._seq.extend(ids)
+        return np.stack([found[i] for i in rows])
+
     def rewind(self, n_tokens: int) -> None:
         self.llm.n_tokens = n_tokens
         del self._seq[n_tokens:]
