@@ -7,7 +7,9 @@
        naive decoding pays for an answer of the same length. The stand-in seldom
        writes a whole permutation by itself, so (a) alone often stops early.
   (b)  dear-local greedy (``engine.rank_window``, decoding ``greedy``).
-  (c)  dear-local constrained decoding with jump-forward.
+  (c)  dear-local constrained decoding with jump-forward and its checked draft of
+       the next ids (the default ``constrained`` mode).
+  (c0) constrained decoding with jump-forward only (no draft).
   (d)  dear-local first-token ranking.
   (e)  the model card's transformers code path (``tokenizer(prompt)``, then
        ``model.generate(do_sample=False)``) on CPU in bf16, with the same model
@@ -119,6 +121,19 @@ def dear_mode(backend: TimedBackend, profile: Profile, query: str, passages: lis
             "status": res.status}, res
 
 
+def jump_forward_only(backend: TimedBackend, ids: list[int], n: int, id_base: int) -> dict:
+    """(c0): constrained decoding with jump-forward but no draft, on the same prompt ids."""
+    from dear_local.decoding import constrained
+
+    backend.rewind(0)
+    t0 = now()
+    gen = constrained(backend, ids, n, id_base, speculate=False)
+    t2 = now()
+    backend.rewind(0)
+    return {"prompt": since(backend.prefill_start, backend.prefill_end), "decode": since(backend.prefill_end, t2),
+            "total": since(t0, t2), "tokens": len(gen.token_ids), "calls": gen.model_calls}
+
+
 class CardPath:
     """(e): the model card's transformers code path, bf16 on CPU."""
 
@@ -208,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         n = len(passages)
         budget = base.max_new_tokens(n)
         row = {"query": q, "prompt_tokens": len(ids)}
-        runs: dict[str, list[dict]] = {m: [] for m in ("a", "b", "c", "a=", "d")}
+        runs: dict[str, list[dict]] = {m: [] for m in ("a", "b", "c", "c0", "a=", "d")}
         for _ in range(args.repeat):  # the modes interleave, so load changes hit them alike
             runs["a"].append(raw_loop(backend, ids, budget))
             r, greedy = dear_mode(backend, base.with_(decoding="greedy"), query, passages)
             runs["b"].append(r)
             r, cons = dear_mode(backend, base.with_(decoding="constrained"), query, passages)
             runs["c"].append(r)
+            runs["c0"].append(jump_forward_only(backend, ids, n, base.tmpl.id_base))
             runs["a="].append(raw_loop(backend, ids, budget, feed=cons.output_ids))
             r, first = dear_mode(backend, base.with_(decoding="first-token"), query, passages)
             runs["d"].append(r)
@@ -231,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         row["constrained_text"] = cons.raw_text
         rows.append(row)
         print(f"\nquery {q}: {len(ids)} prompt tokens")
-        for m in ("a", "a=", "b", "c", "d", "e"):
+        for m in ("a", "a=", "b", "c", "c0", "d", "e"):
             if m in row:
                 print(f"  ({m:2}) " + describe(row[m]))
         print(f"  greedy wrote {row['greedy_text']!r}; constrained {cons.raw_text[:60]!r}...")
         if "e" in row:
             print(f"  (e) wrote {row['e']['text'][:60]!r}; same prompt ids: {row['e']['same_prompt_ids']}")
 
-    modes = [m for m in ("a", "a=", "b", "c", "d", "e") if m in rows[0]]
+    modes = [m for m in ("a", "a=", "b", "c", "c0", "d", "e") if m in rows[0]]
     sums = {m: {part: {c: sum(r[m][part][c] for r in rows) for c in CLOCKS}
                 for part in ("prompt", "decode", "total") if part in rows[0][m]}
             for m in modes}
@@ -256,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = [
         ("decode (a) / decode (c)", lambda c: ratio(t("a", "decode", c), t("c", "decode", c)), ">=", 2.5),
         ("decode (a=) / decode (c)", lambda c: ratio(t("a=", "decode", c), t("c", "decode", c)), ">=", 2.5),
+        ("decode (a=) / decode (c0)", lambda c: ratio(t("a=", "decode", c), t("c0", "decode", c)), ">=", 2.5),
         ("(d) total / (d) prompt eval", lambda c: ratio(t("d", "total", c), t("d", "prompt", c)), "<=", 1.1),
         ("(d) total / (a) prompt eval", lambda c: ratio(t("d", "total", c), t("a", "prompt", c)), "<=", 1.1),
         ("(b) total / (a) total", lambda c: ratio(t("b", "total", c), t("a", "total", c)), "<=", 1.05),

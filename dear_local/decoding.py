@@ -11,7 +11,12 @@ protocol only (``prefill``, ``extend``, ``rewind``, ``tokenize``,
     been named once, so a malformed ranking cannot come out. With
     *jump-forward*, text the grammar forces (``] > [`` between ids, the last
     id) is tokenized and appended without a model choice, and evaluated in one
-    batch together with the next step: one model call per chosen token.
+    batch together with the next step: one model call per chosen token. Each
+    call can also carry a *draft* of the next ids (ordered by their first-token
+    score, or continuing a run of neighbouring ids); the logits at every drafted
+    choice come back from the same batch, each choice is checked against the
+    model's own, and the draft is cut at the first disagreement, so the answer
+    stays the greedy one while the calls drop further.
 
 ``first-token``
     FIRST (Reddy et al., 2024): one pass over the prompt plus the answer's
