@@ -29,8 +29,16 @@ QUANT_RE = re.compile(r"-((?:I?Q\d[\w]*)|BF16|F16|F32)$", re.IGNORECASE)
 
 
 def quant_label(path: Path) -> str:
+    """The quant type from the file name, with ``+imatrix`` when the manifest.json beside the
+    file says it was quantized with an importance matrix (so both variants can share a report)."""
     m = QUANT_RE.search(path.stem)
-    return m.group(1).upper() if m else path.stem
+    label = m.group(1).upper() if m else path.stem
+    from .quantize import MANIFEST, load_manifest
+
+    entries = load_manifest(path.parent / MANIFEST).get("files", [])
+    if any(e.get("file") == path.name and e.get("imatrix") for e in entries):
+        label += "+imatrix"
+    return label
 
 
 class PeakRSS:

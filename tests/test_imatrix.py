@@ -200,6 +200,13 @@ def test_quantizing_with_the_matrix_changes_the_weights(calibrated, tiny_f32_ggu
         assert with_[name][1] != without[name][1], f"{name} is unchanged by the matrix"
     for name in ("blk.0.attn_norm.weight", "output_norm.weight", "rope_freqs.weight"):
         assert with_[name] == without[name]
+    # `check` tells the two apart in one report: the manifest beside the file names the matrix.
+    from convert.check import quant_label
+
+    assert quant_label(tmp_path / "with" / "tiny-llama3-Q4_0.gguf") == "Q4_0+imatrix"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "without.gguf").rename(tmp_path / "plain" / "tiny-llama3-Q4_0.gguf")
+    assert quant_label(tmp_path / "plain" / "tiny-llama3-Q4_0.gguf") == "Q4_0"
 
     entry = manifest["files"][0]["imatrix"]
     assert entry["sha256"] == hashlib.sha256(calibrated.read_bytes()).hexdigest()
