@@ -89,7 +89,11 @@ class _Forcer:
 
 
 def _pick(constraint: PermutationConstraint, state: State, logits: np.ndarray):
-    """The best admissible token from ``state`` (lowest id on ties) and its margin, or None if forced."""
+    """The best admissible step from ``state`` (lowest token id on ties) and its margin.
+
+    The margin is the gap to the runner-up as a fraction of the logit range, or
+    None when only one token is admissible.
+    """
     options = constraint.allowed(state)
     if not options:  # pragma: no cover - the grammar has no dead ends (property-tested)
         raise AssertionError("no admissible token")
@@ -202,7 +206,9 @@ def constrained(
     logits hold every position); the first disagreement is replaced by the
     model's choice and the rest of the draft is dropped from the cache. The
     output is the greedy one either way; only the number of calls changes. The
-    draft grows while it is right and shrinks to one id when it is not.
+    draft doubles while it is right and drops to one id when it is not; a wrong
+    first guess also pauses drafting for a number of calls that doubles with
+    each such miss in a row.
 
     ``extra`` reports ``jump_forward``, ``forced_tokens`` (appended without a
     model choice), ``drafted``/``accepted`` tokens and ``margins``: per output
