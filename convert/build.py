@@ -112,13 +112,11 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
     kept = [t for t in ladder if t != SOURCE_TYPE and t not in todo]
     if kept:
         say(f"keeping {', '.join(kept)}")
-    recorded = {e["type"] for e in q.load_manifest(out_dir / q.MANIFEST).get("files", [])}
-    types = [SOURCE_TYPE, *todo] if (todo or SOURCE_TYPE not in recorded) else []
-    if types:
-        manifest = q.quantize(bf16, types, out_dir, threads=threads, force=force,
+    manifest = q.load_manifest(out_dir / q.MANIFEST)
+    recorded = {e["type"] for e in manifest.get("files", [])}
+    if todo or SOURCE_TYPE not in recorded:
+        manifest = q.quantize(bf16, [SOURCE_TYPE, *todo], out_dir, threads=threads, force=force,
                               on_file=lambda e: say(f"wrote {e['file']}" if e["type"] in todo else f"recorded {e['file']}"))
-    else:
-        manifest = q.load_manifest(out_dir / q.MANIFEST)
     missing = [t for t in kept if not any(e["type"] == t for e in manifest["files"])]
     if missing:  # built by an earlier run whose manifest was lost: record them now
         build_info = q.llama_cpp_build()

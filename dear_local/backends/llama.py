@@ -133,8 +133,9 @@ class LlamaCppBackend(Backend):
         return buf.raw[:n]
 
     # -- evaluation state ---------------------------------------------------
-    def _logits(self) -> np.ndarray:
-        ptr = self._llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+    def _logits(self, i: int = -1) -> np.ndarray:
+        """A copy of the logits at output ``i`` of the last batch (the last one by default)."""
+        ptr = self._llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
 
     def prefill(self, ids: list[int]) -> np.ndarray:
@@ -153,7 +154,7 @@ class LlamaCppBackend(Backend):
         # llama-cpp-python's ``eval`` keeps only the last position's logits (or, with
         # logits_all, every position of the whole context): flag the wanted rows in
         # llama.cpp's batch and read them back one by one.
-        llm, lib = self.llm, self._llama_cpp
+        llm = self.llm
         llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
         wanted = set(rows)
         found: dict[int, np.ndarray] = {}
@@ -169,8 +170,7 @@ class LlamaCppBackend(Backend):
             llm.n_tokens += len(chunk)
             for i in range(len(chunk)):
                 if start + i in wanted:
-                    ptr = lib.llama_get_logits_ith(llm._ctx.ctx, i)
-                    found[start + i] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+                    found[start + i] = self._logits(i)
         self._seq.extend(ids)
         return np.stack([found[i] for i in rows])
 
