@@ -3,11 +3,14 @@
 Starts the real server (`python -m dear_local serve`) as a subprocess, then:
 
 1. warms it up (the first rerank in a process is slow);
-2. baseline: one client sends ``--requests`` requests one after another;
-3. load: ``--clients`` clients each send ``--requests`` requests at the same time;
-4. baseline again, so a change in machine load during the run cancels out.
+2. load: ``--clients`` clients each send ``--requests`` requests at the same time,
+   split into ``--rounds`` rounds;
+3. baseline: before each round and once at the end, one client sends
+   requests/rounds requests one after another. Alternating the two spreads a
+   change in machine load (these VMs drift by 30% over minutes) over both; the
+   default, one request per client and round, alternates every ~25 s.
 
-It reports the load phase's throughput relative to the mean baseline (goal
+It reports the load's throughput relative to the sequential client's (goal
 >= 0.95: queueing and HTTP cost next to nothing), p50/p99 latency under load,
 errors (goal 0) and the server's RSS growth from after warm-up to the end
 (goal <= 5%).
@@ -26,7 +29,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -98,6 +100,10 @@ class Recorder:
         self.errors: list[str] = []
         self.lock = threading.Lock()
 
+    def merge(self, other: Recorder) -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+
     def send(self, client: httpx.Client, body: dict) -> None:
         t = time.perf_counter()
         try:
@@ -164,7 +170,10 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="A .gguf path or NAME[:QUANT].")
     ap.add_argument("--template", default="rankgpt-chat")
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--requests", type=int, default=25, help="Requests per client (and in each baseline).")
+    ap.add_argument("--requests", type=int, default=25, help="Requests per client.")
+    ap.add_argument("--rounds", type=int, default=25,
+                    help="Split the load into this many rounds, each after a sequential block of "
+                         "requests/rounds requests (one more block closes the run).")
     ap.add_argument("--docs", type=int, default=5, help="Documents per request.")
     ap.add_argument("--words", type=int, default=20, help="Words kept of each passage.")
     ap.add_argument("--threads", type=int, default=None, help="The server's --threads.")
@@ -173,49 +182,69 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="Also write the figures to this JSON file.")
     args = ap.parse_args()
 
+    if args.rounds < 1 or args.requests % args.rounds:
+        sys.exit(f"--requests ({args.requests}) must be a multiple of --rounds ({args.rounds})")
     data = noveleval(args.data)
+    k = args.requests // args.rounds  # per client and round, and in each sequential block
+    n_seq = k * (args.rounds + 1)
     n_load = args.clients * args.requests
-    bodies = make_requests(data, 2 + 2 * args.requests + n_load, args.docs, args.words, args.same_prompt)
-    warm, bodies = bodies[:2], bodies[2:]
-    before, bodies = bodies[:args.requests], bodies[args.requests:]
-    after, load = bodies[:args.requests], bodies[args.requests:]
+    bodies = make_requests(data, 2 + n_seq + n_load, args.docs, args.words, args.same_prompt)
+    warm, seq_bodies, load = bodies[:2], bodies[2:2 + n_seq], bodies[2 + n_seq:]
+    seq_blocks = [seq_bodies[i * k:(i + 1) * k] for i in range(args.rounds + 1)]
     per_client = [load[c::args.clients] for c in range(args.clients)]
+    load_blocks = [[bs[r * k:(r + 1) * k] for bs in per_client] for r in range(args.rounds)]
 
     port = free_port()
     server = start_server(args, port)
     url = f"http://127.0.0.1:{port}"
+    t_seq = t_load = 0.0
+    r_seq, r_load = Recorder(), Recorder()
+    rounds = []
     try:
         sequential(url, warm)
         sampler = RssSampler(server.pid)
         rss_start = sampler.rss()
         sampler.start()
-        t_before, r_before = sequential(url, before)
-        t_load, r_load = concurrent(url, per_client)
-        t_after, r_after = sequential(url, after)
+        # Sequential and loaded blocks alternate (and a sequential block closes the
+        # run), so a change in machine load during the run hits both alike.
+        for block in range(args.rounds + 1):
+            took, rec = sequential(url, seq_blocks[block])
+            t_seq += took
+            r_seq.merge(rec)
+            if block == args.rounds:
+                break
+            took_load, rec = concurrent(url, load_blocks[block])
+            t_load += took_load
+            r_load.merge(rec)
+            ratio = (args.clients * k / took_load) / (k / took)
+            rounds.append(round(ratio, 3))
+            print(f"round {block + 1}/{args.rounds}: sequential {k / took:.3f} req/s, "
+                  f"{args.clients} clients {args.clients * k / took_load:.3f} req/s, ratio {ratio:.3f}", flush=True)
         rss_end = sampler.rss()
         sampler.stop.set()
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(120)
 
-    base_rps = [args.requests / t_before, args.requests / t_after]
+    base_rps = n_seq / t_seq
     load_rps = n_load / t_load
-    errors = r_before.errors + r_load.errors + r_after.errors
+    errors = r_seq.errors + r_load.errors
     figures = {
         "model": args.model, "template": args.template, "clients": args.clients,
-        "requests_per_client": args.requests, "docs_per_request": args.docs, "words_per_doc": args.words,
-        "same_prompt": args.same_prompt,
-        "baseline_rps_before": round(base_rps[0], 4), "baseline_rps_after": round(base_rps[1], 4),
+        "requests_per_client": args.requests, "rounds": args.rounds, "docs_per_request": args.docs,
+        "words_per_doc": args.words, "same_prompt": args.same_prompt,
+        "baseline_requests": n_seq, "baseline_rps": round(base_rps, 4),
         "load_rps": round(load_rps, 4),
-        "throughput_ratio": round(load_rps / statistics.mean(base_rps), 4),
-        "baseline_p50_s": round(percentile(r_before.latencies + r_after.latencies, 50), 3),
+        "throughput_ratio": round(load_rps / base_rps, 4),
+        "round_ratios": rounds,
+        "baseline_p50_s": round(percentile(r_seq.latencies, 50), 3),
         "load_p50_s": round(percentile(r_load.latencies, 50), 3),
         "load_p99_s": round(percentile(r_load.latencies, 99), 3),
         "errors": len(errors),
         "rss_start_mib": round(rss_start / 2**20, 1), "rss_end_mib": round(rss_end / 2**20, 1),
         "rss_peak_mib": round(max(sampler.peak, rss_end) / 2**20, 1),
         "rss_growth": round((rss_end - rss_start) / rss_start, 4),
-        "wall_s": round(t_before + t_load + t_after, 1),
+        "wall_s": round(t_seq + t_load, 1),
     }
     for line in errors[:5]:
         print("error:", line, file=sys.stderr)
