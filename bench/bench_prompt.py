@@ -1,0 +1,91 @@
+"""Prompt-evaluation speed of llama.cpp on this CPU, per GGUF and llama.cpp option.
+
+On the `card` template the stand-in writes (almost) nothing, so a rerank costs
+one prompt evaluation: this is the figure behind bench_decoding's (e)/(b).
+Each GGUF is loaded once per setting (flash attention, ``n_ubatch``), evaluates
+the same NovelEval prompt from an empty KV cache ``--repeat`` times, and the
+fastest run counts. Settings run one after another, in one process, so compare
+only rows of the same run.
+
+    python bench/bench_prompt.py <a.gguf> <b.gguf> --threads 2 --flash-attn 0 1 --ubatch 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def card_prompt(data_dir: Path, passages: int) -> tuple[str, list[str]]:
+    """NovelEval query 0 with its first ``passages`` passages."""
+    from convert.slices import load_slice
+
+    os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
+    q = load_slice("noveleval", queries=1, passages=passages).queries[0]
+    return q.text, list(q.passages)
+
+
+def prompt_ids_for(path: Path, template: str, query: str, passages: list[str]) -> list[int]:
+    from dear_local.backends.llama import LlamaCppBackend
+    from dear_local.contract import Profile
+    from dear_local.engine import prompt_ids
+
+    backend = LlamaCppBackend(path, vocab_only=True, n_ctx=512)
+    return prompt_ids(backend, Profile(template=template), query, passages)
+
+
+def tokens_per_second(path: Path, ids: list[int], threads: int, flash_attn: bool, ubatch: int, repeat: int) -> float:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=len(ids) + 64, n_threads=threads, n_threads_batch=threads,
+        n_batch=max(ubatch, 512), n_ubatch=ubatch, flash_attn=flash_attn, logits_all=False, verbose=False,
+    )
+    best = float("inf")
+    for _ in range(repeat):
+        llm.reset()
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+        t = time.perf_counter()
+        llm.eval(ids)
+        best = min(best, time.perf_counter() - t)
+    llm.close()
+    return len(ids) / best
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", type=Path, help="GGUF files")
+    ap.add_argument("--template", default="card", choices=["card", "rankgpt-chat"])
+    ap.add_argument("--passages", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="evaluations per setting; the fastest counts")
+    ap.add_argument("--flash-attn", type=int, nargs="+", default=[0], choices=[0, 1])
+    ap.add_argument("--ubatch", type=int, nargs="+", default=[512])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = ap.parse_args(argv)
+
+    import llama_cpp
+
+    query, passages = card_prompt(args.data, args.passages)
+    print(f"llama-cpp-python {llama_cpp.__version__}; {args.threads} threads; template {args.template}; "
+          f"NovelEval query 0 x {args.passages} passages; best of {args.repeat}")
+    print(f"{'model':42} {'tokens':>6} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
+    for path in args.models:
+        if not path.is_file():
+            sys.exit(f"{path}: no such file")
+        ids = prompt_ids_for(path, args.template, query, passages)
+        for fa in args.flash_attn:
+            for ub in args.ubatch:
+                tps = tokens_per_second(path, ids, args.threads, bool(fa), ub, args.repeat)
+                print(f"{path.name:42} {len(ids):6d} {fa:5d} {ub:6d} {tps:9.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
