@@ -13,22 +13,13 @@ only rows of the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def card_prompt(data_dir: Path, passages: int) -> tuple[str, list[str]]:
-    """NovelEval query 0 with its first ``passages`` passages."""
-    from convert.slices import load_slice
-
-    os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
-    q = load_slice("noveleval", queries=1, passages=passages).queries[0]
-    return q.text, list(q.passages)
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def prompt_ids_for(path: Path, template: str, query: str, passages: list[str]) -> list[int]:
@@ -71,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import llama_cpp
+    from bench_decoding import noveleval
 
-    query, passages = card_prompt(args.data, args.passages)
+    query, passages = noveleval(args.data, 1, args.passages)[0]
     print(f"llama-cpp-python {llama_cpp.__version__}; {args.threads} threads; template {args.template}; "
           f"NovelEval query 0 x {args.passages} passages; best of {args.repeat}")
     print(f"{'model':42} {'tokens':>6} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
