@@ -2,12 +2,17 @@
 
 On the `card` template the stand-in writes (almost) nothing, so a rerank costs
 one prompt evaluation: this is the figure behind bench_decoding's (e)/(b).
-Each GGUF is loaded once per setting (flash attention, ``n_ubatch``), evaluates
+Each GGUF is loaded once per setting (CPU buffer mode, flash attention,
+``n_ubatch``), evaluates
 the same NovelEval prompt from an empty KV cache ``--repeat`` times, and the
 fastest run counts. Settings run one after another, in one process, so compare
 only rows of the same run.
 
     python bench/bench_prompt.py <a.gguf> <b.gguf> --threads 2 --flash-attn 0 1 --ubatch 512
+    python bench/bench_prompt.py <a.gguf> --cpu-buffers extra plain --rounds 3
+
+With several ``--cpu-buffers`` modes, ``--rounds`` alternates them (extra, plain,
+extra, plain, ...) so that machine drift hits both, and the best of all rounds counts.
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ def prompt_ids_for(path: Path, template: str, query: str, passages: list[str]) -
     return prompt_ids(backend, Profile(template=template), query, passages)
 
 
-def tokens_per_second(path: Path, ids: list[int], threads: int, flash_attn: bool, ubatch: int, repeat: int) -> float:
+def tokens_per_second(
+    path: Path, ids: list[int], threads: int, flash_attn: bool, ubatch: int, repeat: int, cpu_buffers: str = "auto"
+) -> float:
     import llama_cpp
 
-    llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=len(ids) + 64, n_threads=threads, n_threads_batch=threads,
+    from dear_local.backends.loader import open_llama
+
+    llm, _ = open_llama(
+        path, cpu_buffers=cpu_buffers, n_ctx=len(ids) + 64, n_threads=threads, n_threads_batch=threads,
         n_batch=max(ubatch, 512), n_ubatch=ubatch, flash_attn=flash_attn, logits_all=False, verbose=False,
     )
     best = float("inf")
@@ -58,24 +67,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="evaluations per setting; the fastest counts")
     ap.add_argument("--flash-attn", type=int, nargs="+", default=[0], choices=[0, 1])
     ap.add_argument("--ubatch", type=int, nargs="+", default=[512])
+    ap.add_argument("--cpu-buffers", nargs="+", default=["auto"], choices=["auto", "extra", "plain"],
+                    help="llama.cpp weight buffer modes to compare (see dear_local/backends/loader.py)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the --cpu-buffers modes this many times")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = ap.parse_args(argv)
 
     import llama_cpp
     from bench_decoding import noveleval
 
+    from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
+    from dear_local.env_report import cpu_model
+
     query, passages = noveleval(args.data, 1, args.passages)[0]
     print(f"llama-cpp-python {llama_cpp.__version__}; {args.threads} threads; template {args.template}; "
-          f"NovelEval query 0 x {args.passages} passages; best of {args.repeat}")
-    print(f"{'model':42} {'tokens':>6} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
+          f"NovelEval query 0 x {args.passages} passages; best of {args.repeat} x {args.rounds} round(s)")
+    print(f"CPU: {cpu_model()}\nllama.cpp: {llama_system_info().strip()}")
+    print(f"{'model':42} {'tokens':>6} {'buffers':>13} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
     for path in args.models:
         if not path.is_file():
             sys.exit(f"{path}: no such file")
         ids = prompt_ids_for(path, args.template, query, passages)
         for fa in args.flash_attn:
             for ub in args.ubatch:
-                tps = tokens_per_second(path, ids, args.threads, bool(fa), ub, args.repeat)
-                print(f"{path.name:42} {len(ids):6d} {fa:5d} {ub:6d} {tps:9.1f}", flush=True)
+                best: dict[str, float] = {}
+                for _ in range(args.rounds):
+                    for mode in args.cpu_buffers:
+                        tps = tokens_per_second(path, ids, args.threads, bool(fa), ub, args.repeat, mode)
+                        best[mode] = max(best.get(mode, 0.0), tps)
+                for mode, tps in best.items():
+                    shown = f"{mode}->{choose_cpu_buffers(mode).mode}" if mode == "auto" else mode
+                    print(f"{path.name:42} {len(ids):6d} {shown:>13} {fa:5d} {ub:6d} {tps:9.1f}", flush=True)
+                if len(best) > 1 and {"extra", "plain"} <= best.keys():
+                    print(f"{'':42} plain / extra = {best['plain'] / best['extra']:.2f}", flush=True)
     return 0
 
 

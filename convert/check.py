@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dear_local.backends.llama import LlamaCppBackend
+from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
+from dear_local.env_report import cpu_model
 from dear_local.contract import STATUSES, Profile
 from dear_local.engine import prompt_ids
 from dear_local.errors import ReferenceError_, UserInputError
@@ -145,13 +147,13 @@ def confirm_prompt_ids(backend: LlamaCppBackend, profile: Profile, eval_slice, r
             )
 
 
-def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, profile: Profile, *, n_threads: int | None = None) -> RunResult:
+def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, profile: Profile, *, n_threads: int | None = None, cpu_buffers: str | None = None) -> RunResult:
     label = quant_label(gguf)
     longest = max(len(w["prompt_ids"]) for r in ref_queries for w in r["windows"])
     n_ctx = max(profile.context_tokens(), longest + profile.max_new_tokens() + 8)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads)
+        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads, cpu_buffers=cpu_buffers)
         load_seconds = time.perf_counter() - t0
         try:
             fp = vocab_fingerprint(backend)
@@ -236,6 +238,7 @@ def check(
     slice_name: str | None = None,
     profile: Profile | None = None,
     n_threads: int | None = None,
+    cpu_buffers: str | None = None,
     on_quant=None,
 ) -> dict:
     """Check every GGUF against the reference; return the report as a dict."""
@@ -255,7 +258,7 @@ def check(
     ref_row.update(label=f"reference ({header['dtype']}, {header['device_name']})", bytes=None, peak_rss=None)
     rows = []
     for p in paths:
-        run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads)
+        run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads, cpu_buffers=cpu_buffers)
         row = summarize(run, ref, eval_slice, ref_ndcg)
         row["gate_failures"] = evaluate_gates(row, gates)
         rows.append(row)
@@ -265,6 +268,12 @@ def check(
         "reference": {k: header[k] for k in ("model", "device", "device_name", "dtype", "torch", "transformers", "profile", "slice", "dear_local")},
         "reference_row": ref_row,
         "gates": gates,
+        "machine": {  # where the quants ran: speed figures mean little without it
+            "cpu": cpu_model(),
+            "llama_cpp_system_info": llama_system_info().strip(),
+            "cpu_buffers": choose_cpu_buffers(cpu_buffers).mode,
+            "threads": n_threads,
+        },
         "rows": rows,
         "passed": all(not r["gate_failures"] for r in rows),
     }

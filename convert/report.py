@@ -48,6 +48,8 @@ def markdown(report: dict) -> str:
         f"- slice: {s['name']}, {s['queries']} queries × {s['passages']} passages (sha256 {s['sha256'][:12]}…)",
         f"- profile: template {p['template']}, window {p['window']}, stride {p['stride']}, decoding {p['decoding']}",
         f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",
+        *([f"- quants ran on: {m['cpu']}, llama.cpp CPU buffers {m['cpu_buffers']}, threads {m['threads'] or 'default'}"]
+          if (m := report.get("machine")) else []),
         f"- result: {'all gates pass' if report['passed'] else 'a gate FAILED'}",
         "",
         "Agreement columns compare each quant's final ranking with the reference's, query by query. "

@@ -70,6 +70,12 @@ class DataError(DearLocalError):
     """An eval slice is missing, corrupt, or does not match its pinned checksum."""
 
 
+class NativeCrashError(DearLocalError):
+    """llama.cpp crashed (a signal such as SIGSEGV) in a child process; the message names the setting to try."""
+
+    exit_code = 1
+
+
 class GateFailure(DearLocalError):
     """An agreement gate failed; raised after the report has been written."""
 

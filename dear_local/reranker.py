@@ -72,6 +72,7 @@ class Reranker:
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_ctx: int | None = None,
+        cpu_buffers: str | None = None,
         backend: Backend | None = None,
         verbose: bool = False,
     ) -> None:
@@ -87,6 +88,7 @@ class Reranker:
                 n_ctx=n_ctx or self.profile.context_tokens(),
                 n_threads=n_threads,
                 n_gpu_layers=n_gpu_layers,
+                cpu_buffers=cpu_buffers,
                 verbose=verbose,
             )
         self.backend = backend

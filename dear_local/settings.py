@@ -9,6 +9,8 @@ long-running apps see changes to the environment.
 - ``DEAR_LOCAL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``: never download.
 - ``DEAR_LOCAL_NO_PROGRESS=1``: no progress bars.
 - ``DEAR_LOCAL_API_KEY``: the key ``dear-local serve`` requires, when set.
+- ``DEAR_LOCAL_CPU_BUFFERS``: ``auto`` (default), ``extra`` or ``plain``: how llama.cpp
+  lays out weights in CPU memory (see ``dear_local.backends.loader``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Settings:
     offline: bool
     progress: bool
     api_key: str | None
+    cpu_buffers: str
 
     @property
     def models_dir(self) -> Path:
@@ -58,4 +61,5 @@ def get_settings() -> Settings:
         offline=_flag("DEAR_LOCAL_OFFLINE") or _flag("HF_HUB_OFFLINE"),
         progress=not _flag("DEAR_LOCAL_NO_PROGRESS"),
         api_key=os.environ.get("DEAR_LOCAL_API_KEY") or None,
+        cpu_buffers=os.environ.get("DEAR_LOCAL_CPU_BUFFERS", "").strip() or "auto",
     )

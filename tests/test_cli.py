@@ -108,3 +108,22 @@ def test_pull_offline_gives_a_clear_error():
     assert "offline" in proc.stderr.decode() and "Traceback" not in proc.stderr.decode()
     proc = run("pull", "dear-8b-listwise", env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "offline" in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["rerank", "--mode", "x", "-q", "a"], "No such option: --mode"),
+        (["rerank", "-q", "a"], "Missing option '--model'"),
+        (["bogus"], "No such command 'bogus'"),
+        (["rerank", "-m", "x.gguf", "-q", "a", "--window", "abc"], "Invalid value for '--window'"),
+        (["serve", "--model", "x.gguf", "--port", "eighty"], "Invalid value for '--port'"),
+        (["check", "--reference", "r.jsonl", "--out", "o", "a.gguf", "--nope"], "No such option: --nope"),
+    ],
+)
+def test_usage_errors_print_the_usage_line_and_exit_2(args, message):
+    proc = run(*args)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "Usage: " in err and message in " ".join(err.split())
+    assert "unexpected" not in err and "Traceback" not in err

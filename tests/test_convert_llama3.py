@@ -49,8 +49,10 @@ def _card_prompt(shared_dir, n_passages: int, q: int = 0) -> str:
 
 def _llama_logits(gguf_path, ids: list[int]) -> np.ndarray:
     # F32 KV cache: llama.cpp's default F16 cache alone moves logits by ~1e-3.
-    llm = llama_cpp.Llama(
-        model_path=str(gguf_path), n_ctx=len(ids) + 16, n_batch=512, logits_all=True,
+    from dear_local.backends.loader import open_llama
+
+    llm, _ = open_llama(
+        gguf_path, n_ctx=len(ids) + 16, n_batch=512, logits_all=True,
         type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, n_threads=2, verbose=False,
     )
     try:

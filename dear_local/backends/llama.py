@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidModelFileError, ModelNotFoundError
 from .base import Backend
+from .loader import open_llama
 
 GGUF_MAGIC = b"GGUF"
 
@@ -52,6 +53,16 @@ def _quiet_stderr(enabled: bool):
 
 
 class LlamaCppBackend(Backend):
+    """A GGUF opened by llama.cpp through :func:`~dear_local.backends.loader.open_llama`.
+
+    ``cpu_buffers`` is ``auto``/``extra``/``plain`` (default: ``DEAR_LOCAL_CPU_BUFFERS``);
+    the resolved :class:`~dear_local.backends.loader.BufferChoice` is ``self.cpu_buffers``.
+
+    Raises:
+        ModelNotFoundError, InvalidModelFileError: a missing or unloadable file.
+        UserInputError: an unknown ``cpu_buffers`` mode.
+    """
+
     name = "llama.cpp"
 
     def __init__(
@@ -63,6 +74,7 @@ class LlamaCppBackend(Backend):
         n_gpu_layers: int = 0,
         n_batch: int = 512,
         vocab_only: bool = False,
+        cpu_buffers: str | None = None,
         verbose: bool = False,
     ) -> None:
         import llama_cpp
@@ -73,8 +85,9 @@ class LlamaCppBackend(Backend):
         self.path = path
         try:
             with _quiet_stderr(not verbose):
-                self.llm = llama_cpp.Llama(
-                    model_path=str(path),
+                self.llm, self.cpu_buffers = open_llama(
+                    path,
+                    cpu_buffers=cpu_buffers,
                     n_ctx=n_ctx or 0,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,

@@ -25,9 +25,10 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import runtime
+    from . import env, runtime
 
     runtime.register(app)
+    env.register(app)
     for name in ("convert", "check", "serve", "imatrix"):
         try:
             module = __import__(f"{__name__}.{name}", fromlist=["register"])
@@ -41,34 +42,26 @@ def _register() -> None:
 _register()
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def main() -> None:
+    """Entry point of the ``dear-local`` console script.
+
+    typer runs in its standalone mode, so usage errors (unknown option or
+    command, missing or malformed value) take click's own path for whichever
+    click the installed typer uses: usage line, message, exit 2. What is left
+    to handle here is dear-local's own errors and the unexpected.
+    """
     debug = get_settings().debug
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=True)
     except DearLocalError as exc:
         if debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
+    except Exception as exc:
         if debug:
             raise
         typer.echo(

@@ -57,6 +57,9 @@ def check(
     template: Optional[str] = typer.Option(None, "--template", "--profile", help="Refuse the reference unless it used this template."),
     decoding: Optional[str] = typer.Option(None, "--decoding", help="Refuse the reference unless it used this decoding mode."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for llama.cpp."),
+    cpu_buffers: Optional[str] = typer.Option(
+        None, "--cpu-buffers", help="llama.cpp weight buffers: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto; see `dear-local env`).",
+    ),
     gate: List[str] = typer.Option(
         [], "--gate", help="Override a manifest gate, e.g. --gate min_mean_kendall_tau=0.9 (repeatable)."
     ),
@@ -69,7 +72,7 @@ def check(
     _need_convert()
     run_check(
         reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding,
-        threads=threads, gate_overrides=_parse_gates(gate),
+        threads=threads, gate_overrides=_parse_gates(gate), cpu_buffers=cpu_buffers,
     )
 
 
@@ -92,7 +95,8 @@ def _parse_gates(items: list[str]) -> dict:
 
 
 def run_check(
-    reference_file, ggufs, out, *, slice_name=None, template=None, decoding=None, threads=None, gate_overrides=None
+    reference_file, ggufs, out, *, slice_name=None, template=None, decoding=None, threads=None, gate_overrides=None,
+    cpu_buffers=None,
 ) -> dict:
     from convert.check import check as do_check
     from convert.reference import read_reference
@@ -112,7 +116,7 @@ def run_check(
     with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
         report = do_check(
             reference_file, ggufs, gates=gates, slice_name=slice_name, profile=profile, n_threads=threads,
-            on_quant=lambda _row: pbar.update(1),
+            cpu_buffers=cpu_buffers, on_quant=lambda _row: pbar.update(1),
         )
     paths = write_report(report, out)
     typer.echo(markdown_table(report))

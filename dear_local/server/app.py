@@ -82,6 +82,7 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
             n_threads=settings.n_threads,
             n_gpu_layers=settings.n_gpu_layers,
             n_ctx=settings.n_ctx,
+            cpu_buffers=settings.cpu_buffers,
         )
     service = RerankService(reranker, settings)
 

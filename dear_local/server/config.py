@@ -47,6 +47,7 @@ class ServerSettings:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     n_ctx: int | None = None
+    cpu_buffers: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:

@@ -1,0 +1,143 @@
+"""The one place that opens a GGUF with llama.cpp, and the CPU buffer choice it makes.
+
+llama.cpp can move a model's weights into "extra" CPU buffer types at load time:
+repacked layouts (``CPU_REPACK``, what makes Q4_0 and Q8_0 fast on AVX2) and,
+in builds for Intel CPUs with AMX, the ``AMX`` buffer. The AMX path crashes
+(SIGSEGV in ``ggml_backend_amx_mul_mat``, ggml-org/llama.cpp#20824) on every
+quantized GGUF on the AMX machines this project was tried on, while BF16, which
+is never repacked, runs. Plain CPU buffers (``use_extra_bufts = false``) avoid it.
+
+Modes (``--cpu-buffers`` or ``DEAR_LOCAL_CPU_BUFFERS``):
+
+- ``auto`` (default): ``plain`` when the llama.cpp build reports ``AMX_INT8 = 1``
+  in ``llama_print_system_info()``, else ``extra``. A fixed rule rather than a
+  probe: the crash depends on the build and the CPU, both known before loading;
+  a probe on one small model cannot vouch for other shapes, and would add a
+  child process and a cache to the first load. Where AMX does work, force
+  ``extra``.
+- ``extra``: llama.cpp's default, every extra buffer type the build has.
+- ``plain``: plain CPU buffers only (llama.cpp's ``--no-repack``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserInputError
+
+CPU_BUFFER_MODES = ("auto", "extra", "plain")
+
+# Serialises loads: the buffer choice is passed by wrapping a llama-cpp-python
+# function for the duration of one ``Llama(...)`` call.
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BufferChoice:
+    """What the loader will do: ``mode`` is ``extra`` or ``plain``; ``requested`` may be ``auto``."""
+
+    mode: str
+    requested: str
+    reason: str
+
+    @property
+    def use_extra_bufts(self) -> bool:
+        return self.mode == "extra"
+
+
+def llama_system_info() -> str:
+    """llama.cpp's own feature line, e.g. ``CPU : SSE3 = 1 | AVX2 = 1 | ... | REPACK = 1 |``."""
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def cpu_features(info: str) -> dict[str, str]:
+    """``{"AVX2": "1", "AMX_INT8": "1", ...}`` from a ``llama_print_system_info()`` line."""
+    return dict(re.findall(r"([A-Z][A-Z0-9_]*) = ([^|\s]+)", info))
+
+
+def check_cpu_buffers(requested: str | None) -> str:
+    """A valid mode name (``auto`` for None or empty).
+
+    Raises:
+        UserInputError: for any other value, naming the valid ones.
+    """
+    mode = (requested or "auto").strip().lower()
+    if mode not in CPU_BUFFER_MODES:
+        raise UserInputError(
+            f"unknown CPU buffer mode {requested!r}: use one of {', '.join(CPU_BUFFER_MODES)} "
+            "(--cpu-buffers or DEAR_LOCAL_CPU_BUFFERS)"
+        )
+    return mode
+
+
+def choose_cpu_buffers(requested: str | None = None, info: str | None = None) -> BufferChoice:
+    """Decide the CPU buffer mode for this llama.cpp build.
+
+    ``requested`` defaults to the ``DEAR_LOCAL_CPU_BUFFERS`` setting; ``info`` to
+    this process's ``llama_print_system_info()`` (pass one to decide for another machine).
+
+    Raises:
+        UserInputError: an unknown mode.
+    """
+    if requested is None:
+        from ..settings import get_settings
+
+        requested = get_settings().cpu_buffers
+    mode = check_cpu_buffers(requested)
+    if mode != "auto":
+        return BufferChoice(mode, mode, "set by --cpu-buffers or DEAR_LOCAL_CPU_BUFFERS")
+    features = cpu_features(llama_system_info() if info is None else info)
+    if features.get("AMX_INT8") == "1":
+        return BufferChoice(
+            "plain", "auto",
+            "this llama.cpp build uses AMX, whose kernels crash on quantized models "
+            "(ggml-org/llama.cpp#20824); plain CPU buffers avoid them",
+        )
+    return BufferChoice("extra", "auto", "no AMX in this llama.cpp build; repacked kernels are safe")
+
+
+@contextmanager
+def _model_params(use_extra_bufts: bool):
+    """Make llama-cpp-python's ``Llama`` start from params with ``use_extra_bufts`` set.
+
+    ``Llama.__init__`` takes no argument for it, and builds its params from
+    ``llama_cpp.llama_model_default_params()``, looked up at call time.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def default_params():
+        params = original()
+        params.use_extra_bufts = use_extra_bufts
+        return params
+
+    with _LOAD_LOCK:
+        lib.llama_model_default_params = default_params
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
+
+def open_llama(path: str | Path, *, cpu_buffers: str | None = None, **kwargs):
+    """Open a GGUF as a ``llama_cpp.Llama``, with the CPU buffer mode of :func:`choose_cpu_buffers`.
+
+    ``kwargs`` go to ``llama_cpp.Llama`` unchanged. Returns ``(llm, choice)``.
+
+    Raises:
+        UserInputError: an unknown ``cpu_buffers`` mode.
+        ValueError, RuntimeError: from llama-cpp-python when the file cannot be loaded.
+    """
+    import llama_cpp
+
+    choice = choose_cpu_buffers(cpu_buffers)
+    with _model_params(choice.use_extra_bufts):
+        llm = llama_cpp.Llama(model_path=str(path), **kwargs)
+    return llm, choice

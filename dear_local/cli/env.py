@@ -1,0 +1,54 @@
+"""``dear-local env``: the environment, for bug reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def env(
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m",
+        help="Also load this model (a .gguf file or NAME[:QUANT]) and decode a few tokens, in a child process.",
+    ),
+    cpu_buffers: Optional[str] = typer.Option(
+        None, "--cpu-buffers", help="Mode for the --model probe: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
+) -> None:
+    """Print versions, llama.cpp's CPU features, threads, DEAR_LOCAL_* settings and the CPU buffer mode.
+
+    Paste the output into bug reports. With --model, a native crash while loading or
+    decoding is caught in the child process and reported with the setting to try.
+    """
+    from ..backends.loader import check_cpu_buffers, choose_cpu_buffers
+    from ..env_report import collect, format_report
+    from ..errors import NativeCrashError
+
+    report = collect()
+    probe = None
+    if model is not None:
+        from ..backends.probe import probe_model
+        from ..store import resolve
+
+        path = resolve(model).path
+        mode = check_cpu_buffers(cpu_buffers) if cpu_buffers is not None else None
+        probe = probe_model(path, mode)
+        report["model probe"] = {
+            "model": str(path), "cpu buffers": probe.cpu_buffers, "ok": probe.ok,
+            "result": probe.detail, "seconds": round(probe.seconds, 2),
+        }
+    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if probe is not None and not probe.ok:
+        used = choose_cpu_buffers(probe.cpu_buffers).mode
+        other = "plain" if used == "extra" else "extra"
+        raise NativeCrashError(
+            f"loading or decoding {model} failed with CPU buffers '{used}' ({probe.detail}); "
+            f"try --cpu-buffers {other} (or DEAR_LOCAL_CPU_BUFFERS={other}), and include this output in a bug report"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(env)

@@ -1,0 +1,80 @@
+"""What ``dear-local env`` prints: versions, CPU features, threads, settings and the loader's choice.
+
+Like ``transformers env``: one paste that a bug report can carry. Nothing here
+loads a model; ``dear-local env --model`` adds a probe run in a child process
+(:mod:`dear_local.backends.probe`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+OPTIONAL_PACKAGES = ("torch", "transformers", "gguf", "safetensors", "fastapi", "uvicorn", "typer", "click", "numpy")
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def collect() -> dict:
+    """Everything ``dear-local env`` reports, as a JSON-ready dict."""
+    from . import __version__
+    from .backends.loader import choose_cpu_buffers, cpu_features, llama_system_info
+    from .errors import UserInputError
+    from .settings import get_settings
+
+    info = llama_system_info()
+    try:
+        choice = choose_cpu_buffers(info=info)
+        buffers = {"mode": choice.mode, "requested": choice.requested, "reason": choice.reason}
+    except UserInputError as exc:
+        buffers = {"mode": None, "requested": get_settings().cpu_buffers, "reason": str(exc)}
+    cores = os.cpu_count() or 1
+    return {
+        "dear-local": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "llama-cpp-python": _version("llama-cpp-python"),
+        "llama.cpp system info": info.strip(),
+        "llama.cpp CPU features": sorted(k for k, v in cpu_features(info).items() if v == "1"),
+        "packages": {name: _version(name) for name in OPTIONAL_PACKAGES},
+        "threads": {
+            "logical cores": cores,
+            "llama.cpp default (decode / prompt)": f"{max(cores // 2, 1)} / {cores}",
+        },
+        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("DEAR_LOCAL_")},
+        "cpu buffers": buffers,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as ``key: value`` lines, nested dicts indented."""
+    lines = []
+    for key, value in report.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:" + ("" if value else " (none)"))
+            lines.extend(f"  {k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            lines.append(f"{key}: {' '.join(value) or '(none)'}")
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
