@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -124,8 +125,8 @@ def test_plain_mode_really_loads_without_extra_buffer_types(every_type):
         pytest.skip("this llama.cpp build has no repacked CPU buffers")
     extra, plain = _buffer_log(every_type["Q4_0"], "extra"), _buffer_log(every_type["Q4_0"], "plain")
     assert "CPU_REPACK model buffer size" in extra or "AMX model buffer size" in extra
-    assert "REPACK" not in plain and "AMX model buffer" not in plain
-    assert "CPU model buffer size" in plain
+    assert "CPU_REPACK model buffer" not in plain and "AMX model buffer" not in plain
+    assert re.search(r"CPU(_Mapped)? model buffer size", plain)
 
 
 def test_env_prints_the_buffer_choice_and_versions():
@@ -150,7 +151,17 @@ def test_env_refuses_a_bad_mode_before_loading(standin_gguf):
     proc = subprocess.run([sys.executable, "-m", "dear_local", "env", "--model", str(standin_gguf),
                            "--cpu-buffers", "amx"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "error: unknown CPU buffer mode 'amx'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Invalid value for '--cpu-buffers'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_environment_setting_is_one_line_naming_the_valid_modes(standin_gguf):
+    proc = subprocess.run([sys.executable, "-m", "dear_local", "rerank", "-m", str(standin_gguf), "-q", "capital"],
+                          input="Paris.\nBananas.\n", capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DEAR_LOCAL_CPU_BUFFERS": "amx"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown CPU buffer mode 'amx': use one of auto, extra, plain (--cpu-buffers or DEAR_LOCAL_CPU_BUFFERS)"
+    ]
 
 
 def test_a_signal_exit_is_named():

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidModelFileError, ModelNotFoundError
 from .base import Backend
-from .loader import open_llama
+from .loader import choose_cpu_buffers, open_llama
 
 GGUF_MAGIC = b"GGUF"
 
@@ -83,11 +83,12 @@ class LlamaCppBackend(Backend):
         path = check_gguf_file(model_path)
         self.model_label = path.name
         self.path = path
+        self.cpu_buffers = choose_cpu_buffers(cpu_buffers)  # a bad mode fails here, before loading
         try:
             with _quiet_stderr(not verbose):
-                self.llm, self.cpu_buffers = open_llama(
+                self.llm, _ = open_llama(
                     path,
-                    cpu_buffers=cpu_buffers,
+                    cpu_buffers=self.cpu_buffers.mode,
                     n_ctx=n_ctx or 0,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,

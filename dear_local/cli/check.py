@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from .options import CpuBuffersOption, cpu_buffers_value
+
 from ..errors import GateFailure, missing_extra
 
 
@@ -57,9 +59,7 @@ def check(
     template: Optional[str] = typer.Option(None, "--template", "--profile", help="Refuse the reference unless it used this template."),
     decoding: Optional[str] = typer.Option(None, "--decoding", help="Refuse the reference unless it used this decoding mode."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for llama.cpp."),
-    cpu_buffers: Optional[str] = typer.Option(
-        None, "--cpu-buffers", help="llama.cpp weight buffers: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto; see `dear-local env`).",
-    ),
+    cpu_buffers: CpuBuffersOption = None,
     gate: List[str] = typer.Option(
         [], "--gate", help="Override a manifest gate, e.g. --gate min_mean_kendall_tau=0.9 (repeatable)."
     ),
@@ -72,7 +72,7 @@ def check(
     _need_convert()
     run_check(
         reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding,
-        threads=threads, gate_overrides=_parse_gates(gate), cpu_buffers=cpu_buffers,
+        threads=threads, gate_overrides=_parse_gates(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
     )
 
 

@@ -7,15 +7,15 @@ from typing import Optional
 
 import typer
 
+from .options import CpuBuffersOption, cpu_buffers_value
+
 
 def env(
     model: Optional[str] = typer.Option(
         None, "--model", "-m",
         help="Also load this model (a .gguf file or NAME[:QUANT]) and decode a few tokens, in a child process.",
     ),
-    cpu_buffers: Optional[str] = typer.Option(
-        None, "--cpu-buffers", help="Mode for the --model probe: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto).",
-    ),
+    cpu_buffers: CpuBuffersOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of lines."),
 ) -> None:
     """Print versions, llama.cpp's CPU features, threads, DEAR_LOCAL_* settings and the CPU buffer mode.
@@ -23,7 +23,7 @@ def env(
     Paste the output into bug reports. With --model, a native crash while loading or
     decoding is caught in the child process and reported with the setting to try.
     """
-    from ..backends.loader import check_cpu_buffers, choose_cpu_buffers
+    from ..backends.loader import choose_cpu_buffers
     from ..env_report import collect, format_report
     from ..errors import NativeCrashError
 
@@ -34,11 +34,11 @@ def env(
         from ..store import resolve
 
         path = resolve(model).path
-        mode = check_cpu_buffers(cpu_buffers) if cpu_buffers is not None else None
-        probe = probe_model(path, mode)
+        probe = probe_model(path, cpu_buffers_value(cpu_buffers))
         report["model probe"] = {
             "model": str(path), "cpu buffers": probe.cpu_buffers, "ok": probe.ok,
-            "result": probe.detail, "seconds": round(probe.seconds, 2),
+            "result": f"decoded {probe.detail!r}" if probe.ok else probe.detail,
+            "seconds": round(probe.seconds, 2),
         }
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if probe is not None and not probe.ok:

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from .options import CpuBuffersOption, cpu_buffers_value
+
 from ..contract import DECODING_MODES, list_templates, window_spans
 from ..errors import UserInputError
 
@@ -38,9 +40,7 @@ def rerank(
     n_threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: llama.cpp's choice)."),
     n_gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one."),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size (default: sized from the profile)."),
-    cpu_buffers: Optional[str] = typer.Option(
-        None, "--cpu-buffers", help="llama.cpp weight buffers: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto; see `dear-local env`).",
-    ),
+    cpu_buffers: CpuBuffersOption = None,
 ) -> None:
     """Rerank documents for a query with a local GGUF model.
 
@@ -67,7 +67,7 @@ def rerank(
 
     reranker = Reranker(
         model, template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
     )
     p = reranker.profile
     total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from .options import CpuBuffersOption, cpu_buffers_value
+
 from ..contract import DECODING_MODES
 
 
@@ -30,9 +32,7 @@ def serve(
     n_threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: llama.cpp's choice)."),
     n_gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one."),
     n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size (default: sized from the profile)."),
-    cpu_buffers: Optional[str] = typer.Option(
-        None, "--cpu-buffers", help="llama.cpp weight buffers: auto, extra or plain (default: $DEAR_LOCAL_CPU_BUFFERS, else auto; see `dear-local env`).",
-    ),
+    cpu_buffers: CpuBuffersOption = None,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs)."""
@@ -51,7 +51,7 @@ def serve(
         model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
         max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
         template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
     )
     warning = bind_warning(settings.host, settings.api_key)
     if warning:
