@@ -32,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 
 LLAMA31_8B = {
     "architectures": ["LlamaForCausalLM"],
@@ -103,7 +104,7 @@ def _random_bf16(rng: np.random.Generator, n: int, one_d: bool, f, chunk: int = 
 
 def write_checkpoint(out: Path, layers: int, shards: int, vocab_gguf: Path, seed: int = 0) -> Path:
     """Stream a random bf16 checkpoint to ``out`` (one tensor in memory at a time)."""
-    from convert.tiny_llama3 import write_llama3_tokenizer
+    from dear_local_convert.standins.tiny_llama3 import write_llama3_tokenizer
 
     cfg = dict(LLAMA31_8B, num_hidden_layers=layers)
     if (out / "config.json").is_file():
@@ -164,7 +165,7 @@ def run_child(code: str) -> dict:
     """
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code + PEAK_RSS], stdout=subprocess.PIPE, cwd=ROOT,
-                          env={**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "convert")])})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {code}")
@@ -195,14 +196,14 @@ print(json.dumps({{'bytes': n}}))
 
 CONVERT = """
 import json
-from convert.hf_to_gguf import convert_checkpoint
+from dear_local_convert.to_gguf.writer import convert_checkpoint
 p = convert_checkpoint({src!r}, {out!r}, 'bf16', name='synthetic-llama31-8b', force=True)
 print(json.dumps({{'file': str(p), 'bytes': p.stat().st_size}}))
 """
 
 QUANTIZE = """
 import json
-from convert.quantize import quantize
+from dear_local_convert.quant.quantize import quantize
 m = quantize({src!r}, ['Q4_K_M'], {out!r}, threads={threads!r}, force=True)
 e = [e for e in m['files'] if e['type'] == 'Q4_K_M'][0]
 print(json.dumps({{k: e[k] for k in ('file', 'bytes', 'bits_per_weight', 'n_params')}}))

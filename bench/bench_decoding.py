@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 
 from dear_local import store  # noqa: E402
 from dear_local.backends.llama import LlamaCppBackend  # noqa: E402
@@ -71,7 +72,7 @@ class TimedBackend(LlamaCppBackend):
 
 def noveleval(data_dir: Path, n_queries: int, n_passages: int) -> list[tuple[str, list[str]]]:
     """The first NovelEval queries and passages, read from ``data_dir`` (checked)."""
-    from convert.slices import load_slice
+    from dear_local_convert.slices import load_slice
 
     os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
     cut = load_slice("noveleval", queries=n_queries, passages=n_passages)
@@ -141,7 +142,7 @@ class CardPath:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from convert.standin import standin_checkpoint
+        from dear_local_convert.standins.smollm2 import standin_checkpoint
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             row[m] = fastest(rs)
         if card is not None:
             row["e"] = card.run(prompt_text(backend, base, query, passages), budget, ids)
-        from convert.metrics import exact_match, kendall_tau, top1_agreement
+        from dear_local_convert.agreement.metrics import exact_match, kendall_tau, top1_agreement
 
         row["first_vs_constrained"] = {"exact": exact_match(first.order, cons.order),
                                        "tau": kendall_tau(first.order, cons.order),

@@ -12,7 +12,7 @@ The whole experiment, on the SmolLM2 stand-in (or --checkpoint DIR):
 3. each type quantized twice, without and with the matrix (types that need a
    matrix, IQ3_M and IQ2_M, are confirmed to be refused without one);
 4. a reference on NovelEval (transformers, CPU), unless --reference is given;
-5. ``convert.check.check`` of every quant against it;
+5. ``dear_local_convert.agreement.check.check`` of every quant against it;
 6. a markdown table: type, size, mean Kendall tau and exact match without and
    with, plus first-token KL. Also written to ``<workdir>/bench_imatrix.md``
    and ``.json``.
@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 
 STANDIN = "smollm2-135m-instruct"
 TYPES = ("IQ4_XS", "Q3_K_M", "Q2_K", "IQ3_M", "IQ2_M")
@@ -59,13 +60,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
 
-    from convert.check import check
-    from convert.hf_to_gguf import convert_checkpoint, output_path
-    from convert.imatrix_collect import check_disjoint, make_imatrix
-    from convert.imatrix_file import read_imatrix
-    from convert.quantize import NEEDS_IMATRIX, parse_types, quantize
-    from convert.reference import write_reference
-    from convert.slices import load_slice
+    from dear_local_convert.agreement.check import check
+    from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path
+    from dear_local_convert.quant.imatrix import check_disjoint, make_imatrix
+    from dear_local_convert.quant.imatrix_file import read_imatrix
+    from dear_local_convert.quant.quantize import NEEDS_IMATRIX, parse_types, quantize
+    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.slices import load_slice
     from dear_local.errors import UserInputError
     from dear_local.store import get_manifest
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint:
         ckpt = args.checkpoint
     else:
-        from convert.standin import standin_checkpoint
+        from dear_local_convert.standins.smollm2 import standin_checkpoint
 
         ckpt = standin_checkpoint()
     bf16 = output_path(work, m.name, "bf16")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 sys.path.insert(0, str(ROOT / "bench"))
 
 

@@ -46,7 +46,7 @@ def noveleval(data_dir: Path) -> list[tuple[str, list[str]]]:
     """The 21 NovelEval queries with their 20 passages, read from ``data_dir`` (checked)."""
     import os
 
-    from convert.slices import load_slice
+    from dear_local_convert.slices import load_slice
 
     os.environ["DEAR_LOCAL_DATA"] = str(data_dir)
     return [(q.text, list(q.passages)) for q in load_slice("noveleval").queries]

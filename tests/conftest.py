@@ -80,6 +80,6 @@ def standin_gguf(test_cache) -> Path:
 @pytest.fixture(scope="session")
 def noveleval_first3(session_env):
     """The first 3 NovelEval queries with their 20 passages each: [(query, [passages])]."""
-    from convert.slices import load_slice
+    from dear_local_convert.slices import load_slice
 
     return [(q.text, list(q.passages)) for q in load_slice("noveleval", queries=3).queries]

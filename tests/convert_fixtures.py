@@ -19,14 +19,14 @@ STANDIN_KEY = "smollm2-bf16-v1"
 @pytest.fixture(scope="session")
 def tiny_llama3_dir(test_cache, llama3_vocab_gguf) -> Path:
     pytest.importorskip("transformers")
-    from convert.tiny_llama3 import build_tiny_llama3
+    from dear_local_convert.standins.tiny_llama3 import build_tiny_llama3
 
     return build_tiny_llama3(test_cache / TINY_KEY, llama3_vocab_gguf)
 
 
 @pytest.fixture(scope="session")
 def tiny_f32_gguf(tiny_llama3_dir, tmp_path_factory) -> Path:
-    from convert.hf_to_gguf import convert_checkpoint
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
 
     out = tmp_path_factory.mktemp("tiny-gguf")
     return convert_checkpoint(
@@ -37,14 +37,14 @@ def tiny_f32_gguf(tiny_llama3_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def standin_dir(test_cache, standin_gguf) -> Path:
     pytest.importorskip("transformers")
-    from convert.standin import standin_checkpoint
+    from dear_local_convert.standins.smollm2 import standin_checkpoint
 
     return standin_checkpoint(test_cache / STANDIN_KEY, gguf_path=standin_gguf)
 
 
 @pytest.fixture(scope="session")
 def standin_bf16_gguf(standin_dir, tmp_path_factory) -> Path:
-    from convert.hf_to_gguf import convert_checkpoint
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
 
     out = tmp_path_factory.mktemp("standin-gguf")
     return convert_checkpoint(
@@ -55,7 +55,7 @@ def standin_bf16_gguf(standin_dir, tmp_path_factory) -> Path:
 
 def noveleval_windows(shared_dir: Path) -> list[tuple[str, list[str]]]:
     """All 21 NovelEval queries with their 20 passages, in candidate order."""
-    from convert.slices import load_slice
+    from dear_local_convert.slices import load_slice
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEAR_LOCAL_DATA", str(shared_dir / "data"))

@@ -13,10 +13,10 @@ from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from convert.check import check  # noqa: E402
-from convert.reference import read_reference, write_reference  # noqa: E402
-from convert.report import write_report  # noqa: E402
-from convert.slices import load_slice  # noqa: E402
+from dear_local_convert.agreement.check import check  # noqa: E402
+from dear_local_convert.agreement.reference import read_reference, write_reference  # noqa: E402
+from dear_local_convert.agreement.report import write_report  # noqa: E402
+from dear_local_convert.slices import load_slice  # noqa: E402
 from dear_local.contract import Profile  # noqa: E402
 from dear_local.errors import ReferenceError_  # noqa: E402
 
@@ -34,7 +34,7 @@ def reference_file(standin_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def q4_gguf(standin_bf16_gguf, tmp_path_factory):
-    from convert.quantize import quantize
+    from dear_local_convert.quant.quantize import quantize
 
     out = tmp_path_factory.mktemp("q4")
     quantize(standin_bf16_gguf, ["Q4_K_M"], out)

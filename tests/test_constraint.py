@@ -241,7 +241,7 @@ def test_used_ids_and_tokens_outside_the_grammar_are_refused(vocabs):
 
 def test_the_transformers_logits_processor_masks_generate_to_a_permutation(vocabs):
     torch = pytest.importorskip("torch")
-    from convert.constraint_processor import permutation_logits_processor
+    from dear_local_convert.transformers_backend.logits_processor import permutation_logits_processor
 
     backend, index = vocabs["llama3"]
     eos = 128009
@@ -265,6 +265,6 @@ def test_hf_byte_table_matches_transformers():
     pytest.importorskip("transformers")
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from convert.constraint_processor import _byte_decoder
+    from dear_local_convert.transformers_backend.logits_processor import _byte_decoder
 
     assert _byte_decoder() == {ch: b for b, ch in bytes_to_unicode().items()}

@@ -35,7 +35,7 @@ def variant(src: Path, dest: Path, *, drop=(), json_edits=None, files=None) -> P
 
 
 def convert_fails(src: Path, out: Path, *, match: str, **kw) -> ConversionError:
-    from convert.hf_to_gguf import convert_checkpoint
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
 
     with pytest.raises(ConversionError, match=match) as info:
         convert_checkpoint(src, out, "f32", name="bad", **kw)
@@ -129,7 +129,7 @@ def test_read_only_output_directory_is_refused(tiny_llama3_dir, tmp_path):
 
 
 def test_existing_output_is_kept_unless_forced(tiny_llama3_dir, tmp_path):
-    from convert.hf_to_gguf import convert_checkpoint
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
 
     out = tmp_path / "out"
     out.mkdir()
@@ -143,7 +143,7 @@ def test_existing_output_is_kept_unless_forced(tiny_llama3_dir, tmp_path):
 
 
 def test_unknown_quant_type_lists_valid_types_and_writes_nothing(tiny_f32_gguf, tmp_path):
-    from convert.quantize import quantize
+    from dear_local_convert.quant.quantize import quantize
 
     out = tmp_path / "q"
     with pytest.raises(UserInputError, match="unknown quant type.*Q4_K_X.*valid types:.*Q4_K_M"):
@@ -152,7 +152,7 @@ def test_unknown_quant_type_lists_valid_types_and_writes_nothing(tiny_f32_gguf, 
 
 
 def test_quantizing_a_non_gguf_file_fails_cleanly(tmp_path):
-    from convert.quantize import quantize
+    from dear_local_convert.quant.quantize import quantize
 
     bogus = tmp_path / "model-BF16.gguf"
     bogus.write_bytes(b"not a gguf at all")

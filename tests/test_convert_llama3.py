@@ -36,7 +36,7 @@ def hf_tokenizer(tiny_llama3_dir):
 
 @pytest.fixture(scope="module")
 def gguf_vocab(tiny_f32_gguf):
-    from convert.llama_lib import load_vocab
+    from dear_local_convert.llama_cpp_lib import load_vocab
 
     with load_vocab(tiny_f32_gguf) as vocab:
         yield vocab
@@ -86,7 +86,7 @@ def test_f32_logits_match_transformers_at_every_position(tiny_llama3_dir, tiny_f
 @pytest.mark.slow
 def test_parity_check_catches_a_converter_without_rope_freqs(tiny_llama3_dir, hf_tokenizer, shared_dir, tmp_path, monkeypatch):
     """The parity test is sharp enough to see llama3 rope scaling go missing."""
-    from convert import hf_to_gguf, llama_params
+    from dear_local_convert import hf_to_gguf, llama_params
 
     monkeypatch.setattr(llama_params.LlamaParams, "rope_freqs", lambda self: None)
     broken = hf_to_gguf.convert_checkpoint(tiny_llama3_dir, tmp_path, "f32", name="broken")
@@ -158,8 +158,8 @@ def test_bf16_output_is_bit_exact_with_the_checkpoint(tiny_llama3_dir, tmp_path)
     import gguf
     from safetensors import safe_open
 
-    from convert.hf_to_gguf import convert_checkpoint
-    from convert.tensors import unpermute_qk
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
+    from dear_local_convert.to_gguf.tensors import unpermute_qk
 
     out = convert_checkpoint(tiny_llama3_dir, tmp_path, "bf16", name="tiny", verify_tokenizer=False)
     tensors = {t.name: t for t in gguf.GGUFReader(out).tensors}
@@ -189,7 +189,7 @@ def test_bf16_output_is_bit_exact_with_the_checkpoint(tiny_llama3_dir, tmp_path)
 
 def test_transformers5_config_style_converts_to_the_same_rope(tiny_llama3_dir, tmp_path):
     """A config with `rope_parameters` (transformers 5) gives the same hyperparameters as the 4.x style."""
-    from convert.llama_params import parse_params, read_config
+    from dear_local_convert.to_gguf.arch import parse_params, read_config
 
     old = read_config(tiny_llama3_dir)
     new = {k: v for k, v in old.items() if k not in ("rope_theta", "rope_scaling")}

@@ -29,7 +29,7 @@ from dear_local.fileio import sha256_file  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ladder(standin_bf16_gguf, tmp_path_factory):
-    from convert.quantize import quantize
+    from dear_local_convert.quant.quantize import quantize
 
     out = tmp_path_factory.mktemp("ladder")
     manifest = quantize(standin_bf16_gguf, ["Q8_0", "Q4_K_M"], out, threads=2)

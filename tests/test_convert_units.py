@@ -18,7 +18,7 @@ def _hf_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 @given(n_heads=st.integers(1, 4), half=st.integers(1, 4), cols=st.integers(0, 3))
 def test_unpermute_qk_inverts_hf_permutation(n_heads, half, cols):
-    from convert.tensors import unpermute_qk
+    from dear_local_convert.to_gguf.tensors import unpermute_qk
 
     shape = (n_heads * half * 2,) + ((cols,) if cols else ())
     w = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
@@ -26,7 +26,7 @@ def test_unpermute_qk_inverts_hf_permutation(n_heads, half, cols):
 
 
 def test_unpermute_qk_interleaves_each_heads_halves():
-    from convert.tensors import unpermute_qk
+    from dear_local_convert.to_gguf.tensors import unpermute_qk
 
     # one head, head_dim 4: rows [x0, x1, y0, y1] -> [x0, y0, x1, y1]
     assert unpermute_qk(np.array([0, 1, 2, 3]), 1).tolist() == [0, 2, 1, 3]
@@ -38,7 +38,7 @@ def test_llama3_rope_factors_match_transformers():
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    from convert.llama_params import parse_params
+    from dear_local_convert.to_gguf.arch import parse_params
 
     config = {
         "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_attention_heads": 32,
@@ -57,7 +57,7 @@ def test_llama3_rope_factors_match_transformers():
 
 
 def test_config_without_rope_scaling_has_no_rope_freqs():
-    from convert.llama_params import parse_params
+    from dear_local_convert.to_gguf.arch import parse_params
 
     p = parse_params({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
                       "num_hidden_layers": 1, "intermediate_size": 128, "vocab_size": 100,
@@ -66,7 +66,7 @@ def test_config_without_rope_scaling_has_no_rope_freqs():
 
 
 def test_unsupported_rope_scaling_is_refused():
-    from convert.llama_params import parse_params
+    from dear_local_convert.to_gguf.arch import parse_params
 
     with pytest.raises(ConversionError, match="rope scaling type 'yarn'"):
         parse_params({"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
@@ -75,7 +75,7 @@ def test_unsupported_rope_scaling_is_refused():
 
 
 def test_pre_tokenizer_detection_by_structure():
-    from convert.tokenizer_meta import LLAMA3_SPLIT, detect_pre_tokenizer
+    from dear_local_convert.to_gguf.tokenizer import LLAMA3_SPLIT, detect_pre_tokenizer
 
     llama3 = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
@@ -92,7 +92,7 @@ def test_pre_tokenizer_detection_by_structure():
 
 
 def test_quant_types_are_normalised_and_checked():
-    from convert.quantize import FTYPES, parse_types
+    from dear_local_convert.quant.quantize import FTYPES, parse_types
 
     assert parse_types("q8_0, Q4_K_M,Q8_0") == ["Q8_0", "Q4_K_M"]
     with pytest.raises(UserInputError, match="unknown quant type.*Q9.*valid types: F32"):
@@ -104,7 +104,7 @@ def test_quant_types_are_normalised_and_checked():
 
 def test_ftype_table_matches_llama_cpp_constants():
     llama_cpp = pytest.importorskip("llama_cpp")
-    from convert.quantize import FTYPES
+    from dear_local_convert.quant.quantize import FTYPES
 
     for name, value in FTYPES.items():
         const = "LLAMA_FTYPE_ALL_F32" if name == "F32" else f"LLAMA_FTYPE_MOSTLY_{name}"
@@ -120,8 +120,8 @@ def test_quantize_params_are_set_by_field_name():
 
 
 def test_output_names_follow_the_store_layout(tmp_path):
-    from convert.hf_to_gguf import output_path
-    from convert.quantize import output_file
+    from dear_local_convert.to_gguf.writer import output_path
+    from dear_local_convert.quant.quantize import output_file
 
     bf16 = output_path(tmp_path, "dear-8b-listwise", "bf16")
     assert bf16.name == "dear-8b-listwise-BF16.gguf"

@@ -91,7 +91,7 @@ LADDER_TYPES = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q4_1", "Q4_0", "Q
 
 @pytest.fixture(scope="module")
 def every_type(standin_bf16_gguf, tmp_path_factory):
-    from convert.quantize import quantize
+    from dear_local_convert.quant.quantize import quantize
 
     out = tmp_path_factory.mktemp("every-type")
     quantize(standin_bf16_gguf, LADDER_TYPES, out, threads=2)

@@ -218,7 +218,7 @@ def test_first_token_spends_one_extra_step_per_shared_id_prefix(llama3_vocab_ggu
 
 @pytest.mark.slow
 def test_first_token_scores_and_agreement_with_full_generation(smol, noveleval_first3):
-    from convert.metrics import exact_match, kendall_tau, top1_agreement
+    from dear_local_convert.agreement.metrics import exact_match, kendall_tau, top1_agreement
 
     rows = []
     for query, passages in noveleval_first3:
@@ -299,8 +299,9 @@ def test_transformers_generate_with_the_logits_processor_decodes_like_dear_local
     torch = pytest.importorskip("torch")
     from transformers import LogitsProcessorList
 
-    from convert.constraint_processor import hf_token_pieces, permutation_logits_processor
-    from convert.reference_backend import TransformersBackend
+    from dear_local_convert.transformers_backend.logits_processor import permutation_logits_processor
+    from dear_local_convert.transformers_backend.token_bytes import hf_token_pieces
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
 
     hf = TransformersBackend(standin_dir, device="cpu")
     gguf = LlamaCppBackend(standin_gguf, vocab_only=True)
@@ -327,7 +328,7 @@ def test_transformers_backend_reads_batch_rows_and_drafts_like_llama_cpp(standin
     pytest.importorskip("torch")
     import numpy as np
 
-    from convert.reference_backend import TransformersBackend
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
 
     hf = TransformersBackend(standin_dir, device="cpu", dtype="fp32")
     query, passages = noveleval_first3[1]

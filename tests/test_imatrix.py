@@ -25,10 +25,10 @@ pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from convert.imatrix_collect import ImatrixCollector, check_disjoint, gguf_weight_names  # noqa: E402
-from convert.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, row_lengths, write_imatrix  # noqa: E402
-from convert.quantize import _quantize_one, quantize  # noqa: E402
-from convert.slices import load_slice  # noqa: E402
+from dear_local_convert.quant.imatrix import ImatrixCollector, check_disjoint, gguf_weight_names  # noqa: E402
+from dear_local_convert.quant.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, row_lengths, write_imatrix  # noqa: E402
+from dear_local_convert.quant.quantize import _quantize_one, quantize  # noqa: E402
+from dear_local_convert.slices import load_slice  # noqa: E402
 from dear_local.errors import UserInputError  # noqa: E402
 
 
@@ -201,7 +201,7 @@ def test_quantizing_with_the_matrix_changes_the_weights(calibrated, tiny_f32_ggu
     for name in ("blk.0.attn_norm.weight", "output_norm.weight", "rope_freqs.weight"):
         assert with_[name] == without[name]
     # `check` tells the two apart in one report: the manifest beside the file names the matrix.
-    from convert.check import quant_label
+    from dear_local_convert.agreement.check import quant_label
 
     assert quant_label(tmp_path / "with" / "tiny-llama3-Q4_0.gguf") == "Q4_0+imatrix"
     (tmp_path / "plain").mkdir()

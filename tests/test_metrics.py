@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convert.metrics import (
+from dear_local_convert.agreement.metrics import (
     exact_match,
     first_token_kl,
     first_token_top1,
@@ -20,7 +20,7 @@ from convert.metrics import (
     top1_agreement,
     topk_overlap,
 )
-from convert.slices import load_slice
+from dear_local_convert.slices import load_slice
 from dear_local.errors import UserInputError
 
 

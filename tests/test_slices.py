@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from convert.slices import DEFAULT_SLICE, list_slices, load_slice, slice_sources
+from dear_local_convert.slices import DEFAULT_SLICE, list_slices, load_slice, slice_sources
 from dear_local.errors import DataError, UserInputError
 from dear_local.settings import get_settings
 

@@ -193,6 +193,11 @@ class LlamaCppBackend(Backend):
         del self._seq[n_tokens:]
 
     @property
+    def n_params(self) -> int:
+        """Number of weights in the model (llama.cpp's count), for bits per weight."""
+        return int(self.llm._model.n_params())
+
+    @property
     def n_past(self) -> int:
         return len(self._seq)
 

@@ -9,15 +9,25 @@ import typer
 
 from .options import CpuBuffersOption, cpu_buffers_value
 
-from ..errors import GateFailure, missing_extra
+from ..errors import missing_extra
 
 
-def _need_convert():
-    try:
-        import convert.check  # noqa: F401
-        import pytrec_eval  # noqa: F401
-    except ImportError as exc:
-        raise missing_extra(exc.name or "convert", "convert") from None
+def _need(extra: str, modules: tuple[str, ...]) -> None:
+    """Raise the missing-extra error naming ``extra`` unless every module imports."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise missing_extra(name, extra) from None
+
+
+CHECK_MODULES = ("pytrec_eval", "scipy", "matplotlib", "psutil")
+
+
+def _need_convert() -> None:
+    _need("convert", ("torch", "transformers", *CHECK_MODULES))
 
 
 def reference(
@@ -35,10 +45,10 @@ def reference(
 ) -> None:
     """Record the full-precision reference: transformers on a GPU (CPU fallback), once, as a file."""
     _need_convert()
-    from convert.reference import write_reference
-    from convert.slices import load_slice
+    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.slices import load_slice
 
-    from convert.build import resolve_checkpoint
+    from dear_local_convert.build import resolve_checkpoint
 
     ck = resolve_checkpoint(checkpoint, revision)
     ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision
@@ -69,62 +79,19 @@ def check(
     Gates come from the reference model's manifest (see models/*.toml) and --gate.
     Exits 1 when a gate fails, after writing the report.
     """
-    _need_convert()
-    run_check(
-        reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding,
-        threads=threads, gate_overrides=_parse_gates(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
+    _need("check", CHECK_MODULES)  # no torch: a check runs quants through llama.cpp only
+    from dear_local_convert.agreement.check import gate_failure, run_check
+    from dear_local_convert.agreement.gates import parse_gate_overrides
+    from dear_local_convert.agreement.report import summary
+
+    report, paths = run_check(
+        reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding, n_threads=threads,
+        gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
     )
-
-
-GATE_KEYS = ("min_mean_kendall_tau", "min_exact_match", "max_delta_ndcg10", "max_wrong_format_rate")
-
-
-def _parse_gates(items: list[str]) -> dict:
-    from ..errors import UserInputError
-
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in GATE_KEYS:
-            raise UserInputError(f"--gate {item!r} is not KEY=VALUE with KEY one of: {', '.join(GATE_KEYS)}")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise UserInputError(f"--gate {item!r}: {value!r} is not a number") from None
-    return out
-
-
-def run_check(
-    reference_file, ggufs, out, *, slice_name=None, template=None, decoding=None, threads=None, gate_overrides=None,
-    cpu_buffers=None,
-) -> dict:
-    from convert.check import check as do_check
-    from convert.reference import read_reference
-    from convert.report import markdown_table, write_report
-
-    from ..contract import Profile
-    from ..progress import bar
-
-    profile = None
-    if template or decoding:
-        recorded = Profile.from_dict(read_reference(reference_file)[0]["profile"])
-        profile = recorded.with_(template=template, decoding=decoding)
-    from convert.check import manifest_gates
-
-    header = read_reference(reference_file)[0]
-    gates = {**manifest_gates(header["model"].get("name")), **(gate_overrides or {})}
-    with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
-        report = do_check(
-            reference_file, ggufs, gates=gates, slice_name=slice_name, profile=profile, n_threads=threads,
-            cpu_buffers=cpu_buffers, on_quant=lambda _row: pbar.update(1),
-        )
-    paths = write_report(report, out)
-    typer.echo(markdown_table(report))
-    typer.echo(f"\nreport: {paths['md']}\nplot:   {paths['plot']}")
-    if not report["passed"]:
-        failed = [r["label"] for r in report["rows"] if r["gate_failures"]]
-        raise GateFailure(f"agreement gates failed for {', '.join(failed)}; see {paths['md']}")
-    return report
+    typer.echo(summary(report, paths))
+    failure = gate_failure(report, paths)
+    if failure is not None:
+        raise failure
 
 
 def demo(
@@ -134,7 +101,7 @@ def demo(
 ) -> None:
     """The whole pipeline on the stand-in, offline: ladder -> reference -> check -> report."""
     _need_convert()
-    from convert.demo import run_demo
+    from dear_local_convert.demo import run_demo
 
     run_demo(queries=queries, passages=passages, force=force)
 

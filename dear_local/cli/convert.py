@@ -48,7 +48,7 @@ def convert(
     tokenizer is checked against tokenizer.json before it is kept.
     """
     _need_convert_extra()
-    from convert.hf_to_gguf import convert_checkpoint, output_path
+    from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path
 
     from ..store import pull_checkpoint
 
@@ -100,7 +100,7 @@ def quantize(
         import gguf as _gguf  # noqa: F401  (reads tensor sizes for the manifest; `gguf` is the argument)
     except ImportError as exc:
         raise missing_extra("gguf", "convert") from exc
-    from convert import quantize as q
+    from dear_local_convert import quantize as q
 
     def report(e: dict) -> None:
         typer.echo(f"{e['type']:<8} {e['bytes'] / 1e6:>9.1f} MB  {e['bits_per_weight']:.2f} bits/weight  {e['file']}")
@@ -120,7 +120,7 @@ def build(
     kept unless --force is given, so an interrupted build picks up where it stopped.
     """
     _need_convert_extra()
-    from convert.build import build as run_build
+    from dear_local_convert.build import build as run_build
 
     result = run_build(name, force=force, threads=threads, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.table())

@@ -37,11 +37,11 @@ def imatrix(
         import gguf  # noqa: F401
         import torch  # noqa: F401
 
-        from convert.imatrix_collect import make_imatrix
+        from dear_local_convert.quant.imatrix import make_imatrix
     except ImportError as exc:
         raise missing_extra(exc.name or "torch", "convert") from None
 
-    from convert.build import resolve_checkpoint
+    from dear_local_convert.build import resolve_checkpoint
 
     from ..progress import bar
 

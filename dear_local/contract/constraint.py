@@ -14,7 +14,7 @@ trie, so finding the allowed tokens walks the few trie branches the grammar
 admits instead of scanning the vocabulary.
 
 Both backends use this module: the llama.cpp runtime (``dear_local.decoding``)
-and transformers ``generate`` (``convert.constraint_processor``).
+and transformers ``generate`` (``dear_local_convert.transformers_backend.logits_processor``).
 """
 
 from __future__ import annotations

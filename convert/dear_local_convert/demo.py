@@ -21,7 +21,7 @@ def _say(msg: str) -> None:
 def _reference_is_current(path: Path, eval_slice, profile) -> bool:
     from dear_local.errors import DearLocalError
 
-    from .reference import read_reference
+    from dear_local_convert.agreement.reference import read_reference
 
     if not path.is_file():
         return False
@@ -33,13 +33,14 @@ def _reference_is_current(path: Path, eval_slice, profile) -> bool:
 
 
 def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threads: int | None = None) -> dict:
-    from dear_local.cli.check import run_check
+    from dear_local_convert.agreement.check import gate_failure, run_check
+    from dear_local_convert.agreement.report import summary
     from dear_local.store import get_manifest
 
-    from .build import build
-    from .reference import write_reference
-    from .slices import load_slice
-    from .standin import standin_checkpoint
+    from dear_local_convert.build import build
+    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.slices import load_slice
+    from dear_local_convert.standins.smollm2 import standin_checkpoint
 
     m = get_manifest(STANDIN)
     _say(f"[1/3] building the {m.name} ladder ({', '.join(m.ladder)}) from its bf16 checkpoint")
@@ -62,4 +63,9 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
         _say(f"[2/3] reusing the reference {ref}")
     _say(f"[3/3] checking {len(m.ladder)} quants against it")
     ggufs = [m.gguf_path(t) for t in m.ladder]
-    return run_check(ref, ggufs, out_dir / "report", threads=threads)
+    report, paths = run_check(ref, ggufs, out_dir / "report", n_threads=threads)
+    print(summary(report, paths), flush=True)
+    failure = gate_failure(report, paths)
+    if failure is not None:
+        raise failure
+    return report

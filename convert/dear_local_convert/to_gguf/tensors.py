@@ -20,8 +20,8 @@ import numpy as np
 
 from dear_local.errors import ConversionError
 
-from .checkpoint import SourceTensor
-from .llama_params import LlamaParams
+from dear_local_convert.to_gguf.checkpoint import SourceTensor
+from dear_local_convert.to_gguf.arch import LlamaParams
 
 OUTTYPES = ("bf16", "f16", "f32")
 SKIPPED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")

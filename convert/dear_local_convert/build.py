@@ -19,9 +19,9 @@ from typing import Callable
 from dear_local import store
 from dear_local.contract import Profile
 
-from . import quantize as q
-from .hf_to_gguf import convert_checkpoint
-from .standin import STANDIN, STANDIN_QUANT, standin_checkpoint
+from dear_local_convert.quant import quantize as q
+from dear_local_convert.to_gguf.writer import convert_checkpoint
+from dear_local_convert.standins.smollm2 import STANDIN, STANDIN_QUANT, standin_checkpoint
 
 SOURCE_TYPE = "BF16"
 

@@ -33,7 +33,7 @@ def hf_ids(src_dir: Path, text: str) -> list[int]:
 
 
 def gguf_ids(gguf_path: Path, text: str) -> list[int]:
-    from .llama_lib import load_vocab
+    from dear_local_convert.llama_cpp_lib import load_vocab
 
     with load_vocab(gguf_path) as vocab:
         return vocab.tokenize(text)

@@ -32,7 +32,7 @@ import numpy as np
 from dear_local.contract import Profile
 from dear_local.errors import ConversionError, UserInputError
 
-from .imatrix_file import Imatrix
+from dear_local_convert.quant.imatrix_file import Imatrix
 
 DEFAULT_CALIBRATION_SLICE = "dl19-top20"
 DEFAULT_EVAL_SLICE = "noveleval"
@@ -191,7 +191,7 @@ def collect_imatrix(
     """
     from dear_local.engine import rank_documents
 
-    from .reference_backend import TransformersBackend
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
 
     if eval_slice is not None:
         check_disjoint(calibration_slice, eval_slice)
@@ -257,8 +257,8 @@ def make_imatrix(
     """Load the calibration slice, refuse overlap with the (whole) eval slice, collect, write the file."""
     from dear_local.fileio import refuse_overwrite
 
-    from .imatrix_file import write_imatrix
-    from .slices import load_slice
+    from dear_local_convert.quant.imatrix_file import write_imatrix
+    from dear_local_convert.slices import load_slice
 
     out = Path(out)
     refuse_overwrite(out, force)  # before the long run, not after it

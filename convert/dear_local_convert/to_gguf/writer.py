@@ -21,9 +21,10 @@ import numpy as np
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 
-from . import checkpoint, tensors
-from .llama_params import parse_params, read_config
-from .tokenizer_meta import read_tokenizer
+from dear_local_convert.to_gguf import checkpoint
+from dear_local_convert.to_gguf import tensors
+from dear_local_convert.to_gguf.arch import parse_params, read_config
+from dear_local_convert.to_gguf.tokenizer import read_tokenizer
 
 KEY_SOURCE_REPO = "dear_local.source.repo"
 KEY_SOURCE_REVISION = "dear_local.source.revision"
@@ -129,7 +130,7 @@ def convert_checkpoint(
             _write(tmp, planned, params, tok, file_type, name=name, source_repo=source_repo,
                    revision=revision, license=license or _license(src_dir))
             if verify_tokenizer:
-                from .tokenizer_check import check_gguf_tokenizer
+                from dear_local_convert.to_gguf.tokenizer_check import check_gguf_tokenizer
 
                 check_gguf_tokenizer(tmp, src_dir)
     except BaseException as exc:

@@ -24,8 +24,8 @@ from pathlib import Path
 from dear_local.errors import QuantizeError, UserInputError
 from dear_local.fileio import atomic_path, sha256_file, write_text_atomic
 
-from .hf_to_gguf import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
-from .llama_lib import LogCapture
+from dear_local_convert.to_gguf.writer import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
+from dear_local_convert.llama_cpp_lib import LogCapture
 
 # llama.cpp's llama_ftype values (include/llama.h). The types in NEEDS_IMATRIX
 # are refused without an importance matrix (see convert/imatrix_file.py).
@@ -228,7 +228,7 @@ def quantize(
 
     matrix = None
     if imatrix is not None:
-        from .imatrix_file import QuantizeMatrix
+        from dear_local_convert.quant.imatrix_file import QuantizeMatrix
 
         matrix = QuantizeMatrix(imatrix, src)
     build = llama_cpp_build()

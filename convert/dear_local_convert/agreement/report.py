@@ -36,6 +36,11 @@ def markdown_table(report: dict) -> str:
     return "\n".join([head, sep, *body])
 
 
+def summary(report: dict, paths: dict) -> str:
+    """What ``dear-local check`` and ``demo`` print: the table, then where the report and plot are."""
+    return f"{markdown_table(report)}\n\nreport: {paths['md']}\nplot:   {paths['plot']}"
+
+
 def markdown(report: dict) -> str:
     ref = report["reference"]
     s = ref["slice"]

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dear_local.backends.llama import LlamaCppBackend
 from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
@@ -23,9 +24,11 @@ from dear_local.contract import STATUSES, Profile
 from dear_local.engine import prompt_ids
 from dear_local.errors import ReferenceError_, UserInputError
 
-from . import metrics
-from .reference import read_reference, run_queries, vocab_fingerprint
-from .slices import load_slice
+from dear_local_convert.agreement import metrics
+from dear_local_convert.agreement.gates import check_gates, evaluate_gates, manifest_gates
+from dear_local_convert.agreement.reference import read_reference
+from dear_local_convert.agreement.runs import run_queries, vocab_fingerprint
+from dear_local_convert.slices import load_slice
 
 QUANT_RE = re.compile(r"-((?:I?Q\d[\w]*)|BF16|F16|F32)$", re.IGNORECASE)
 
@@ -35,7 +38,7 @@ def quant_label(path: Path) -> str:
     file says it was quantized with an importance matrix (so both variants can share a report)."""
     m = QUANT_RE.search(path.stem)
     label = m.group(1).upper() if m else path.stem
-    from .quantize import MANIFEST, load_manifest
+    from dear_local_convert.quant.quantize import MANIFEST, load_manifest
 
     entries = load_manifest(path.parent / MANIFEST).get("files", [])
     if any(e.get("file") == path.name and e.get("imatrix") for e in entries):
@@ -101,8 +104,17 @@ class RunResult:
         )
 
 
-def load_checked_slice(header: dict, *, slice_name: str | None = None, profile: Profile | None = None):
-    """The slice the reference was recorded on, refusing any mismatch with the request."""
+def load_checked_slice(
+    header: dict, *, slice_name: str | None = None, template: str | None = None, decoding: str | None = None
+):
+    """The slice and profile the reference was recorded with, refusing any mismatch with the request.
+
+    Returns ``(eval_slice, recorded_profile)``.
+
+    Raises:
+        ReferenceError_: ``slice_name``, ``template`` or ``decoding`` differ from the recording,
+            or this machine's copy of the slice differs from the recorded one.
+    """
     s = header["slice"]
     if slice_name and slice_name != s["name"]:
         raise ReferenceError_(
@@ -110,7 +122,8 @@ def load_checked_slice(header: dict, *, slice_name: str | None = None, profile: 
             "record a new reference for that slice"
         )
     recorded = Profile.from_dict(header["profile"])
-    if profile is not None and profile != recorded:
+    profile = recorded.with_(template=template, decoding=decoding)
+    if profile != recorded:
         raise ReferenceError_(
             f"the reference was recorded with profile {recorded.to_dict()}, not {profile.to_dict()}; "
             "check reuses the recorded profile, so drop the profile options or record a new reference"
@@ -164,7 +177,7 @@ def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, pro
                 )
             confirm_prompt_ids(backend, profile, eval_slice, ref_queries, gguf.name)
             records = run_queries(backend, profile, eval_slice)
-            n_params = backend.llm._model.n_params()
+            n_params = backend.n_params
         finally:
             backend.close()
     size = gguf.stat().st_size
@@ -209,41 +222,33 @@ def summarize(run: RunResult, ref: RunResult, eval_slice, ref_ndcg) -> dict:
     }
 
 
-def evaluate_gates(row: dict, gates: dict) -> list[str]:
-    """The gates ``row`` fails, as readable sentences (empty when it passes)."""
-    failed = []
-    n_windows = sum(row["status_counts"].values()) or 1
-    checks = [
-        ("min_mean_kendall_tau", row["mean_tau"], lambda v, g: v >= g, "mean Kendall tau {v:.3f} < {g}"),
-        ("min_exact_match", row["exact_match_pct"] / 100, lambda v, g: v >= g, "exact match {v:.2f} < {g}"),
-        ("max_delta_ndcg10", -row["delta_ndcg10"], lambda v, g: v <= g, "nDCG@10 drop {v:.4f} > {g}"),
-        (
-            "max_wrong_format_rate",
-            row["status_counts"].get("wrong_format", 0) / n_windows,
-            lambda v, g: v <= g,
-            "wrong_format rate {v:.2f} > {g}",
-        ),
-    ]
-    for key, value, ok, msg in checks:
-        if key in gates and not ok(value, gates[key]):
-            failed.append(msg.format(v=value, g=gates[key]))
-    return failed
-
-
 def check(
     reference: str | Path,
     ggufs: list[str | Path],
     *,
     gates: dict | None = None,
+    gate_overrides: dict | None = None,
     slice_name: str | None = None,
-    profile: Profile | None = None,
+    template: str | None = None,
+    decoding: str | None = None,
     n_threads: int | None = None,
     cpu_buffers: str | None = None,
-    on_quant=None,
+    on_quant: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Check every GGUF against the reference; return the report as a dict."""
+    """Check every GGUF against a reference file; return the report as a dict.
+
+    ``gates`` defaults to the reference model's manifest gates; ``gate_overrides``
+    replaces single ones. ``slice_name``, ``template`` and ``decoding`` only
+    confirm what the reference recorded (check always reuses the recorded profile).
+    The report holds ``reference``, ``reference_row``, ``gates``, ``machine``,
+    ``rows`` (one per GGUF, in order) and ``passed``; see README "Checking a quant".
+
+    Raises:
+        ReferenceError_: a missing, corrupt or mismatched reference; prompt ids that differ.
+        UserInputError: a GGUF path that does not exist, an unknown gate.
+    """
     header, ref_queries = read_reference(reference)
-    eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, profile=profile)
+    eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, template=template, decoding=decoding)
     if [q.qid for q in eval_slice.queries] != [r["qid"] for r in ref_queries]:
         raise ReferenceError_("the reference's queries are not the slice's queries; recreate the reference")
     paths = [Path(g) for g in ggufs]
@@ -252,6 +257,7 @@ def check(
             raise UserInputError(f"{p} does not exist; pass paths of .gguf files to check")
     if gates is None:
         gates = manifest_gates(header["model"].get("name"))
+    gates = {**check_gates(gates, "gates"), **(gate_overrides or {})}
     ref = RunResult.from_records("reference", ref_queries)
     ref_ndcg = metrics.ndcg(ref.orders, eval_slice.qrels)
     ref_row = summarize(ref, ref, eval_slice, ref_ndcg)
@@ -279,13 +285,28 @@ def check(
     }
 
 
-def manifest_gates(name: str | None) -> dict:
-    if not name:
-        return {}
-    from dear_local.errors import UnknownModelError
-    from dear_local.store import get_manifest
+def run_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, **options) -> tuple[dict, dict]:
+    """:func:`check` with a progress bar, then the report written to ``out``.
 
-    try:
-        return dict(get_manifest(name).gates)
-    except UnknownModelError:
-        return {}
+    ``options`` are :func:`check`'s. Returns ``(report, paths)`` with paths of
+    ``report.json``, ``report.md`` and ``agreement.png``; a failed gate does not
+    raise here (see :func:`gate_failure`), so callers can show the report first.
+
+    Raises:
+        What :func:`check` raises.
+    """
+    from dear_local.progress import bar
+
+    from dear_local_convert.agreement.report import write_report
+
+    with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
+        report = check(reference, ggufs, on_quant=lambda _row: pbar.update(1), **options)
+    return report, write_report(report, out)
+
+
+def gate_failure(report: dict, paths: dict):
+    """A ``GateFailure`` naming the quants that failed a gate, or None when every gate passed."""
+    from dear_local.errors import GateFailure
+
+    failed = [r["label"] for r in report["rows"] if r["gate_failures"]]
+    return GateFailure(f"agreement gates failed for {', '.join(failed)}; see {paths['md']}") if failed else None

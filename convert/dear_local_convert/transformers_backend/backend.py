@@ -116,7 +116,7 @@ class TransformersBackend(Backend):
         """Exact bytes per token (byte-level BPE mapped back), as llama.cpp reports them."""
         pieces = self.__dict__.get("_vocab_pieces")
         if pieces is None:
-            from .constraint_processor import hf_token_pieces
+            from dear_local_convert.transformers_backend.token_bytes import hf_token_pieces
 
             pieces = hf_token_pieces(self.tok)
             pieces += [b""] * (self.n_vocab - len(pieces))

@@ -1,0 +1,94 @@
+"""Agreement gates: the one list of gate keys, how a report row is judged, and where gates come from.
+
+A gate is ``KEY = VALUE`` in a model manifest's ``[gates]`` table (``models/*.toml``)
+or a ``--gate KEY=VALUE`` override. Keys are the ``GATES`` below; any other key
+is refused, in a manifest and on the command line alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dear_local.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Gate:
+    key: str
+    value: Callable[[dict], float]  # the figure a report row is judged on
+    passes: Callable[[float, float], bool]  # (figure, threshold) -> ok
+    failure: str  # sentence for a failure, with {v} and {g}
+
+
+def _wrong_format_rate(row: dict) -> float:
+    return row["status_counts"].get("wrong_format", 0) / (sum(row["status_counts"].values()) or 1)
+
+
+GATES: dict[str, Gate] = {
+    g.key: g
+    for g in (
+        Gate("min_mean_kendall_tau", lambda r: r["mean_tau"], lambda v, g: v >= g, "mean Kendall tau {v:.3f} < {g}"),
+        Gate("min_exact_match", lambda r: r["exact_match_pct"] / 100, lambda v, g: v >= g, "exact match {v:.2f} < {g}"),
+        Gate("max_delta_ndcg10", lambda r: -r["delta_ndcg10"], lambda v, g: v <= g, "nDCG@10 drop {v:.4f} > {g}"),
+        Gate("max_wrong_format_rate", _wrong_format_rate, lambda v, g: v <= g, "wrong_format rate {v:.2f} > {g}"),
+    )
+}
+GATE_KEYS = tuple(GATES)
+
+
+def evaluate_gates(row: dict, gates: dict) -> list[str]:
+    """The gates ``row`` (one quant's report row) fails, as readable sentences; empty when it passes."""
+    failed = []
+    for key, threshold in gates.items():
+        gate = GATES[key]
+        value = gate.value(row)
+        if not gate.passes(value, threshold):
+            failed.append(gate.failure.format(v=value, g=threshold))
+    return failed
+
+
+def check_gates(gates: dict, where: str) -> dict:
+    """``gates`` with float thresholds.
+
+    Raises:
+        UserInputError: an unknown key or a non-numeric value, naming ``where`` it came from.
+    """
+    out = {}
+    for key, value in gates.items():
+        if key not in GATES:
+            raise UserInputError(f"{where}: unknown gate {key!r}; gates are: {', '.join(GATE_KEYS)}")
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise UserInputError(f"{where}: gate {key} = {value!r} is not a number") from None
+    return out
+
+
+def parse_gate_overrides(items: list[str]) -> dict:
+    """``["min_mean_kendall_tau=0.9", ...]`` (the CLI's ``--gate``) as a dict.
+
+    Raises:
+        UserInputError: an item that is not ``KEY=VALUE`` with a known key and a number.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserInputError(f"--gate {item!r} is not KEY=VALUE with KEY one of: {', '.join(GATE_KEYS)}")
+        out.update(check_gates({key.strip(): value.strip()}, f"--gate {item!r}"))
+    return out
+
+
+def manifest_gates(name: str | None) -> dict:
+    """The ``[gates]`` table of the manifest named ``name``; empty for an unknown model or none."""
+    if not name:
+        return {}
+    from dear_local.errors import UnknownModelError
+    from dear_local.store import get_manifest
+
+    try:
+        manifest = get_manifest(name)
+    except UnknownModelError:
+        return {}
+    return check_gates(manifest.gates, f"models/{name}.toml")
