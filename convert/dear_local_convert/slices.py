@@ -26,9 +26,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
-from dear_local.errors import DataError, DearLocalError, UserInputError
-from dear_local.fileio import download, sha256_file
-from dear_local.settings import get_settings
+from dear_local.errors import DataError, UserInputError
+
+from dear_local_convert.slice_files import (
+    DL19_QRELS,
+    DL19_RUN,
+    DL19_TOPICS,
+    NOVELEVAL_CORPUS,
+    NOVELEVAL_QRELS,
+    NOVELEVAL_QUERIES,
+    SourceFile,
+    combined_sha256,
+    fetch,
+)
 
 __all__ = [
     "DEFAULT_SLICE",
@@ -42,59 +52,6 @@ __all__ = [
 ]
 
 DEFAULT_SLICE = "noveleval"
-
-RANKGPT_COMMIT = "0d62bc3855c7c118048a7c47c18e719b938e291a"
-RANK_LLM_COMMIT = "97f5fc162a4c6d664d14b1b930d56a6c759faf3a"
-# anserini-tools is fetched from its default branch: no commit is pinned for it, so the sha256
-# below is what pins the content.
-ANSERINI_TOOLS_REF = "master"
-
-_RANKGPT = f"https://raw.githubusercontent.com/sunnweiwei/RankGPT/{RANKGPT_COMMIT}/NovelEval"
-_RANK_LLM = f"https://raw.githubusercontent.com/castorini/rank_llm/{RANK_LLM_COMMIT}"
-_ANSERINI = (
-    f"https://raw.githubusercontent.com/castorini/anserini-tools/{ANSERINI_TOOLS_REF}/topics-and-qrels"
-)
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """One pinned input file: where it lives in a mirror, where to download it, its sha256."""
-
-    relpath: str
-    url: str
-    sha256: str
-
-
-_NOVELEVAL_QUERIES = SourceFile(
-    "noveleval/queries.tsv",
-    f"{_RANKGPT}/queries.tsv",
-    "78ed1ab0c4cc42a9b2d3a774d85a751cb792b01a7dfd9c1fa1401278b4736519",
-)
-_NOVELEVAL_CORPUS = SourceFile(
-    "noveleval/corpus.tsv",
-    f"{_RANKGPT}/corpus.tsv",
-    "a62a5609a69ab2ec330d48c72bcd5a1bf3eb243ffcb2fa355013ab2512b1a99a",
-)
-_NOVELEVAL_QRELS = SourceFile(
-    "noveleval/qrels.txt",
-    f"{_RANKGPT}/qrels.txt",
-    "39b0be49af40899346a32caa4e8c4aa79c15b03d7e8eef4cb0682db14109750f",
-)
-_DL19_RUN = SourceFile(
-    "dl19/retrieve_results_dl19.json",
-    f"{_RANK_LLM}/retrieve_results/BM25/retrieve_results_dl19.json",
-    "4f3e4aba8bb68c1b38405da010f44537f31d3b5fff7088ef97c03caed1076674",
-)
-_DL19_QRELS = SourceFile(
-    "dl19/qrels.dl19-passage.txt",
-    f"{_ANSERINI}/qrels.dl19-passage.txt",
-    "8a1f10d550732e4cd91d7fc49846a3784de4040972f583e69285a88f3c5fee92",
-)
-_DL19_TOPICS = SourceFile(
-    "dl19/topics.dl19-passage.txt",
-    f"{_ANSERINI}/topics.dl19-passage.txt",
-    "518992da259fb61f64e4790791df91a7b42ea5773f374aed59220ebb51d58d90",
-)
 
 # Expected contents, checked on every load.
 _NOVELEVAL_N_QUERIES = 21
@@ -194,58 +151,6 @@ def _check_cut(what: str, n: int | None, available: int, name: str) -> int:
     return n
 
 
-# ---------------------------------------------------------------------------------------------
-# Finding and checking the source files
-
-
-def _fetch(src: SourceFile) -> Path:
-    """A verified local copy of ``src``: from the offline mirror, the cache, or a download."""
-    settings = get_settings()
-    if settings.data_dir is not None:
-        path = settings.data_dir / src.relpath
-        if not path.is_file():
-            raise DataError(
-                f"{src.relpath} is missing from the offline data mirror {settings.data_dir} "
-                f"(DEAR_LOCAL_DATA); put the file from {src.url} at {path}, or unset "
-                "DEAR_LOCAL_DATA to download it"
-            )
-        _verify(path, src, f"the offline data mirror (DEAR_LOCAL_DATA={settings.data_dir})")
-        return path
-
-    path = settings.data_cache / src.relpath
-    if path.is_file():
-        if sha256_file(path) == src.sha256:
-            return path
-        path.unlink()  # a stale or damaged cache entry: fetch it again below
-    if settings.offline:
-        raise DataError(
-            f"{src.relpath} is not in the data cache ({path}) and offline mode is on; set "
-            "DEAR_LOCAL_DATA to an offline mirror of the eval data (laid out like "
-            "noveleval/queries.tsv, dl19/qrels.dl19-passage.txt), or unset DEAR_LOCAL_OFFLINE "
-            f"and HF_HUB_OFFLINE to download it from {src.url}"
-        )
-    try:
-        return download(src.url, path, src.sha256, desc=src.relpath)
-    except DearLocalError as exc:
-        raise DataError(
-            f"{exc}; or set DEAR_LOCAL_DATA to an offline mirror of the eval data"
-        ) from exc
-
-
-def _verify(path: Path, src: SourceFile, where: str) -> None:
-    got = sha256_file(path)
-    if got != src.sha256:
-        raise DataError(
-            f"{path} in {where} does not match its pinned sha256 (expected {src.sha256}, got {got}); "
-            f"it is a different or damaged copy: replace it with the file from {src.url}"
-        )
-
-
-def _combined_sha256(sources: tuple[SourceFile, ...]) -> str:
-    lines = "".join(f"{s.relpath} {s.sha256}\n" for s in sorted(sources, key=lambda s: s.relpath))
-    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
-
-
 def _bad(src: SourceFile, what: str) -> DataError:
     return DataError(
         f"{src.relpath} passed its checksum but {what}; this is a dear-local bug, please report it"
@@ -277,7 +182,7 @@ def _read_qrels(path: Path, src: SourceFile) -> dict[str, dict[str, int]]:
 
 
 def _build_noveleval(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, dict[str, int]]]:
-    q_src, c_src, r_src = _NOVELEVAL_QUERIES, _NOVELEVAL_CORPUS, _NOVELEVAL_QRELS
+    q_src, c_src, r_src = NOVELEVAL_QUERIES, NOVELEVAL_CORPUS, NOVELEVAL_QRELS
     rows = _read_tsv(paths[q_src.relpath])
     if any(len(r) != 2 for r in rows):
         raise _bad(q_src, "has rows that are not 'qid<TAB>query'")
@@ -312,7 +217,7 @@ def _build_noveleval(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, 
 
 
 def _build_dl19(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, dict[str, int]]]:
-    run_src, t_src, r_src = _DL19_RUN, _DL19_TOPICS, _DL19_QRELS
+    run_src, t_src, r_src = DL19_RUN, DL19_TOPICS, DL19_QRELS
     with open(paths[run_src.relpath], encoding="utf-8") as f:
         entries = json.load(f)
     if len(entries) != _DL19_N_QUERIES:
@@ -347,8 +252,8 @@ def _build_dl19(paths: Mapping[str, Path]) -> tuple[list[Query], dict[str, dict[
     return queries, {q.qid: qrels[q.qid] for q in queries}
 
 
-_NOVELEVAL_SOURCES = (_NOVELEVAL_QUERIES, _NOVELEVAL_CORPUS, _NOVELEVAL_QRELS)
-_DL19_SOURCES = (_DL19_RUN, _DL19_TOPICS, _DL19_QRELS)
+_NOVELEVAL_SOURCES = (NOVELEVAL_QUERIES, NOVELEVAL_CORPUS, NOVELEVAL_QRELS)
+_DL19_SOURCES = (DL19_RUN, DL19_TOPICS, DL19_QRELS)
 
 _SPECS: Mapping[str, _Spec] = {
     "noveleval": _Spec(
@@ -417,12 +322,12 @@ def load_slice(
     """
     spec = _spec(name)
     info = spec.info
-    paths = {src.relpath: _fetch(src) for src in info.sources}
+    paths = {src.relpath: fetch(src) for src in info.sources}
     parsed, qrels = spec.build(paths)
     n = info.passages_per_query
     full = Slice(
         name=info.name,
-        source_sha256=_combined_sha256(info.sources),
+        source_sha256=combined_sha256(info.sources),
         passages_per_query=n,
         queries=tuple(replace(q, docids=q.docids[:n], passages=q.passages[:n]) for q in parsed),
         qrels=qrels,
