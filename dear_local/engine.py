@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .backends.base import Backend
-from .contract import Profile, is_complete, parse_ranking, window_spans
+from .contract import Profile, parse_ranking, window_spans
+from .decoding import decode
 from .errors import ContextOverflowError, UserInputError
 
 
@@ -73,14 +74,7 @@ def rank_window(backend: Backend, profile: Profile, query: str, passages: list[s
     _check_fits(backend, len(ids), budget, n)
     if n == 1:
         return WindowResult(0, 1, [0], "ok", "", ids, [], 0, 0.0, 0.0, "single")
-    if profile.decoding == "greedy":
-        stop = _completion_check(backend, n, tmpl.id_base)
-        gen = backend.greedy(ids, budget, stop)
-        scores = None
-    else:
-        from .decoding import decode  # constrained and first-token modes
-
-        gen, scores = decode(backend, profile, ids, n)
+    gen, scores = decode(backend, profile, ids, n)
     parsed = parse_ranking(gen.text, n, tmpl.id_base)
     return WindowResult(
         start=0,
@@ -97,19 +91,6 @@ def rank_window(backend: Backend, profile: Profile, query: str, passages: list[s
         scores=scores,
         extra=gen.extra,
     )
-
-
-def _completion_check(backend: Backend, n: int, id_base: int) -> Callable[[list[int]], bool]:
-    close = "]"
-
-    def done(out: list[int]) -> bool:
-        # Only a closing bracket can complete a permutation; skip the decode otherwise.
-        text = backend.detokenize(out[-1:])
-        if close not in text:
-            return False
-        return is_complete(backend.detokenize(out), n, id_base)
-
-    return done
 
 
 def validate_request(query: str, documents: list[str]) -> None:

@@ -9,6 +9,7 @@ from .backends.base import Backend
 from .contract import Profile
 from .engine import Ranking, WindowResult, rank_documents
 from .errors import UserInputError
+from .run_options import RunOptions
 from .store import resolve
 
 MAX_DOCUMENTS = 1000
@@ -92,6 +93,11 @@ class Reranker:
                 verbose=verbose,
             )
         self.backend = backend
+
+    @classmethod
+    def from_options(cls, model: str, options: RunOptions) -> "Reranker":
+        """A reranker for ``model`` with the profile overrides and load settings of ``options``."""
+        return cls(model, **options.as_kwargs())
 
     def rerank(
         self,

@@ -22,7 +22,7 @@ from dear_local import Profile, Reranker
 from dear_local.backends.llama import LlamaCppBackend
 from dear_local.contract import get_template, is_complete
 from dear_local.contract.constraint import is_canonical_answer
-from dear_local.decoding import branch_points, constrained, first_token, id_token_paths
+from dear_local.decoding import branch_points, constrained, first_token, greedy, id_token_paths
 from dear_local.engine import prompt_ids, rank_window
 from dear_local.errors import UnknownProfileError
 
@@ -185,7 +185,7 @@ def test_constrained_output_equals_greedy_whenever_greedy_was_a_valid_permutatio
         ids = prompt_ids(smol, CHAT, query, passages)
         greedy_profile = CHAT.with_(decoding="greedy")
         plain = rank_window(smol, greedy_profile, query, passages)
-        opened = smol.greedy(ids + opening, CHAT.max_new_tokens(n),
+        opened = greedy(smol, ids + opening, CHAT.max_new_tokens(n),
                              lambda out: is_complete(smol.detokenize(opening + out), n, 1))
         opened_ids = opening + opened.token_ids
         ours = constrained(smol, ids, n, 1)

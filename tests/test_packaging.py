@@ -14,7 +14,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_the_runtime_imports_without_torch_transformers_or_fastapi():
     proc = _run(
-        "import dear_local, dear_local.cli, dear_local.decoding, dear_local.backends.llama\n"
+        "import dear_local, dear_local.cli, dear_local.decoding, dear_local.backends.llama, dear_local_convert.agreement.check\n"
         "from dear_local import Reranker, Profile\n"
         "print('ok')"
     )

@@ -3,34 +3,18 @@
 A backend holds one model and one evaluation state. The engine drives it with
 ``prefill`` (start from a prompt), ``extend`` (feed more tokens) and
 ``rewind`` (forget tokens past a position), and reads the logits at the last
-position. Greedy decoding is written once, here, so llama.cpp and the
-transformers reference decode with the very same loop.
+position. Decoding itself lives in :mod:`dear_local.decoding`, written once
+against these primitives, so llama.cpp and the transformers reference decode
+with the very same loops.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ..chat_template import render_chat
-
-# Decides, from the token ids generated so far, whether generation is done.
-StopCheck = Callable[[list[int]], bool]
-
-
-@dataclass
-class Generation:
-    token_ids: list[int]
-    text: str
-    stop_reason: str  # "eog", "complete", "budget"
-    model_calls: int  # sequential forward passes, prompt pass included
-    prompt_seconds: float
-    decode_seconds: float
-    extra: dict = field(default_factory=dict)
 
 
 class Backend(ABC):
@@ -108,35 +92,3 @@ class Backend(ABC):
 
     def close(self) -> None:  # pragma: no cover - optional
         pass
-
-    # -- decoding -----------------------------------------------------------
-    def greedy(self, prompt_ids: list[int], max_new_tokens: int, stop: StopCheck | None = None) -> Generation:
-        """Greedy decoding: argmax each step, stop at end-of-generation, ``stop`` or budget."""
-        t0 = time.perf_counter()
-        logits = self.prefill(prompt_ids)
-        t1 = time.perf_counter()
-        out: list[int] = []
-        calls, reason = 1, "budget"
-        eog = self.eog_ids
-        while len(out) < max_new_tokens:
-            tok = int(np.argmax(logits))
-            if tok in eog:
-                reason = "eog"
-                break
-            out.append(tok)
-            if stop is not None and stop(out):
-                reason = "complete"
-                break
-            if len(out) >= max_new_tokens:
-                break
-            logits = self.extend([tok])
-            calls += 1
-        t2 = time.perf_counter()
-        return Generation(
-            token_ids=out,
-            text=self.detokenize(out),
-            stop_reason=reason,
-            model_calls=calls,
-            prompt_seconds=t1 - t0,
-            decode_seconds=t2 - t1,
-        )

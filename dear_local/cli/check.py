@@ -7,9 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from .options import CpuBuffersOption, cpu_buffers_value
-
 from ..errors import missing_extra
+from .options import (
+    CpuBuffersOption,
+    DecodingOption,
+    ForceOption,
+    TemplateOption,
+    ThreadsOption,
+    cpu_buffers_value,
+)
 
 
 def _need(extra: str, modules: tuple[str, ...]) -> None:
@@ -36,19 +42,18 @@ def reference(
     slice_name: str = typer.Option("noveleval", "--slice", help="Eval slice: noveleval, dl19-top20 or dl19-top100."),
     queries: Optional[int] = typer.Option(None, "--queries", help="Use only the first N queries."),
     passages: Optional[int] = typer.Option(None, "--passages", help="Use only the first M passages per query."),
-    template: Optional[str] = typer.Option(None, "--template", "--profile", help="Prompt template (default: the model's)."),
-    decoding: Optional[str] = typer.Option(None, "--decoding", help="greedy, constrained or first-token (default: the model's)."),
+    template: TemplateOption = None,
+    decoding: DecodingOption = None,
     device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 (the reference) or fp32."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Revision of an HF repo id."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing reference file."),
+    force: ForceOption = False,
 ) -> None:
     """Record the full-precision reference: transformers on a GPU (CPU fallback), once, as a file."""
     _need_convert()
     from dear_local_convert.agreement.reference import write_reference
-    from dear_local_convert.slices import load_slice
-
     from dear_local_convert.build import resolve_checkpoint
+    from dear_local_convert.slices import load_slice
 
     ck = resolve_checkpoint(checkpoint, revision)
     ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision
@@ -66,9 +71,9 @@ def check(
     reference_file: Path = typer.Option(..., "--reference", "-r", help="Reference file from `dear-local reference`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for report.json, report.md and agreement.png."),
     slice_name: Optional[str] = typer.Option(None, "--slice", help="Refuse the reference unless it was recorded on this slice."),
-    template: Optional[str] = typer.Option(None, "--template", "--profile", help="Refuse the reference unless it used this template."),
-    decoding: Optional[str] = typer.Option(None, "--decoding", help="Refuse the reference unless it used this decoding mode."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for llama.cpp."),
+    template: TemplateOption = None,
+    decoding: DecodingOption = None,
+    threads: ThreadsOption = None,
     cpu_buffers: CpuBuffersOption = None,
     gate: List[str] = typer.Option(
         [], "--gate", help="Override a manifest gate, e.g. --gate min_mean_kendall_tau=0.9 (repeatable)."
@@ -97,7 +102,7 @@ def check(
 def demo(
     queries: int = typer.Option(5, "--queries", help="NovelEval queries to use."),
     passages: int = typer.Option(10, "--passages", help="Passages per query."),
-    force: bool = typer.Option(False, "--force", help="Rebuild the ladder and the reference."),
+    force: ForceOption = False,
 ) -> None:
     """The whole pipeline on the stand-in, offline: ladder -> reference -> check -> report."""
     _need_convert()

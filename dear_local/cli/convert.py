@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 from ..errors import missing_extra
+from .options import ForceOption, ThreadsOption
 
 
 class OutType(str, Enum):
@@ -39,7 +40,7 @@ def convert(
         help="llama.cpp pre-tokenizer name to use when the one in tokenizer.json is not recognised (e.g. llama-bpe, smollm).",
     ),
     name: Optional[str] = typer.Option(None, "--name", help="Model name for the file and its metadata (default: from SRC)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    force: ForceOption = False,
 ) -> None:
     """Convert a Hugging Face LlamaForCausalLM checkpoint (safetensors) to GGUF.
 
@@ -83,8 +84,8 @@ def quantize(
         help="Comma-separated quant types to write (e.g. Q8_0,Q4_K_M).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for <name>-<TYPE>.gguf files and manifest.json."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Quantizer threads (default: all cores)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    threads: ThreadsOption = None,
+    force: ForceOption = False,
     imatrix: Optional[Path] = typer.Option(
         None, "--imatrix",
         help="Importance matrix from `dear-local imatrix` (GGUF imatrix format); required for IQ3_M, IQ2_M and other IQ2/IQ1 types.",
@@ -111,8 +112,8 @@ def quantize(
 
 def build(
     name: str = typer.Argument(..., help="A model name from `dear-local models` (e.g. dear-8b-listwise)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Quantizer threads (default: all cores)."),
-    force: bool = typer.Option(False, "--force", help="Rebuild files that already exist."),
+    threads: ThreadsOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Pull a model's checkpoint, convert it to BF16 and quantize its whole ladder into the store.
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import missing_extra
+from .options import DecodingOption, ForceOption, TemplateOption
 
 
 def imatrix(
@@ -19,12 +20,12 @@ def imatrix(
     eval_slice: str = typer.Option(
         "noveleval", "--eval-slice", help="The evaluation slice; calibration on a slice that shares queries with it is refused."
     ),
-    template: Optional[str] = typer.Option(None, "--template", "--profile", help="Prompt template (default: the model's)."),
-    decoding: Optional[str] = typer.Option(None, "--decoding", help="greedy, constrained or first-token (default: the model's)."),
+    template: TemplateOption = None,
+    decoding: DecodingOption = None,
     device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 (as the reference) or fp32."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Revision of an HF repo id."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    force: ForceOption = False,
 ) -> None:
     """Collect an importance matrix from the model ranking a calibration slice, in transformers.
 
@@ -36,7 +37,6 @@ def imatrix(
     try:
         import gguf  # noqa: F401
         import torch  # noqa: F401
-
         from dear_local_convert.quant.imatrix import make_imatrix
     except ImportError as exc:
         raise missing_extra(exc.name or "torch", "convert") from None

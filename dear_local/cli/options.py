@@ -1,4 +1,4 @@
-"""Options shared by several commands, declared once (typer ``Annotated`` aliases)."""
+"""Options shared by several commands, declared once as typer ``Annotated`` aliases."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+
+from ..contract import DECODING_MODES
+from ..run_options import RunOptions
 
 
 class CpuBuffers(str, Enum):
@@ -16,6 +19,28 @@ class CpuBuffers(str, Enum):
     plain = "plain"
 
 
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`.")
+]
+TemplateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--template", "--profile",
+        help="Prompt template (see `dear-local templates`); default: the model's (check: the reference's, "
+        "which it must match).",
+    ),
+]
+DecodingOption = Annotated[
+    Optional[str],
+    typer.Option("--decoding", help=f"One of: {', '.join(DECODING_MODES)}; default: the model's."),
+]
+WindowOption = Annotated[Optional[int], typer.Option("--window", help="Passages per window (default 20).")]
+StrideOption = Annotated[Optional[int], typer.Option("--stride", help="Window stride (default 10).")]
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: llama.cpp's choice).")]
+GpuLayersOption = Annotated[
+    int, typer.Option("--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one.")
+]
+NCtxOption = Annotated[Optional[int], typer.Option("--n-ctx", help="Context size (default: sized from the profile).")]
 CpuBuffersOption = Annotated[
     Optional[CpuBuffers],
     typer.Option(
@@ -25,8 +50,22 @@ CpuBuffersOption = Annotated[
         show_default=False,
     ),
 ]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
+]
 
 
 def cpu_buffers_value(option: CpuBuffers | None) -> str | None:
     """The mode name to hand to the loader (None: the setting decides)."""
     return option.value if option is not None else None
+
+
+def run_options(
+    *, template: str | None, decoding: str | None, window: int | None, stride: int | None,
+    n_threads: int | None, n_gpu_layers: int, n_ctx: int | None, cpu_buffers: CpuBuffers | None,
+) -> RunOptions:
+    """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options."""
+    return RunOptions(
+        template=template, decoding=decoding, window=window, stride=stride, n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
+    )

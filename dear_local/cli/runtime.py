@@ -10,10 +10,21 @@ from typing import Optional
 
 import typer
 
-from .options import CpuBuffersOption, cpu_buffers_value
-
-from ..contract import DECODING_MODES, list_templates, window_spans
+from ..contract import list_templates, window_spans
 from ..errors import UserInputError
+from .options import (
+    CpuBuffersOption,
+    DecodingOption,
+    ForceOption,
+    GpuLayersOption,
+    ModelOption,
+    NCtxOption,
+    StrideOption,
+    TemplateOption,
+    ThreadsOption,
+    WindowOption,
+    run_options,
+)
 
 
 class OutputFormat(str, Enum):
@@ -23,23 +34,21 @@ class OutputFormat(str, Enum):
 
 
 def rerank(
-    model: str = typer.Option(..., "--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`."),
+    model: ModelOption,
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
     docs: Optional[Path] = typer.Option(None, "--docs", help="Text file with one document per line."),
     jsonl: Optional[Path] = typer.Option(
         None, "--jsonl", help='JSONL of {"query", "hits": [{"content", "docid"}]} or {"query", "documents"} records.'
     ),
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
-    template: Optional[str] = typer.Option(
-        None, "--template", "--profile", help="Prompt template (see `dear-local templates`); default: the model's."
-    ),
-    decoding: Optional[str] = typer.Option(None, "--decoding", help=f"One of: {', '.join(DECODING_MODES)}."),
-    window: Optional[int] = typer.Option(None, "--window", help="Passages per window (default 20)."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Window stride (default 10)."),
+    template: TemplateOption = None,
+    decoding: DecodingOption = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="Output format."),
-    n_threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: llama.cpp's choice)."),
-    n_gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one."),
-    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size (default: sized from the profile)."),
+    n_threads: ThreadsOption = None,
+    n_gpu_layers: GpuLayersOption = 0,
+    n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
 ) -> None:
     """Rerank documents for a query with a local GGUF model.
@@ -65,10 +74,10 @@ def rerank(
         if not req.documents:
             raise UserInputError(f"query {req.qid} has no documents to rerank")
 
-    reranker = Reranker(
-        model, template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
-    )
+    reranker = Reranker.from_options(model, run_options(
+        template=template, decoding=decoding, window=window, stride=stride,
+        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+    ))
     p = reranker.profile
     total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)
     outputs = []
@@ -138,7 +147,7 @@ def models() -> None:
 
 def pull(
     ref: str = typer.Argument(..., help="NAME[:QUANT], e.g. smollm2-135m-instruct or dear-8b-listwise."),
-    force: bool = typer.Option(False, "--force", help="Download again even if the file is present."),
+    force: ForceOption = False,
 ) -> None:
     """Download a model: a published GGUF quant, or the HF checkpoint to build quants from."""
     from ..store import pull as do_pull

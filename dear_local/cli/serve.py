@@ -6,13 +6,22 @@ from typing import Optional
 
 import typer
 
-from .options import CpuBuffersOption, cpu_buffers_value
-
-from ..contract import DECODING_MODES
+from .options import (
+    CpuBuffersOption,
+    DecodingOption,
+    GpuLayersOption,
+    ModelOption,
+    NCtxOption,
+    StrideOption,
+    TemplateOption,
+    ThreadsOption,
+    WindowOption,
+    run_options,
+)
 
 
 def serve(
-    model: str = typer.Option(..., "--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`."),
+    model: ModelOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default only accepts local clients."),
     port: int = typer.Option(8080, "--port", help="Port to listen on."),
     api_key: Optional[str] = typer.Option(
@@ -23,15 +32,13 @@ def serve(
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds a request may take, waiting included; then 504."),
     max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request."),
     max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", help="Largest request body; bigger gets 413."),
-    template: Optional[str] = typer.Option(
-        None, "--template", "--profile", help="Prompt template (see `dear-local templates`); default: the model's."
-    ),
-    decoding: Optional[str] = typer.Option(None, "--decoding", help=f"One of: {', '.join(DECODING_MODES)}."),
-    window: Optional[int] = typer.Option(None, "--window", help="Passages per window (default 20)."),
-    stride: Optional[int] = typer.Option(None, "--stride", help="Window stride (default 10)."),
-    n_threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: llama.cpp's choice)."),
-    n_gpu_layers: int = typer.Option(0, "--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one."),
-    n_ctx: Optional[int] = typer.Option(None, "--n-ctx", help="Context size (default: sized from the profile)."),
+    template: TemplateOption = None,
+    decoding: DecodingOption = None,
+    window: WindowOption = None,
+    stride: StrideOption = None,
+    n_threads: ThreadsOption = None,
+    n_gpu_layers: GpuLayersOption = 0,
+    n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
@@ -50,8 +57,10 @@ def serve(
     settings = ServerSettings(
         model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
         max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
-        template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
+        run=run_options(
+            template=template, decoding=decoding, window=window, stride=stride,
+            n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+        ),
     )
     warning = bind_warning(settings.host, settings.api_key)
     if warning:

@@ -73,17 +73,7 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
     """
     owned = reranker is None
     if reranker is None:
-        reranker = Reranker(
-            settings.model,
-            template=settings.template,
-            decoding=settings.decoding,
-            window=settings.window,
-            stride=settings.stride,
-            n_threads=settings.n_threads,
-            n_gpu_layers=settings.n_gpu_layers,
-            n_ctx=settings.n_ctx,
-            cpu_buffers=settings.cpu_buffers,
-        )
+        reranker = Reranker.from_options(settings.model, settings.run)
     service = RerankService(reranker, settings)
 
     @asynccontextmanager

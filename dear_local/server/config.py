@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import UserInputError
 from ..reranker import MAX_DOCUMENTS
+from ..run_options import RunOptions
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -24,7 +25,7 @@ class ServerSettings:
     """Everything ``create_app`` needs.
 
     - ``model``: a ``.gguf`` path or ``NAME[:QUANT]`` from the model store.
-    - ``template``/``decoding``/``window``/``stride``: override the model's profile.
+    - ``run``: profile overrides and llama.cpp settings, as for ``Reranker``.
     - ``api_key``: when set, every rerank and models request needs ``Authorization: Bearer <key>``.
     - ``max_queue``: requests allowed to wait behind the one being ranked; more get 429.
     - ``timeout``: seconds a request may take, waiting included, before it gets 504.
@@ -40,14 +41,7 @@ class ServerSettings:
     timeout: float = DEFAULT_TIMEOUT
     max_documents: int = MAX_DOCUMENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    template: str | None = None
-    decoding: str | None = None
-    window: int | None = None
-    stride: int | None = None
-    n_threads: int | None = None
-    n_gpu_layers: int = 0
-    n_ctx: int | None = None
-    cpu_buffers: str | None = None
+    run: RunOptions = RunOptions()
 
     def __post_init__(self) -> None:
         if self.max_queue < 0:

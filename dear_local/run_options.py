@@ -1,0 +1,35 @@
+"""How a model is loaded and run: profile overrides plus llama.cpp settings, declared once.
+
+``Reranker``, ``dear-local rerank`` and ``dear-local serve`` (``ServerSettings.run``)
+all take one :class:`RunOptions`, so a new knob is added in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Overrides of the model's profile and llama.cpp load settings; None means "the default".
+
+    - ``template``, ``decoding``, ``window``, ``stride``: single fields of the profile
+      (see :class:`dear_local.contract.Profile`).
+    - ``n_threads``: CPU threads (llama.cpp's choice when None); ``n_gpu_layers``: layers
+      to offload, if llama.cpp was built with a GPU; ``n_ctx``: context size in tokens
+      (sized from the profile when None).
+    - ``cpu_buffers``: ``auto``, ``extra`` or ``plain`` (see :mod:`dear_local.backends.loader`).
+    """
+
+    template: str | None = None
+    decoding: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    n_ctx: int | None = None
+    cpu_buffers: str | None = None
+
+    def as_kwargs(self) -> dict:
+        """The options as keyword arguments of ``Reranker``."""
+        return asdict(self)
