@@ -2,7 +2,8 @@
 
 The same DL19 queries go in as RankGPT JSONL, as rank_llm requests, and as a TREC run with
 topics and a corpus (TSV with extra documents, and BEIR-style JSONL); every route must give the
-same rankings. Kept small (2 queries x 6 passages, windows of 4) so the model runs stay short.
+same rankings. Kept small (2 queries x 4 passages, one first-token window each) so the model
+runs stay short; the tests that run the model are marked slow.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import pytest
 
 from dear_local.inputs import jsonl_requests
 
-N_QUERIES, N_PASSAGES = 2, 6
-PROFILE = ["--window", "4", "--stride", "2"]
+N_QUERIES, N_PASSAGES = 2, 4
+PROFILE = ["--window", "4", "--stride", "2", "--decoding", "first-token"]
 
 
 def dear_local(*args: str, home=None) -> subprocess.CompletedProcess:
@@ -78,6 +79,7 @@ def via_jsonl(home, dl19_slice):
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_the_rankgpt_jsonl_route_ranks_every_candidate(via_jsonl, dl19_slice):
     lines = [line.split() for line in via_jsonl.splitlines()]
     assert len(lines) == N_QUERIES * N_PASSAGES
@@ -128,6 +130,38 @@ def test_rank_llm_requests_give_rank_llm_results_that_read_back(home, dl19_slice
     # read back by the same reader, as a request in the new order
     back = jsonl_requests(out.read_text(), str(out))
     assert [r.docids for r in back] == [[c["docid"] for c in res["candidates"]] for res in results]
+
+
+def test_depth_one_needs_no_model_call_and_every_route_agrees(home, dl19_slice, tmp_path):
+    """With one candidate per query nothing is ranked, so the routes can be compared quickly."""
+    run_args = ["--run", str(dl19_slice["run.trec"]), "--topics", str(dl19_slice["topics"]),
+                "--corpus", str(dl19_slice["corpus.jsonl"])]
+    outputs = {}
+    for name, args in {"jsonl": ["--jsonl", str(dl19_slice["rankgpt.jsonl"])],
+                       "rank_llm": ["--jsonl", str(dl19_slice["rank_llm.jsonl"])], "run": run_args}.items():
+        proc = rerank(home, *args, "--depth", "1", "--format", "trec")
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = proc.stdout
+    assert outputs["jsonl"] == outputs["rank_llm"] == outputs["run"]
+    firsts = [json.loads(line)["hits"][0] for line in dl19_slice["rankgpt.jsonl"].read_text().splitlines()]
+    assert [line.split()[:4] for line in outputs["run"].splitlines()] == [
+        [str(h["qid"]), "Q0", h["docid"], "1"] for h in firsts
+    ]
+
+
+def test_out_is_refused_when_it_exists_unless_forced(home, dl19_slice, tmp_path):
+    out = tmp_path / "result.jsonl"
+    out.write_text("earlier results\n")
+    args = ["--jsonl", str(dl19_slice["rank_llm.jsonl"]), "--depth", "1", "--format", "rank_llm", "--out", str(out)]
+    proc = rerank(home, *args)
+    assert proc.returncode == 2 and "already exists; pass --force" in proc.stderr
+    assert out.read_text() == "earlier results\n"
+    proc = rerank(home, *args, "--force")
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    requests = [json.loads(line) for line in dl19_slice["rank_llm.jsonl"].read_text().splitlines()]
+    assert [r["candidates"] for r in results] == [[{**q["candidates"][0], "score": 1.0}] for q in requests]
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_a_run_naming_a_document_the_corpus_lacks_gets_a_clear_message(dl19_slice, tmp_path):
