@@ -44,6 +44,9 @@ def requests_from_run(
     """
     if depth < 1:
         raise UserInputError(f"--depth must be at least 1, got {depth}")
+    for path in (run_path, topics_path, corpus_path):
+        if not Path(path).is_file():
+            raise UserInputError(f"{path} does not exist; check the path")
     run = {qid: entries[:depth] for qid, entries in read_run(run_path).items()}
     topics = read_topics(topics_path)
 

@@ -39,7 +39,7 @@ def shape_of(record) -> str | None:
 
 def accepted() -> str:
     """The accepted shapes, for error messages."""
-    return "; ".join(SHAPES.values()) + " (one JSON object per line, or one JSON array of them)"
+    return "one JSON object per line (or one JSON array of them) shaped as " + "; or ".join(SHAPES.values())
 
 
 def file_shape(records: list, source: str) -> str | None:
@@ -53,7 +53,7 @@ def file_shape(records: list, source: str) -> str | None:
         this = shape_of(record)
         if this is None:
             raise UserInputError(
-                f"{source} record {i + 1} is not a request dear-local reads; accepted: {accepted()}. "
+                f"{source} record {i + 1} is not a request dear-local reads; --jsonl takes {accepted()}. "
                 "For a TREC run pass --run with --topics and --corpus"
             )
         if shape is None:
