@@ -69,7 +69,9 @@ def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Req
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise UserInputError(f"{source} line {n} is not valid JSON: {exc.msg}") from None
-    return [_record(r, i, source, query) for i, r in enumerate(records)]
+    from .formats.shapes import requests_from_records  # one shape per file, rank_llm's included
+
+    return requests_from_records(records, source, query, _record)
 
 
 def _record(r, i: int, source: str, query: str | None) -> Request:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -31,6 +30,7 @@ class OutputFormat(str, Enum):
     table = "table"
     json = "json"
     trec = "trec"
+    rank_llm = "rank_llm"
 
 
 def rerank(
@@ -38,8 +38,22 @@ def rerank(
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
     docs: Optional[Path] = typer.Option(None, "--docs", help="Text file with one document per line."),
     jsonl: Optional[Path] = typer.Option(
-        None, "--jsonl", help='JSONL of {"query", "hits": [{"content", "docid"}]} or {"query", "documents"} records.'
+        None, "--jsonl", help='JSONL (or a JSON array) of rank_llm requests {"query": {"text", "qid"}, "candidates"}, '
+        'RankGPT {"query", "hits"} or {"query", "documents"} records.'
     ),
+    run: Optional[Path] = typer.Option(None, "--run", help="A first-stage TREC run to rerank (with --topics and --corpus)."),
+    topics: Optional[Path] = typer.Option(None, "--topics", help="Topics of the --run: qid<TAB>text lines."),
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="Corpus of the --run: docid<TAB>text (.tsv) or Pyserini/BEIR JSONL (.jsonl), optionally .gz."
+    ),
+    depth: Optional[int] = typer.Option(
+        None, "--depth", help="Rerank each query's first N candidates (default: 100 for --run, all otherwise)."
+    ),
+    skip_missing: bool = typer.Option(
+        False, "--skip-missing", help="Leave out --run queries the topics lack and documents the corpus lacks, with a warning."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output to this file (atomically) instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the --out file if it exists."),
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
@@ -53,21 +67,45 @@ def rerank(
 ) -> None:
     """Rerank documents for a query with a local GGUF model.
 
-    Documents come from --docs (one per line), --jsonl (one query per record) or stdin.
+    Documents come from --docs (one per line), --jsonl (one query per record; the file's shape is
+    detected), a first-stage --run with --topics and --corpus, or stdin.
     """
     from .. import inputs
+    from ..fileio import refuse_overwrite
+    from ..formats.results import render
     from ..progress import bar
     from ..reranker import Reranker
 
-    if docs is not None and jsonl is not None:
-        raise UserInputError("pass either --docs or --jsonl, not both")
-    if jsonl is not None:
+    if out is not None:
+        refuse_overwrite(out, force)
+    sources = [name for name, given in (("--docs", docs), ("--jsonl", jsonl), ("--run", run)) if given is not None]
+    if len(sources) > 1:
+        raise UserInputError(f"pass one of --docs, --jsonl or --run, not {' and '.join(sources)}")
+    if run is not None:
+        from ..formats.first_stage import DEFAULT_DEPTH, requests_from_run
+
+        if topics is None or corpus is None:
+            raise UserInputError("--run needs --topics (qid<TAB>text) and --corpus (docid<TAB>text or JSONL)")
+        if query is not None:
+            raise UserInputError("--query does not go with --run; the queries come from --topics")
+        requests = requests_from_run(
+            run, topics, corpus, DEFAULT_DEPTH if depth is None else depth,
+            skip_missing=skip_missing, warn=lambda msg: typer.echo(f"warning: {msg}", err=True),
+        )
+    elif topics is not None or corpus is not None or skip_missing:
+        raise UserInputError("--topics, --corpus and --skip-missing go with --run; pass the first-stage run too")
+    elif jsonl is not None:
         requests = inputs.jsonl_requests(inputs.read_text(jsonl), str(jsonl), query)
     else:
         stdin = sys.stdin.buffer if docs is None and not sys.stdin.isatty() else None
         requests = [inputs.lines_request(inputs.read_text(docs, stdin), query)]
     if not requests:
         raise UserInputError(f"{jsonl} holds no records")
+    if depth is not None and run is None:
+        if depth < 1:
+            raise UserInputError(f"--depth must be at least 1, got {depth}")
+        for req in requests:
+            req.documents, req.docids = req.documents[:depth], req.docids[:depth]
     for req in requests:
         if not req.query.strip():
             raise UserInputError(f"query {req.qid} is empty; pass a non-empty --query")
@@ -85,41 +123,20 @@ def rerank(
         for req in requests:
             resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
             outputs.append((req, resp))
-    _print(outputs, fmt, p, model)
+    _write(render(outputs, fmt.value, p), out)
 
 
-def _print(outputs, fmt: OutputFormat, profile, model: str) -> None:
-    if fmt is OutputFormat.json:
-        for req, resp in outputs:
-            typer.echo(json.dumps({
-                "qid": req.qid,
-                "query": req.query,
-                "profile": profile.to_dict(),
-                "results": [
-                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score, "text": r.text}
-                    for r in resp.results
-                ],
-                "windows": [
-                    {"start": w.start, "end": w.end, "status": w.status, "raw_output": w.raw_text,
-                     "stop_reason": w.stop_reason, "model_calls": w.model_calls}
-                    for w in resp.windows
-                ],
-            }, ensure_ascii=False))
-    elif fmt is OutputFormat.trec:
-        tag = "dear-local"
-        for req, resp in outputs:
-            n = len(req.documents)
-            for r in resp.results:
-                typer.echo(f"{req.qid} Q0 {req.docids[r.index]} {r.rank + 1} {n - r.rank} {tag}")
-    else:
-        for req, resp in outputs:
-            statuses = ", ".join(sorted(set(resp.statuses))) or "ok"
-            typer.echo(f"query {req.qid}: {req.query}  [{profile.template}/{profile.decoding}; parse: {statuses}]")
-            typer.echo(f"{'rank':>4}  {'doc':>5}  {'score':>5}  text")
-            for r in resp.results:
-                text = " ".join(r.text.split())
-                typer.echo(f"{r.rank + 1:>4}  {req.docids[r.index]:>5}  {r.score:5.3f}  {text[:70]}")
-            typer.echo("")
+def _write(lines, out: Optional[Path]) -> None:
+    """Print ``lines`` to stdout, or write them to ``out`` through a ``.partial`` file."""
+    if out is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    from ..fileio import atomic_path
+
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for line in lines:
+            f.write(line + "\n")
 
 
 def templates() -> None:
@@ -161,3 +178,7 @@ def register(app: typer.Typer) -> None:
     app.command()(templates)
     app.command()(models)
     app.command()(pull)
+
+    from .evaluate import register as register_evaluate  # a module of its own, registered here
+
+    register_evaluate(app)

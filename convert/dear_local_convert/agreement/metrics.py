@@ -20,6 +20,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 
 from dear_local.errors import UserInputError, missing_extra
+from dear_local.evaluation import trec_eval
 
 __all__ = [
     "NDCG_CUTOFFS",
@@ -78,10 +79,6 @@ def ndcg(
     ideal ranking is built from every judgment of the query, retrieved or not. The mean is over
     the run's queries; every one of them must have judgments.
     """
-    try:
-        import pytrec_eval
-    except ImportError:
-        raise missing_extra("pytrec-eval-terrier", "convert") from None
     if not run:
         raise UserInputError("cannot compute nDCG of an empty run")
     cutoffs = sorted({int(k) for k in cutoffs})
@@ -95,10 +92,7 @@ def ndcg(
             f"queries {unjudged} have no judgments in the qrels; evaluate a run only on the "
             "slice its qrels come from"
         )
-    evaluator = pytrec_eval.RelevanceEvaluator(
-        {q: judged[q] for q in scores}, {"ndcg_cut." + ",".join(map(str, cutoffs))}
-    )
-    raw = evaluator.evaluate(scores)
+    raw = trec_eval({q: judged[q] for q in scores}, scores, {"ndcg_cut." + ",".join(map(str, cutoffs))})
     per_query = {
         q: {f"ndcg@{k}": float(raw[q][f"ndcg_cut_{k}"]) for k in cutoffs} for q in scores
     }

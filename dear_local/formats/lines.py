@@ -1,0 +1,47 @@
+"""Reading text files line by line, streamed, with clear errors.
+
+Files may be gzip-compressed (a ``.gz`` suffix). Lines are decoded as UTF-8 one at a time, so a
+multi-GB file is never held in memory and a bad byte is reported with its line number.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..errors import UserInputError
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open ``path`` for reading bytes, through gzip when it ends in ``.gz``.
+
+    Raises ``UserInputError`` when the file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"{p} does not exist; check the path")
+    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield ``(line number from 1, line without its line ending)`` for every line of ``path``.
+
+    Raises ``UserInputError`` for a missing file, a line that is not UTF-8, or a corrupt gzip file.
+    """
+    with open_binary(path) as f:
+        n = 0
+        try:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise UserInputError(
+                        f"{path} line {n} is not valid UTF-8 (byte {exc.start}); convert the file first, "
+                        "e.g. `iconv -f latin1 -t utf-8`"
+                    ) from None
+                if n == 1:
+                    line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+                yield n, line.rstrip("\r\n")
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            raise UserInputError(f"{path} could not be read after line {n}: {exc}; check the file") from None

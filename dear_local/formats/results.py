@@ -1,0 +1,68 @@
+"""The output formats of ``dear-local rerank``, as lines of text.
+
+- ``table``: a readable table per query.
+- ``json``: one JSON object per query with the profile, every result and every window's raw
+  model output and parse status.
+- ``trec``: a TREC run, ``qid Q0 docid rank score dear-local``, the score ``n - rank`` for n
+  candidates so that trec_eval's sort by score keeps the order.
+- ``rank_llm``: rank_llm's result records (see ``formats.rank_llm``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Iterator
+
+from .rank_llm import result_record
+from .trec import run_line
+
+FORMATS = ("table", "json", "trec", "rank_llm")
+
+# Characters JSON may carry raw that Python's str.splitlines() treats as line breaks; escaped,
+# every JSON record stays on one line for any JSONL reader.
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def json_line(obj) -> str:
+    """``obj`` as one line of JSON: UTF-8 text kept as is, line-break characters escaped."""
+    text = json.dumps(obj, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
+def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
+    """Lines (without line endings) for ``outputs``, pairs of ``(Request, RerankResponse)``.
+
+    ``fmt`` is one of ``FORMATS``; ``profile`` is the ``Profile`` the responses were made with.
+    """
+    for req, resp in outputs:
+        if fmt == "json":
+            yield json_line({
+                "qid": req.qid,
+                "query": req.query,
+                "profile": profile.to_dict(),
+                "results": [
+                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score, "text": r.text}
+                    for r in resp.results
+                ],
+                "windows": [
+                    {"start": w.start, "end": w.end, "status": w.status, "raw_output": w.raw_text,
+                     "stop_reason": w.stop_reason, "model_calls": w.model_calls}
+                    for w in resp.windows
+                ],
+            })
+        elif fmt == "trec":
+            n = len(req.documents)
+            for r in resp.results:
+                yield run_line(req.qid, req.docids[r.index], r.rank + 1, n - r.rank)
+        elif fmt == "rank_llm":
+            yield json_line(result_record(req, [r.index for r in resp.results], [r.score for r in resp.results]))
+        else:
+            statuses = ", ".join(sorted(set(resp.statuses))) or "ok"
+            yield f"query {req.qid}: {req.query}  [{profile.template}/{profile.decoding}; parse: {statuses}]"
+            yield f"{'rank':>4}  {'doc':>5}  {'score':>5}  text"
+            for r in resp.results:
+                text = " ".join(r.text.split())
+                yield f"{r.rank + 1:>4}  {req.docids[r.index]:>5}  {r.score:5.3f}  {text[:70]}"
+            yield ""
