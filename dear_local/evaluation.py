@@ -13,7 +13,7 @@ As in trec_eval, a document is relevant when its grade is at least 1 (trec_eval'
 and only queries that are both in the run and judged in the qrels are evaluated; the mean is
 over those. The queries left out either way are reported.
 
-pytrec_eval comes from the PyPI package ``pytrec-eval-terrier``, with the ``convert`` extra; it
+pytrec_eval comes from the PyPI package ``pytrec-eval-terrier``, with the ``check`` extra; it
 is imported only when metrics are computed, so the rest of dear-local works without it.
 """
 
@@ -46,12 +46,12 @@ def trec_eval(
     ``qrels`` is ``{qid: {docid: grade}}``, ``run`` is ``{qid: {docid: score}}`` and ``measures``
     are trec_eval measure names such as ``"ndcg_cut.10"``; ``relevance_level`` is the lowest grade
     that counts as relevant (trec_eval's ``-l``; nDCG uses the grades themselves). Raises ``MissingExtraError`` naming
-    the ``convert`` extra when pytrec-eval-terrier is not installed.
+    the ``check`` extra when pytrec-eval-terrier is not installed.
     """
     try:
         import pytrec_eval
     except ImportError:
-        raise missing_extra("pytrec-eval-terrier", "convert") from None
+        raise missing_extra("pytrec-eval-terrier", "check") from None
     qrels = {str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}
     run = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in run.items()}
     return pytrec_eval.RelevanceEvaluator(qrels, set(measures), relevance_level=relevance_level).evaluate(run)

@@ -113,7 +113,7 @@ def test_evaluate_without_pytrec_eval_names_the_extra(dl19):
     bm25, _, qrels = dl19
     proc = run("evaluate", str(bm25), "--qrels", str(qrels), code="import sys\nsys.modules['pytrec_eval'] = None\n")
     assert proc.returncode == 2
-    assert 'pip install "dear-local[convert]"' in proc.stderr and "pytrec-eval-terrier" in proc.stderr
+    assert 'pip install "dear-local[check]"' in proc.stderr and "pytrec-eval-terrier" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

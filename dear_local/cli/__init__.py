@@ -29,7 +29,7 @@ def _register() -> None:
 
     runtime.register(app)
     env.register(app)
-    for name in ("convert", "check", "serve", "imatrix"):
+    for name in ("evaluate", "convert", "check", "serve", "imatrix"):
         try:
             module = __import__(f"{__name__}.{name}", fromlist=["register"])
         except ModuleNotFoundError as exc:

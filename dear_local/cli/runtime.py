@@ -53,7 +53,7 @@ def rerank(
         False, "--skip-missing", help="Leave out --run queries the topics lack and documents the corpus lacks, with a warning."
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output to this file (atomically) instead of stdout."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the --out file if it exists."),
+    force: ForceOption = False,
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
@@ -70,7 +70,6 @@ def rerank(
     Documents come from --docs (one per line), --jsonl (one query per record; the file's shape is
     detected), a first-stage --run with --topics and --corpus, or stdin.
     """
-    from .. import inputs
     from ..fileio import refuse_overwrite
     from ..formats.results import render
     from ..progress import bar
@@ -78,6 +77,25 @@ def rerank(
 
     if out is not None:
         refuse_overwrite(out, force)
+    requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
+    reranker = Reranker.from_options(model, run_options(
+        template=template, decoding=decoding, window=window, stride=stride,
+        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+    ))
+    p = reranker.profile
+    total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)
+    outputs = []
+    with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
+        for req in requests:
+            resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
+            outputs.append((req, resp))
+    _write(render(outputs, fmt.value, p), out)
+
+
+def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> list:
+    """The queries and documents to rerank, from whichever input the options name; checked before loading."""
+    from .. import inputs
+
     sources = [name for name, given in (("--docs", docs), ("--jsonl", jsonl), ("--run", run)) if given is not None]
     if len(sources) > 1:
         raise UserInputError(f"pass one of --docs, --jsonl or --run, not {' and '.join(sources)}")
@@ -111,19 +129,7 @@ def rerank(
             raise UserInputError(f"query {req.qid} is empty; pass a non-empty --query")
         if not req.documents:
             raise UserInputError(f"query {req.qid} has no documents to rerank")
-
-    reranker = Reranker.from_options(model, run_options(
-        template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-    ))
-    p = reranker.profile
-    total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)
-    outputs = []
-    with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
-        for req in requests:
-            resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
-            outputs.append((req, resp))
-    _write(render(outputs, fmt.value, p), out)
+    return requests
 
 
 def _write(lines, out: Optional[Path]) -> None:
@@ -179,6 +185,3 @@ def register(app: typer.Typer) -> None:
     app.command()(models)
     app.command()(pull)
 
-    from .evaluate import register as register_evaluate  # a module of its own, registered here
-
-    register_evaluate(app)
