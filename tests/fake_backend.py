@@ -1,0 +1,117 @@
+"""A deterministic fake backend for the fast test tier.
+
+It implements the :class:`~dear_local.backends.base.Backend` protocol over a
+tiny scripted vocabulary, so the layers above the backend (CLI, HTTP server,
+the check's bookkeeping) can be tested in milliseconds. Every behaviour that
+depends on a real model stays covered by the slow tier on the real stand-ins.
+
+Vocabulary: one token per byte (ids 0-255) plus four special tokens. The
+"model" reads the window size and id base off the prompt of either template
+and answers with a scripted permutation (by default the ids in reverse order,
+so every answer reorders its input), one byte token per step, then ends the
+turn. Any prefix of that answer is continued; anything else gets an end of turn.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dear_local.backends.base import Backend
+
+SPECIALS = ["<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+BOS, EOS, IM_START, IM_END = range(256, 256 + len(SPECIALS))
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Where each template's prompt ends and the answer begins.
+PROMPT_ENDS = ("<|im_start|>assistant\n", "Output the ranking as a list of numbers.")
+_SPECIAL_RE = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
+
+
+def reverse_order(n: int) -> list[int]:
+    """The default script: the last window position first."""
+    return list(range(n))[::-1]
+
+
+class FakeBackend(Backend):
+    """A scripted stand-in for a model; ``script(n)`` gives the window positions in answer order."""
+
+    name = "fake"
+
+    def __init__(self, path: str | Path | None = None, *, script: Callable[[int], list[int]] = reverse_order,
+                 n_ctx: int | None = 32768, **_load_options) -> None:
+        self.model_label = Path(path).name if path else "fake"
+        self.script = script
+        self.n_ctx = n_ctx or 32768
+        self.n_vocab = 256 + len(SPECIALS)
+        self.add_bos = True
+        self.bos_token, self.eos_token = "<s>", "</s>"
+        self.eog_ids = frozenset({EOS, IM_END})
+        self.chat_template = CHATML
+        self._seq: list[int] = []
+        self.calls = 0
+
+    # -- tokens ---------------------------------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        ids = [BOS] if add_bos else []
+        for part in _SPECIAL_RE.split(text):
+            if part in SPECIALS:
+                ids.append(256 + SPECIALS.index(part))
+            else:
+                ids.extend(part.encode("utf-8"))
+        return ids
+
+    def detokenize(self, ids: list[int]) -> str:
+        return b"".join(map(self.token_bytes, ids)).decode("utf-8", "replace")
+
+    def token_bytes(self, tok: int) -> bytes:
+        return bytes([tok]) if tok < 256 else SPECIALS[tok - 256].encode()
+
+    def token_text(self, tok: int) -> str:
+        return self.token_bytes(tok).decode("latin-1")
+
+    # -- the scripted model ---------------------------------------------------------------
+    def _answer(self, prompt: str) -> str:
+        n = int(re.search(r"provide you with (\d+) passages", prompt).group(1))
+        base = 0 if "[0]" in prompt else 1
+        return " > ".join(f"[{base + k}]" for k in self.script(n))
+
+    def _logits_after(self, seq: list[int]) -> np.ndarray:
+        text = self.detokenize(seq)
+        end = max((text.rfind(m) + len(m) for m in PROMPT_ENDS if m in text), default=len(text))
+        answer, written = self._answer(text[:end]).encode(), text[end:].encode()
+        if answer.startswith(written) and len(written) < len(answer):
+            nxt = answer[len(written)]
+        else:
+            nxt = EOS
+        logits = np.zeros(self.n_vocab, dtype=np.float32)
+        logits[nxt] = 10.0
+        return logits
+
+    # -- evaluation state -----------------------------------------------------------------
+    def prefill(self, ids: list[int]) -> np.ndarray:
+        self._seq = []
+        return self.extend(ids)
+
+    def extend(self, ids: list[int]) -> np.ndarray:
+        self._seq.extend(ids)
+        self.calls += 1
+        if len(self._seq) > self.n_ctx:
+            raise RuntimeError(f"fake backend: {len(self._seq)} tokens overflow the context of {self.n_ctx}")
+        return self._logits_after(self._seq)
+
+    def rewind(self, n_tokens: int) -> None:
+        del self._seq[n_tokens:]
+
+    @property
+    def n_past(self) -> int:
+        return len(self._seq)
+
+    @property
+    def n_params(self) -> int:
+        return 1_000_000
