@@ -18,7 +18,8 @@ a list marker (``2.``, ``2)``, ``(2)``, ``#2``, ``Rank 2:``). So
 ``1. [3]\\n2. [1]\\n3. [2]`` are all the run 3, 1, 2. A list whose items go on
 after their id (``1. [3] Paris is ...\\n2. [1] ...``) is a run too: a line
 that starts with a list marker and an id continues the run of the line just
-before it when that line also started with one.
+before it when that line also started with one (after a label such as
+``Ranking:``, for the first line).
 
 Chain-of-thought is skipped: text up to the last ``</think>`` is dropped, and
 of several runs the last one naming two or more ids is the answer (a lone
@@ -57,6 +58,10 @@ _SEPARATOR_PIECE = re.compile(
 )
 
 
+# A short label before the first item of a list, on its line: "Ranking: 1. [3] ...".
+_LABEL = re.compile(r"[^\[\]\n:]{0,60}:")
+
+
 @dataclass(frozen=True)
 class Parsed:
     order: list[int]  # 0-based window positions, best first; always a permutation
@@ -74,6 +79,14 @@ def _joins(gap: str) -> bool:
     return True
 
 
+def _starts_line(prefix: str) -> bool:
+    """True when the text before an id on its line is only a list marker, maybe after a label."""
+    if _joins(prefix):
+        return True
+    label = _LABEL.match(prefix)
+    return label is not None and _joins(prefix[label.end() :])
+
+
 def _runs(text: str) -> list[list[int]]:
     """Every run of bracketed ids in ``text``, in order; each run is its ids as written."""
     runs: list[list[int]] = []
@@ -86,7 +99,7 @@ def _runs(text: str) -> list[list[int]]:
         if newline >= 0 or line_start < 0:
             line_start = newline + 1
             # Only the first id of a line can start it (the prefix of a later one holds an id).
-            starts_line = _joins(text[line_start : m.start()])
+            starts_line = _starts_line(text[line_start : m.start()])
         else:
             starts_line = False
         if runs and (
