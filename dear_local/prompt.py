@@ -167,10 +167,10 @@ def prompt_for(backend: Backend, tmpl: Template, query: str, passages: Sequence[
     return encode(backend, render(backend, tmpl, query, [p.text for p in passages]))
 
 
-def truncation_warning(tmpl: Template, indices: Sequence[int]) -> str:
-    """The one-line warning naming the documents (input indices) that were cut."""
+def truncation_warning(tmpl: Template, indices: Sequence, label: str = "index") -> str:
+    """The one-line warning naming the documents that were cut (by input index, or docid with ``label``)."""
     shown = ", ".join(str(i) for i in indices[:20]) + (", ..." if len(indices) > 20 else "")
     return (
-        f"{len(indices)} document(s) (index {shown}) are longer than the {tmpl.name} template's passage "
+        f"{len(indices)} document(s) ({label} {shown}) are longer than the {tmpl.name} template's passage "
         f"limit of {tmpl.limit_text()}; only their first {tmpl.limit_text()} were ranked"
     )

@@ -23,7 +23,9 @@ class OutputFormat(str, Enum):
 def rerank(
     model: str = typer.Option(..., "--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`."),
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Text file with one document per line."),
+    docs: Optional[Path] = typer.Option(
+        None, "--docs", help="Text file with one document per line; a document's docid is its 0-based line number."
+    ),
     jsonl: Optional[Path] = typer.Option(
         None, "--jsonl", help='JSONL of {"query", "hits": [{"content", "docid"}]} or {"query", "documents"} records.'
     ),
@@ -74,6 +76,13 @@ def rerank(
             resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
             outputs.append((req, resp))
     _print(outputs, fmt, p, model)
+    from ..prompt import truncation_warning
+
+    for req, resp in outputs:
+        cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
+        if cut:
+            docids = [req.docids[i] for i in cut]
+            typer.echo(f"warning: query {req.qid}: {truncation_warning(p.tmpl, docids, 'docid')}", err=True)
 
 
 def _print(outputs, fmt: OutputFormat, profile, model: str) -> None:
@@ -84,7 +93,8 @@ def _print(outputs, fmt: OutputFormat, profile, model: str) -> None:
                 "query": req.query,
                 "profile": profile.to_dict(),
                 "results": [
-                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score, "text": r.text}
+                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score,
+                     "truncated": r.truncated, "text": r.text}
                     for r in resp.results
                 ],
                 "windows": [
