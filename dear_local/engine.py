@@ -14,6 +14,8 @@ from .backends.base import Backend
 from .contract import Profile, parse_ranking, window_spans
 from .decoding import decode
 from .errors import ContextOverflowError, UserInputError
+from .prompt import Passage, cut_passage, prompt_for
+from .textcheck import check_text
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Ranking:
     order: list[int]  # indices into the input documents, best first
     windows: list[WindowResult]
     scores: list[float] | None = None  # per input index, when available from a single window
+    truncated: list[bool] = field(default_factory=list)  # per input index: was the document cut?
 
     @property
     def statuses(self) -> list[str]:
@@ -48,12 +51,13 @@ class Ranking:
 
 
 def prompt_ids(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[int]:
-    """Token ids of the prompt for one window, exactly as every backend feeds them."""
+    """Token ids of the prompt for one window, exactly as every backend feeds them.
+
+    Passages are cut to the template's limits; only the template's own markers
+    become special tokens (see ``dear_local.prompt``).
+    """
     tmpl = profile.tmpl
-    if tmpl.kind == "raw":
-        return backend.tokenize(tmpl.render_raw(query, passages), add_bos=backend.add_bos)
-    text = backend.render_chat(tmpl.render_messages(query, passages))
-    return backend.tokenize(text, add_bos=False)
+    return prompt_for(backend, tmpl, query, [cut_passage(backend, tmpl, p) for p in passages])
 
 
 def _check_fits(backend: Backend, n_prompt: int, budget: int, n_passages: int) -> None:
@@ -67,9 +71,14 @@ def _check_fits(backend: Backend, n_prompt: int, budget: int, n_passages: int) -
 
 def rank_window(backend: Backend, profile: Profile, query: str, passages: list[str]) -> WindowResult:
     """Rank one window of passages (at most ``profile.window`` of them)."""
+    tmpl = profile.tmpl
+    return _rank_cut(backend, profile, query, [cut_passage(backend, tmpl, p) for p in passages])
+
+
+def _rank_cut(backend: Backend, profile: Profile, query: str, passages: list[Passage]) -> WindowResult:
     n = len(passages)
     tmpl = profile.tmpl
-    ids = prompt_ids(backend, profile, query, passages)
+    ids = prompt_for(backend, tmpl, query, passages)
     budget = profile.max_new_tokens(n)
     _check_fits(backend, len(ids), budget, n)
     if n == 1:
@@ -94,13 +103,16 @@ def rank_window(backend: Backend, profile: Profile, query: str, passages: list[s
 
 
 def validate_request(query: str, documents: list[str]) -> None:
+    """Raise :class:`UserInputError` for an empty query, no documents, or anything that is not valid text."""
     if not isinstance(query, str) or not query.strip():
         raise UserInputError("the query is empty; pass a non-empty --query")
+    check_text(query, "the query")
     if not documents:
         raise UserInputError("there are no documents to rerank; pass --docs FILE, --jsonl FILE or pipe text on stdin")
     for i, d in enumerate(documents):
         if not isinstance(d, str):
             raise UserInputError(f"document {i} is a {type(d).__name__}, not text")
+        check_text(d, f"document {i}")
 
 
 def rank_documents(
@@ -112,12 +124,14 @@ def rank_documents(
 ) -> Ranking:
     """Rerank a whole list through sliding windows, back to front."""
     validate_request(query, documents)
+    tmpl = profile.tmpl
+    passages = [cut_passage(backend, tmpl, d) for d in documents]
     order = list(range(len(documents)))
     spans = window_spans(len(documents), profile.window, profile.stride)
     results: list[WindowResult] = []
     for start, end in spans:
         current = order[start:end]
-        res = rank_window(backend, profile, query, [documents[i] for i in current])
+        res = _rank_cut(backend, profile, query, [passages[i] for i in current])
         res.start, res.end = start, end
         order[start:end] = [current[j] for j in res.order]
         results.append(res)
@@ -129,7 +143,7 @@ def rank_documents(
         scores = [0.0] * len(documents)
         for pos, idx in enumerate(order):
             scores[idx] = window_scores[results[0].order[pos]] if len(documents) > 1 else 1.0
-    return Ranking(order=order, windows=results, scores=scores)
+    return Ranking(order=order, windows=results, scores=scores, truncated=[p.truncated for p in passages])
 
 
 def timed(fn, *args, **kw):

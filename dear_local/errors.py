@@ -38,6 +38,10 @@ class InvalidModelFileError(DearLocalError):
     """The file exists but is not a usable GGUF (wrong magic, truncated, corrupt)."""
 
 
+class ChatTemplateError(DearLocalError):
+    """A model's chat template cannot be used safely (it rewrites the messages' text)."""
+
+
 class ContextOverflowError(UserInputError):
     """A prompt does not fit in the model's context window."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
+from .textcheck import check_text
 
 
 @dataclass
@@ -40,13 +41,28 @@ def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:
 
 
 def lines_request(text: str, query: str | None) -> Request:
-    """One document per non-empty line."""
+    """One document per non-blank line; a document's docid is its 0-based line number.
+
+    Lines end at ``\n`` (an ``\r`` before it is dropped) and nowhere else, so
+    the numbering is the one ``sed -n`` and editors show, minus one. Blank
+    lines (empty or only whitespace) are skipped but keep their number, so a
+    docid names the same line whatever surrounds it.
+    """
     if query is None:
         raise UserInputError("--query is required with --docs or stdin input")
     if not query.strip():
         raise UserInputError("the query is empty; pass a non-empty --query")
-    docs = [line for line in text.splitlines() if line.strip()]
-    return Request(qid="q0", query=query, documents=docs, docids=[str(i) for i in range(len(docs))])
+    check_text(query, "--query")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the file's final newline ends the last line; it starts none
+    docs, docids = [], []
+    for number, line in enumerate(lines):
+        line = line[:-1] if line.endswith("\r") else line
+        if line.strip():
+            docs.append(line)
+            docids.append(str(number))
+    return Request(qid="q0", query=query, documents=docs, docids=docids)
 
 
 def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Request]:
@@ -81,6 +97,7 @@ def _record(r, i: int, source: str, query: str | None) -> Request:
     q = query or r.get("query")
     if not isinstance(q, str):
         raise UserInputError(f'{where} has no "query" string; add one or pass --query')
+    check_text(q, "--query" if query else f"{where}: the query")
     if "hits" in r:
         hits = r["hits"]
         if not isinstance(hits, list) or not all(isinstance(h, dict) and "content" in h for h in hits):
@@ -99,4 +116,8 @@ def _record(r, i: int, source: str, query: str | None) -> Request:
         qid = str(r.get("qid", i))
     else:
         raise UserInputError(f'{where} has neither "hits" nor "documents"')
+    check_text(qid, f"{where}: the qid")
+    for j, d in enumerate(docs):
+        check_text(d, f"{where}: document {j}")
+        check_text(docids[j], f"{where}: the docid of document {j}")
     return Request(qid=qid, query=q, documents=docs, docids=docids)

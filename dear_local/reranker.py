@@ -21,6 +21,7 @@ class RerankResult:
     text: str
     rank: int  # 0 = most relevant
     score: float  # in [0, 1], decreasing with rank
+    truncated: bool = False  # True when only the first part of the text was ranked
 
 
 @dataclass
@@ -106,7 +107,12 @@ class Reranker:
         top_n: int | None = None,
         on_window: Callable[[WindowResult], None] | None = None,
     ) -> RerankResponse:
-        """Rerank ``documents`` for ``query``; return the best ``top_n`` (all by default)."""
+        """Rerank ``documents`` for ``query``; return the best ``top_n`` (all by default).
+
+        Raises :class:`UserInputError` for an empty query, no documents, more
+        than 1,000 documents, or text that is not valid Unicode (a lone
+        surrogate), naming the query or the document's index.
+        """
         if len(documents) > MAX_DOCUMENTS:
             raise UserInputError(
                 f"{len(documents)} documents is more than the limit of {MAX_DOCUMENTS}; "
@@ -121,7 +127,8 @@ class Reranker:
         else:
             scores = rank_scores(n)
         results = [
-            RerankResult(index=idx, text=documents[idx], rank=r, score=float(scores[r]))
+            RerankResult(index=idx, text=documents[idx], rank=r, score=float(scores[r]),
+                         truncated=ranking.truncated[idx])
             for r, idx in enumerate(ranking.order)
         ]
         return RerankResponse(results=results[:top_n] if top_n else results, ranking=ranking)

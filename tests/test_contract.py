@@ -115,7 +115,7 @@ def test_profile_round_trips_through_a_dict():
         ("Let me think [9]</think>[1] > [0] > [2]", 3, 0, [1, 0, 2], "ok"),
         ("[1] > [1] > [0]", 3, 0, [1, 0, 2], "repetition"),
         ("[2] > [0]", 3, 0, [2, 0, 1], "missing_documents"),
-        ("[2] > [7] > [0] > [1]", 3, 0, [2, 0, 1], "missing_documents"),
+        ("[2] > [7] > [0] > [1]", 3, 0, [2, 0, 1], "repetition"),  # more ids than passages, as rank_llm counts it
         ("I think 2 then 0", 3, 0, [2, 0, 1], "wrong_format"),
         ("", 3, 0, [0, 1, 2], "wrong_format"),
         ("notes [1] > [2] ... final: [2] > [0] > [1]", 3, 0, [2, 0, 1], "ok"),

@@ -32,8 +32,23 @@ class Backend(ABC):
 
     # -- tokens -------------------------------------------------------------
     @abstractmethod
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        """Token ids for ``text``; special-token text is parsed as special tokens."""
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
+        """Token ids for ``text``, with the BOS id first when ``add_bos``.
+
+        With ``special=False`` (the default) special-token text such as
+        ``<|eot_id|>`` is tokenized as ordinary text; with ``special=True`` it
+        becomes the special token. Prompts are built by ``dear_local.prompt``,
+        which turns only the template's own markers into special tokens.
+        """
+
+    @abstractmethod
+    def special_token_ids(self) -> dict[str, int]:
+        """Text -> id of every token that ``special=True`` parsing produces from its text.
+
+        These are the control tokens (``<|eot_id|>``, ``<|im_start|>``, ...);
+        in a prompt they split the text, which is what lets the prompt builder
+        tokenize the text between them on its own.
+        """
 
     @abstractmethod
     def detokenize(self, ids: list[int]) -> str:

@@ -125,8 +125,24 @@ class LlamaCppBackend(Backend):
         return self._llama_cpp.llama_vocab_get_text(self._vocab, tok).decode("utf-8", "replace")
 
     # -- tokens -------------------------------------------------------------
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def special_token_ids(self) -> dict[str, int]:
+        found = self.__dict__.get("_special_ids")
+        if found is None:
+            lib = self._llama_cpp
+            # llama.cpp parses control tokens only when asked to; user-defined
+            # tokens are matched either way, so they are not markers.
+            control = lib.LLAMA_TOKEN_ATTR_CONTROL
+            found = {}
+            for tok in range(self.n_vocab):
+                if lib.llama_vocab_get_attr(self._vocab, tok) & control:
+                    text = self._piece(tok)
+                    if text and self.tokenize(text, add_bos=False, special=True) == [tok]:
+                        found[text] = tok
+            self._special_ids = found
+        return found
 
     def detokenize(self, ids: list[int]) -> str:
         # Joined piece by piece: llama-cpp-python's own detokenize reads each

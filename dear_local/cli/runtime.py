@@ -36,7 +36,9 @@ class OutputFormat(str, Enum):
 def rerank(
     model: ModelOption,
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Text file with one document per line."),
+    docs: Optional[Path] = typer.Option(
+        None, "--docs", help="Text file with one document per line; a document's docid is its 0-based line number."
+    ),
     jsonl: Optional[Path] = typer.Option(
         None, "--jsonl", help='JSONL (or a JSON array) of rank_llm requests {"query": {"text", "qid"}, "candidates"}, '
         'RankGPT {"query", "hits"} or {"query", "documents"} records.'
@@ -90,6 +92,17 @@ def rerank(
             resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
             outputs.append((req, resp))
     _write(render(outputs, fmt.value, p), out)
+    _warn_truncated(outputs, p)
+
+
+def _warn_truncated(outputs, profile) -> None:
+    """One stderr warning per query whose documents were cut to the template's passage cap."""
+    from ..prompt import truncation_warning
+
+    for req, resp in outputs:
+        docids = [req.docids[i] for i, cut in enumerate(resp.ranking.truncated) if cut]
+        if docids:
+            typer.echo(f"warning: query {req.qid}: {truncation_warning(profile.tmpl, docids, 'docid')}", err=True)
 
 
 def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> list:

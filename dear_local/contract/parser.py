@@ -1,8 +1,30 @@
-"""Turn a model's raw answer into a permutation, the way rank_llm does.
+"""Turn a model's raw answer into a permutation, in the model's own order.
 
 The parser never fails: it always returns a permutation of ``range(n)``, and
-reports how much repair that took as one of ``ok``, ``wrong_format``,
-``repetition`` or ``missing_documents``.
+reports how much repair that took as one of rank_llm's statuses:
+
+- ``ok``: the answer names every id exactly once;
+- ``missing_documents``: it names fewer ids than there are passages, or an
+  id is missing because an out-of-range one took its place;
+- ``repetition``: it names an id twice, or more ids than there are passages;
+- ``wrong_format``: it holds no bracketed id at all (every number in the text
+  is read instead, as rank_llm's own parser does).
+
+An answer is read as *runs*: bracketed ids such as ``[3]`` joined by nothing
+but separators. A separator is whitespace (newlines included), ``>``, a comma,
+a semicolon, ``|``, an arrow (``->``, ``→``, ``=>`` ...), a dash or bullet, or
+a list marker (``2.``, ``2)``, ``(2)``, ``#2``, ``Rank 2:``). So
+``[3] > [1] > [2]``, ``[3], [1], [2]``, ``[3] → [1] → [2]`` and
+``1. [3]\\n2. [1]\\n3. [2]`` are all the run 3, 1, 2. A list whose items go on
+after their id (``1. [3] Paris is ...\\n2. [1] ...``) is a run too: a line
+that starts with a list marker and an id continues the run of the line just
+before it when that line also started with one (after a label such as
+``Ranking:``, for the first line).
+
+Chain-of-thought is skipped: text up to the last ``</think>`` is dropped, and
+of several runs the last one naming two or more ids is the answer (a lone
+``[x]`` is used only when there is nothing else). Missing ids are appended in
+input order; repeats and out-of-range ids are dropped.
 """
 
 from __future__ import annotations
@@ -16,9 +38,28 @@ REPETITION = "repetition"
 MISSING_DOCUMENTS = "missing_documents"
 STATUSES = (OK, WRONG_FORMAT, REPETITION, MISSING_DOCUMENTS)
 
-_RUN = re.compile(r"\[\s*\d+\s*\](?:\s*>\s*\[\s*\d+\s*\])*")
+_ID = re.compile(r"\[\s*(\d+)\s*\]")
 _NUM = re.compile(r"\d+")
 _THINK_END = "</think>"
+# What may stand between two ids of one run, one piece at a time: a list
+# marker, or whitespace and ordering or listing punctuation. No
+# letters (other than a "Rank 2" marker) and no bare full stop, so prose and
+# "..." end a run. Pieces are matched one after another without backtracking,
+# so a long gap costs linear time.
+_SEPARATOR_PIECE = re.compile(
+    r"""
+        \d+\s*[.):]                                       # 2.  2)  2:
+      | \(\d+\)                                           # (2)
+      | \#\d+\s*[.):]?                                     # #2
+      | (?:rank(?:ed)?|no\.?)\s*\#?\d+\s*[.):\-]?         # Rank 2:  No. 2
+      | [\s>,;|/=\-*+\u2013\u2014\u2022\u00b7\u00bb\u227b\u2192\u21d2\u2794\u279c-\u279e\u27a1\u27f6\u27f9]+
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+# A short label before the first item of a list, on its line: "Ranking: 1. [3] ...".
+_LABEL = re.compile(r"[^\[\]\n:]{0,60}:")
 
 
 @dataclass(frozen=True)
@@ -27,48 +68,93 @@ class Parsed:
     status: str
 
 
-def _last_run(text: str) -> str | None:
-    """The last ``[a] > [b] > ...`` run, preferring runs of two or more ids."""
-    runs = _RUN.findall(text)
+def _joins(gap: str) -> bool:
+    """True when ``gap`` is made of separator pieces only (the empty gap included)."""
+    pos, end = 0, len(gap)
+    while pos < end:
+        m = _SEPARATOR_PIECE.match(gap, pos)
+        if m is None:
+            return False
+        pos = m.end()
+    return True
+
+
+def _starts_line(prefix: str) -> bool:
+    """True when the text before an id on its line is only a list marker, maybe after a label."""
+    if _joins(prefix):
+        return True
+    label = _LABEL.match(prefix)
+    return label is not None and _joins(prefix[label.end() :])
+
+
+def _runs(text: str) -> list[list[int]]:
+    """Every run of bracketed ids in ``text``, in order; each run is its ids as written."""
+    runs: list[list[int]] = []
+    prev_end = 0
+    prev_starts_line = False
+    line_start = -1  # where the line of the previous id starts
+    for m in _ID.finditer(text):
+        newline = text.rfind("\n", prev_end, m.start())
+        gap = text[prev_end : m.start()]
+        if newline >= 0 or line_start < 0:
+            line_start = newline + 1
+            # Only the first id of a line can start it (the prefix of a later one holds an id).
+            starts_line = _starts_line(text[line_start : m.start()])
+        else:
+            starts_line = False
+        if runs and (
+            _joins(gap)
+            # A list item that goes on after its id: the rest of its line is free
+            # text, and the next line starts with nothing but a marker and the id.
+            or (prev_starts_line and newline >= 0 and _joins(gap.split("\n", 1)[1]))
+        ):
+            runs[-1].append(int(m.group(1)))
+        else:
+            runs.append([int(m.group(1))])
+        prev_end, prev_starts_line = m.end(), starts_line
+    return runs
+
+
+def _answer_run(text: str) -> list[int] | None:
+    """The run that is the answer: the last one naming two or more ids, else the last one."""
+    if _THINK_END in text:
+        text = text.rsplit(_THINK_END, 1)[1]
+    runs = _runs(text)
     if not runs:
         return None
-    multi = [r for r in runs if ">" in r]
+    multi = [r for r in runs if len(r) > 1]
     return (multi or runs)[-1]
 
 
 def parse_ranking(text: str, n: int, id_base: int = 0) -> Parsed:
-    """Parse ``text`` into a permutation of ``range(n)``.
+    """Parse ``text`` into a permutation of ``range(n)``: window positions, best first.
 
-    Chain-of-thought before ``</think>`` is dropped. The last well-formed run
-    is used; without one, every number in the text is taken (wrong_format).
-    Out-of-range ids and repeats are dropped, and missing ids are appended
-    in their input order.
+    ``id_base`` is the template's first id (0 or 1). See the module docstring
+    for what counts as a run and what each status means.
     """
-    if _THINK_END in text:
-        text = text.rsplit(_THINK_END, 1)[1]
-    run = _last_run(text)
-    source = run if run is not None else text
-    raw = [int(m) - id_base for m in _NUM.findall(source)]
+    run = _answer_run(text)
+    if run is None:
+        body = text.rsplit(_THINK_END, 1)[1] if _THINK_END in text else text
+        raw = [int(m) - id_base for m in _NUM.findall(body)]
+    else:
+        raw = [i - id_base for i in run]
 
     seen: set[int] = set()
     order: list[int] = []
-    repeated = False
     for i in raw:
-        if not 0 <= i < n:
-            continue
-        if i in seen:
-            repeated = True
-            continue
-        seen.add(i)
-        order.append(i)
+        if 0 <= i < n and i not in seen:
+            seen.add(i)
+            order.append(i)
     missing = [i for i in range(n) if i not in seen]
     order.extend(missing)
 
     if run is None:
         status = WRONG_FORMAT
-    elif repeated:
+    elif len(raw) < n:
+        status = MISSING_DOCUMENTS
+    elif len(raw) > n or len(set(raw)) < len(raw):
         status = REPETITION
-    elif missing or len(raw) != n:
+    elif missing:
         status = MISSING_DOCUMENTS
     else:
         status = OK
@@ -76,9 +162,8 @@ def parse_ranking(text: str, n: int, id_base: int = 0) -> Parsed:
 
 
 def is_complete(text: str, n: int, id_base: int = 0) -> bool:
-    """True once ``text`` holds a run naming every id exactly once."""
-    run = _last_run(text)
-    if run is None:
+    """True once the answer run of ``text`` names every id exactly once."""
+    run = _answer_run(text)
+    if run is None or len(run) != n:
         return False
-    ids = [int(m) - id_base for m in _NUM.findall(run)]
-    return len(ids) == n and sorted(ids) == list(range(n))
+    return sorted(i - id_base for i in run) == list(range(n))

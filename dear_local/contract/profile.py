@@ -16,11 +16,11 @@ DECODING_MODES = ("greedy", "constrained", "first-token")
 # Output tokens one id can take: "[", up to 3 digit tokens, "]", " >" (one spare).
 TOKENS_PER_ID = 7
 OUTPUT_SLACK = 16
-# Prompt tokens one passage can take after truncation, by truncation unit.
-# 300 characters are at most ~150 tokens for ordinary text; 300 words ~ 450.
-PASSAGE_TOKENS = {"chars": 160, "words": 480}
+# A passage takes at most its template's ``max_passage_tokens``; around it go
+# its id and separator ("[19] ", "\n": raw) or two chat turns (chat), and up to
+# two tokens where the cut text meets them.
 PROMPT_OVERHEAD = 256
-PER_PASSAGE_OVERHEAD = {"raw": 4, "chat": 24}
+PER_PASSAGE_OVERHEAD = {"raw": 8, "chat": 32}
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,14 @@ class Profile:
         return n * TOKENS_PER_ID + OUTPUT_SLACK
 
     def context_tokens(self) -> int:
-        """The context a full window needs: prompt worst case plus the output budget."""
+        """The context a full window needs: prompt worst case plus the output budget.
+
+        Every passage is capped at the template's ``max_passage_tokens``, so a
+        window of passages of any length and script fits (a query of more than
+        about 100 tokens can still overflow it).
+        """
         t = self.tmpl
-        per_passage = PASSAGE_TOKENS[t.truncate_unit] + PER_PASSAGE_OVERHEAD[t.kind]
+        per_passage = t.max_passage_tokens + PER_PASSAGE_OVERHEAD[t.kind]
         return PROMPT_OVERHEAD + self.window * per_passage + self.max_new_tokens()
 
     def to_dict(self) -> dict:

@@ -43,7 +43,8 @@ def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
                 "query": req.query,
                 "profile": profile.to_dict(),
                 "results": [
-                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score, "text": r.text}
+                    {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score,
+                     "truncated": r.truncated, "text": r.text}
                     for r in resp.results
                 ],
                 "windows": [

@@ -48,8 +48,8 @@ A local, Cohere/Jina-compatible rerank API over a DeAR listwise reranker running
 `relevance_score` is in [0, 1] and decreases with rank. With the `first-token` decoding mode and a
 request that fits in one window it is the model's first-token probability for the document's
 identifier; otherwise it is derived from rank: (n - rank) / n. `meta.scores` says which.
-Documents longer than the prompt template's passage limit (300 characters for `card`, 300 words
-for `rankgpt-chat`) are cut before ranking; such results carry `truncated: true` and `meta.warnings`
+Documents longer than the prompt template's passage limit (300 characters or 256 tokens for `card`,
+300 words or 640 tokens for `rankgpt-chat`, whichever is shorter) are cut before ranking; such results carry `truncated: true` and `meta.warnings`
 names them. Requests run one at a time, first come first served.
 """
 

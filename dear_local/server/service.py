@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from ..contract.templates import Template
 from ..errors import UserInputError
+from ..prompt import truncation_warning
 from ..reranker import RerankResponse, Reranker
 from .config import ServerSettings
 from .queue import Abandoned, QueueClosed, QueueFull, WorkQueue
@@ -121,17 +121,15 @@ class RerankService:
 
     # -- responses ------------------------------------------------------------
     def _items(self, resp: RerankResponse, return_documents: bool) -> tuple[list[RerankResultItem], list[int]]:
-        tmpl = self.reranker.profile.tmpl
         items, cut = [], []
         for r in resp.results:
-            truncated = is_truncated(tmpl, r.text)
-            if truncated:
+            if r.truncated:
                 cut.append(r.index)
             items.append(RerankResultItem(
                 index=r.index,
                 relevance_score=min(1.0, max(0.0, r.score)),
                 document=ResultDocument(text=r.text) if return_documents else None,
-                truncated=truncated,
+                truncated=r.truncated,
             ))
         return items, cut
 
@@ -140,7 +138,7 @@ class RerankService:
         tmpl = p.tmpl
         input_tokens = sum(len(w.prompt_ids) for w in resp.windows)
         output_tokens = sum(len(w.output_ids) for w in resp.windows)
-        cut = [i for i, d in enumerate(documents) if is_truncated(tmpl, d)]
+        cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
         warnings = [truncation_warning(tmpl, cut)] if cut else []
         return Meta(
             api_version=ApiVersion(version=version),
@@ -189,24 +187,6 @@ async def _disconnected(request) -> None:
         if message.get("type") == "http.disconnect":
             return
         await asyncio.sleep(RECEIVE_RETRY_SECONDS)
-
-
-def is_truncated(tmpl: Template, text: str) -> bool:
-    """True when the template's passage cut drops part of ``text``."""
-    if tmpl.truncate_unit == "chars":
-        return len(text) > tmpl.truncate_limit
-    if tmpl.strip_prefix:
-        text = text.replace(tmpl.strip_prefix, "")
-    return len(text.split()) > tmpl.truncate_limit
-
-
-def truncation_warning(tmpl: Template, indices: list[int]) -> str:
-    shown = ", ".join(str(i) for i in indices[:20]) + (", ..." if len(indices) > 20 else "")
-    unit = "characters" if tmpl.truncate_unit == "chars" else "words"
-    return (
-        f"{len(indices)} document(s) (index {shown}) are longer than the {tmpl.name} template's limit of "
-        f"{tmpl.truncate_limit} {unit}; only their first {tmpl.truncate_limit} {unit} were ranked"
-    )
 
 
 def _shutting_down() -> ApiError:

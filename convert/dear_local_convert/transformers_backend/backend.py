@@ -97,11 +97,26 @@ class TransformersBackend(Backend):
         return ids
 
     # -- tokens -------------------------------------------------------------
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
+        # Hugging Face tokenizers match special-token text inside a string unless
+        # told to split it; the flag is passed either way, because the call
+        # leaves it set on the shared tokenizer.
+        ids = self.tok(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
         if add_bos and self.tok.bos_token_id is not None:
             ids = [self.tok.bos_token_id, *ids]
         return list(ids)
+
+    def special_token_ids(self) -> dict[str, int]:
+        found = self.__dict__.get("_special_ids")
+        if found is None:
+            # Added tokens marked special are what split_special_tokens turns back
+            # into text (llama.cpp's control tokens); the others match either way.
+            found = {
+                t.content: i for i, t in self.tok.added_tokens_decoder.items()
+                if t.special and self.tokenize(t.content, add_bos=False, special=True) == [i]
+            }
+            self._special_ids = found
+        return found
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)

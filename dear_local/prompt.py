@@ -1,0 +1,176 @@
+"""A window's prompt: passages cut to the template's caps, the template rendered, then tokens.
+
+The tokenization rule: only the template's own markers become special tokens.
+The chat template writes markers such as ``<|start_header_id|>`` or
+``<|im_end|>``; the query and the passages are user text, and special-token
+text inside them (``<|eot_id|>`` in a web page) is tokenized as the ordinary
+text it is, so a document cannot end a turn or open a fake assistant turn.
+
+How: the template is rendered with every piece of user text wrapped in two
+Unicode noncharacters that occur nowhere in the request. The rendered prompt
+is split into pieces of template text and pieces of user text; the template's
+markers are found in its own pieces only; the text between two markers
+(template and user text together) is tokenized with special parsing off, and
+each marker becomes its token. Both tokenizers (llama.cpp and Hugging Face)
+split text at special tokens before anything else, so for text without
+special-token strings the ids are exactly those of tokenizing the whole prompt
+with special parsing on. Both backends go through this one function, so the
+reference and every GGUF tokenize a prompt identically.
+
+Passages are cut by the template first (its source's character or word cut),
+then to at most ``max_passage_tokens`` tokens, which holds in every script.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from .backends.base import Backend
+from .contract.templates import Template
+from .errors import ChatTemplateError, UserInputError
+
+# Unicode noncharacters: reserved for a program's internal use, never assigned.
+_MARKS = [chr(c) for c in range(0xFDD0, 0xFDF0)]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One passage as it goes into the prompt."""
+
+    text: str  # after the template's cut and the token cap
+    truncated: bool  # True when part of the original was dropped
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered prompt as pieces of ``(text, is_user_text)``, in order."""
+
+    pieces: tuple[tuple[str, bool], ...]
+    add_bos: bool
+
+    @property
+    def text(self) -> str:
+        return "".join(t for t, _ in self.pieces)
+
+
+def cut_passage(backend: Backend, tmpl: Template, text: str) -> Passage:
+    """Cut ``text`` as the template's source does, then to ``tmpl.max_passage_tokens`` tokens.
+
+    The token cut keeps whole characters: its tokens' bytes are decoded and a
+    character split between two tokens is dropped, and the result tokenizes
+    to at most the cap on its own.
+    """
+    snippet = tmpl.snippet(text)
+    truncated = tmpl.is_cut(text)
+    cap = tmpl.max_passage_tokens
+    ids = backend.tokenize(snippet, add_bos=False, special=False)
+    if len(ids) > cap:
+        truncated = True
+        keep = cap
+        while True:
+            snippet = b"".join(backend.token_bytes(t) for t in ids[:keep]).decode("utf-8", "ignore")
+            if keep == 0 or len(backend.tokenize(snippet, add_bos=False, special=False)) <= cap:
+                break
+            keep -= 1
+    return Passage(snippet, truncated)
+
+
+def render(backend: Backend, tmpl: Template, query: str, snippets: Sequence[str]) -> Rendered:
+    """The prompt for ``query`` and passages that are already cut, with the user text marked."""
+    fields = [query, *snippets]
+    free = [m for m in _MARKS if not any(m in f for f in fields)]
+    if len(free) < 2:
+        raise UserInputError(
+            "the query and passages hold every Unicode noncharacter U+FDD0..U+FDEF; "
+            "remove them (they are not text)"
+        )
+    open_, close = free[0], free[1]
+
+    def mark(s: str) -> str:
+        return f"{open_}{s}{close}"
+
+    if tmpl.kind == "raw":
+        marked = tmpl.raw_text(query, list(snippets), mark)
+        plain = None
+        add_bos = backend.add_bos
+    else:
+        marked = backend.render_chat(tmpl.chat_messages(query, list(snippets), mark))
+        plain = backend.render_chat(tmpl.chat_messages(query, list(snippets)))
+        add_bos = False  # the chat template writes the BOS text itself
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for m in re.finditer(f"{open_}(.*?){close}", marked, re.DOTALL):
+        if m.start() > pos:
+            pieces.append((marked[pos : m.start()], False))
+        pieces.append((m.group(1), True))
+        pos = m.end()
+    if pos < len(marked):
+        pieces.append((marked[pos:], False))
+    rendered = Rendered(tuple(pieces), add_bos)
+    if plain is not None and rendered.text != plain:
+        raise ChatTemplateError(
+            "the model's chat template changes the text of the messages, so the passages cannot be "
+            "kept apart from its control tokens; use --template card"
+        )
+    return rendered
+
+
+def _marker_pattern(specials: dict[str, int]) -> re.Pattern | None:
+    if not specials:
+        return None
+    # Longest first, so a marker that contains another is matched whole.
+    return re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))
+
+
+def segments(rendered: Rendered, specials: dict[str, int]) -> list[str | int]:
+    """The prompt as text runs (``str``) and template markers (their token id), in order.
+
+    Markers are looked for in the template's pieces only; user text never
+    yields one, and neither does a marker that user text completes.
+    """
+    pattern = _marker_pattern(specials)
+    out: list[str | int] = []
+    run: list[str] = []
+    for text, user in rendered.pieces:
+        if user or pattern is None:
+            run.append(text)
+            continue
+        pos = 0
+        for m in pattern.finditer(text):
+            run.append(text[pos : m.start()])
+            if any(run):
+                out.append("".join(run))
+            run = []
+            out.append(specials[m.group(0)])
+            pos = m.end()
+        run.append(text[pos:])
+    if any(run):
+        out.append("".join(run))
+    return out
+
+
+def encode(backend: Backend, rendered: Rendered) -> list[int]:
+    """Token ids of a rendered prompt: markers as special tokens, everything else as text."""
+    ids = backend.tokenize("", add_bos=True) if rendered.add_bos else []
+    for seg in segments(rendered, backend.special_token_ids()):
+        if isinstance(seg, int):
+            ids.append(seg)
+        else:
+            ids.extend(backend.tokenize(seg, add_bos=False, special=False))
+    return ids
+
+
+def prompt_for(backend: Backend, tmpl: Template, query: str, passages: Sequence[Passage]) -> list[int]:
+    """Token ids of the prompt for one window of passages that are already cut."""
+    return encode(backend, render(backend, tmpl, query, [p.text for p in passages]))
+
+
+def truncation_warning(tmpl: Template, indices: Sequence, label: str = "index") -> str:
+    """The one-line warning naming the documents that were cut (by input index, or docid with ``label``)."""
+    shown = ", ".join(str(i) for i in indices[:20]) + (", ..." if len(indices) > 20 else "")
+    return (
+        f"{len(indices)} document(s) ({label} {shown}) are longer than the {tmpl.name} template's passage "
+        f"limit of {tmpl.limit_text()}; only their first {tmpl.limit_text()} were ranked"
+    )
