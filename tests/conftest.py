@@ -83,3 +83,65 @@ def noveleval_first3(session_env):
     from dear_local_convert.slices import load_slice
 
     return [(q.text, list(q.passages)) for q in load_slice("noveleval", queries=3).queries]
+
+
+# -- the two tiers --------------------------------------------------------------------------------
+# A test that needs a real model (the stand-in GGUF or checkpoint, the tiny Llama-3.1) is in the slow
+# tier, whether it asks for the model directly or through another fixture: `pytest -m "not slow"`
+# is the fast loop, the full suite runs both.
+REAL_MODEL_FIXTURES = frozenset({"standin_gguf", "standin_dir", "standin_bf16_gguf", "tiny_llama3_dir", "tiny_f32_gguf"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+# -- the fake backend (fast tier) -----------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_gguf(tmp_path, monkeypatch) -> Path:
+    """A model file that loads as the scripted :class:`FakeBackend` wherever dear-local opens a GGUF.
+
+    For tests of the layers above the backend (CLI, server, the check's bookkeeping); the file is a
+    bare GGUF header, and every load of it, through ``Reranker`` or the check, gets a fake model.
+    """
+    import dear_local.backends.llama as llama_backend
+    from fake_backend import FakeBackend
+
+    monkeypatch.setattr(llama_backend, "LlamaCppBackend", FakeBackend)
+    try:
+        import dear_local_convert.agreement.check as agreement_check
+
+        monkeypatch.setattr(agreement_check, "LlamaCppBackend", FakeBackend)
+    except ImportError:  # the check extra is not installed
+        pass
+    path = tmp_path / "fake-Q4_K_M.gguf"
+    path.write_bytes(b"GGUF" + bytes(12))
+    return path
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``dear-local ARGS`` in this process: ``cli(*args, stdin=str) -> (exit code, stdout, stderr)``."""
+    import io
+    import sys
+
+    from dear_local.cli import main
+
+    def run(*args: str, stdin: str | bytes = b""):
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        monkeypatch.setattr(sys, "argv", ["dear-local", *args])
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

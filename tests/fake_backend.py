@@ -38,15 +38,20 @@ def reverse_order(n: int) -> list[int]:
     return list(range(n))[::-1]
 
 
+def input_order(n: int) -> list[int]:
+    """A model that keeps the input order (for a file named ``*identity*``)."""
+    return list(range(n))
+
+
 class FakeBackend(Backend):
     """A scripted stand-in for a model; ``script(n)`` gives the window positions in answer order."""
 
     name = "fake"
 
-    def __init__(self, path: str | Path | None = None, *, script: Callable[[int], list[int]] = reverse_order,
+    def __init__(self, path: str | Path | None = None, *, script: Callable[[int], list[int]] | None = None,
                  n_ctx: int | None = 32768, **_load_options) -> None:
         self.model_label = Path(path).name if path else "fake"
-        self.script = script
+        self.script = script or (input_order if "identity" in self.model_label else reverse_order)
         self.n_ctx = n_ctx or 32768
         self.n_vocab = 256 + len(SPECIALS)
         self.add_bos = True
@@ -57,14 +62,17 @@ class FakeBackend(Backend):
         self.calls = 0
 
     # -- tokens ---------------------------------------------------------------------------
-    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
         ids = [BOS] if add_bos else []
-        for part in _SPECIAL_RE.split(text):
-            if part in SPECIALS:
+        for part in _SPECIAL_RE.split(text) if special else [text]:
+            if special and part in SPECIALS:
                 ids.append(256 + SPECIALS.index(part))
             else:
                 ids.extend(part.encode("utf-8"))
         return ids
+
+    def special_token_ids(self) -> dict[str, int]:
+        return {text: 256 + i for i, text in enumerate(SPECIALS)}
 
     def detokenize(self, ids: list[int]) -> str:
         return b"".join(map(self.token_bytes, ids)).decode("utf-8", "replace")

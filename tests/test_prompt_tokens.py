@@ -37,7 +37,7 @@ def smol_vocab(standin_gguf):
 
 @pytest.fixture(scope="module")
 def llama3_vocab(llama3_vocab_gguf):
-    from convert.tiny_llama3 import CHAT_TEMPLATE
+    from dear_local_convert.standins.tiny_llama3 import CHAT_TEMPLATE
 
     b = LlamaCppBackend(llama3_vocab_gguf, vocab_only=True)
     b.chat_template = CHAT_TEMPLATE  # the vocabulary file has none; this is Llama-3.1's
@@ -202,7 +202,7 @@ def test_template_files_state_the_token_cap():
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["smollm2", "llama3"])
 def test_the_reference_builds_the_same_prompt_ids_as_llama_cpp(which, request, smol_vocab, llama3_vocab):
-    from convert.reference_backend import TransformersBackend
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
 
     src = request.getfixturevalue("standin_dir" if which == "smollm2" else "tiny_llama3_dir")
     gguf = smol_vocab if which == "smollm2" else llama3_vocab

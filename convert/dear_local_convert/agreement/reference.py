@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 from dear_local import __version__
+from dear_local.backends.base import Backend
 from dear_local.contract import Profile
 from dear_local.errors import ReferenceError_
 from dear_local.fileio import atomic_path, refuse_overwrite
@@ -34,32 +35,51 @@ def write_reference(
     revision: str | None = None,
     force: bool = False,
 ) -> Path:
-    """Run the reference over ``eval_slice`` and write the JSONL file atomically."""
+    """Run the transformers reference over ``eval_slice`` and write the JSONL file atomically.
+
+    ``checkpoint`` is an HF checkpoint directory; ``device`` is ``cuda``, ``cpu`` or None
+    (CUDA when there is one); ``dtype`` ``bf16`` (the reference) or ``fp32``.
+
+    Raises:
+        UserInputError: ``out`` exists and ``force`` is not set; what loading the checkpoint raises.
+    """
     import torch
     import transformers
 
-    from dear_local.progress import bar
-
     from dear_local_convert.transformers_backend.backend import TransformersBackend, device_name
+
+    refuse_overwrite(Path(out), force)
+    backend = TransformersBackend(checkpoint, device=device, dtype=dtype)
+    engine = {
+        "device": backend.device, "device_name": device_name(backend.device), "dtype": dtype,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+    model = {"name": model_name, "checkpoint": str(checkpoint), "repo": source_repo, "revision": revision}
+    return record_reference(backend, eval_slice, profile, out, model=model, engine=engine, force=force)
+
+
+def record_reference(
+    backend: Backend, eval_slice, profile: Profile, out: str | Path, *, model: dict, engine: dict, force: bool = False
+) -> Path:
+    """Rank every query of ``eval_slice`` with ``backend`` and write the reference file atomically.
+
+    ``model`` names the model (``name``, ``checkpoint``, ``repo``, ``revision``); ``engine``
+    says what computed it (``device``, ``device_name``, ``dtype``, ``torch``, ``transformers``).
+    Line 1 of the file is the header, then one record per query (see the module docstring).
+
+    Raises:
+        UserInputError: ``out`` exists and ``force`` is not set.
+    """
+    from dear_local.progress import bar
 
     out = Path(out)
     refuse_overwrite(out, force)
-    backend = TransformersBackend(checkpoint, device=device, dtype=dtype)
     header = {
         "type": "header",
         "format": FORMAT,
-        "model": {
-            "name": model_name,
-            "checkpoint": str(checkpoint),
-            "repo": source_repo,
-            "revision": revision,
-        },
+        "model": model,
         "vocab": vocab_fingerprint(backend),
-        "device": backend.device,
-        "device_name": device_name(backend.device),
-        "dtype": dtype,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **engine,
         "profile": profile.to_dict(),
         "slice": {
             "name": eval_slice.name,

@@ -1,0 +1,85 @@
+"""The agreement check's bookkeeping over the scripted fake backend (fast tier).
+
+A reference recorded with the fake, then two "quants": one that answers like the
+reference (every figure at full agreement) and one that keeps the input order
+(the exact reverse of the reference's answer). The check on real GGUFs against a
+transformers reference is in test_check.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("pytrec_eval")
+
+from dear_local import Profile  # noqa: E402
+from dear_local_convert.agreement.check import check, gate_failure, run_check  # noqa: E402
+from dear_local_convert.agreement.gates import GATE_KEYS, parse_gate_overrides  # noqa: E402
+from dear_local_convert.agreement.reference import read_reference, record_reference  # noqa: E402
+from dear_local_convert.slices import load_slice  # noqa: E402
+from dear_local.errors import UserInputError  # noqa: E402
+from fake_backend import FakeBackend  # noqa: E402
+
+PROFILE = Profile(template="rankgpt-chat", decoding="greedy")
+
+
+@pytest.fixture
+def reference(tmp_path, fake_gguf):
+    eval_slice = load_slice("noveleval", queries=3, passages=5)
+    engine = {"device": "cpu", "device_name": "fake", "dtype": "fp32", "torch": None, "transformers": None}
+    path = tmp_path / "ref.jsonl"
+    record_reference(FakeBackend(), eval_slice, PROFILE, path, model={"name": None}, engine=engine)
+    return path
+
+
+@pytest.fixture
+def quants(tmp_path, fake_gguf):
+    same, other = tmp_path / "m-Q8_0.gguf", tmp_path / "m-identity-Q2_K.gguf"
+    for p in (same, other):
+        p.write_bytes(fake_gguf.read_bytes())
+    return same, other
+
+
+def test_the_reference_file_records_every_query_with_its_windows(reference):
+    header, queries = read_reference(reference)
+    assert header["profile"] == PROFILE.to_dict() and header["slice"]["queries"] == 3
+    assert [q["qid"] for q in queries] == ["0", "1", "2"]
+    assert all(q["windows"][0]["raw_text"] == "[5] > [4] > [3] > [2] > [1]" for q in queries)
+    assert all(len(q["first_token_logprobs"]) == 5 for q in queries)
+
+
+def test_check_reports_full_agreement_and_full_disagreement(reference, quants):
+    report = check(reference, list(quants), gates={"min_mean_kendall_tau": 0.5})
+    same, other = report["rows"]
+    assert (same["label"], other["label"]) == ("Q8_0", "Q2_K")
+    assert same["exact_match_pct"] == 100 and same["mean_tau"] == pytest.approx(1.0)
+    assert same["delta_ndcg10"] == pytest.approx(0.0) and same["gate_failures"] == []
+    assert other["exact_match_pct"] == 0 and other["mean_tau"] == pytest.approx(-1.0)
+    assert other["gate_failures"] == ["mean Kendall tau -1.000 < 0.5"]
+    assert report["passed"] is False
+    assert report["machine"]["cpu_buffers"] in ("extra", "plain")
+
+
+def test_run_check_writes_the_report_before_the_gate_fails(reference, quants, tmp_path):
+    report, paths = run_check(reference, list(quants), tmp_path / "out", gate_overrides={"min_exact_match": 0.5})
+    assert json.loads(paths["json"].read_text())["rows"][1]["gate_failures"]
+    assert paths["plot"].stat().st_size > 0 and "| Q2_K |" in paths["md"].read_text()
+    failure = gate_failure(report, paths)
+    assert failure is not None and "Q2_K" in str(failure) and failure.exit_code == 1
+
+
+def test_the_check_command_exits_1_on_a_failed_gate_after_printing_the_table(cli, reference, quants, tmp_path):
+    code, out, err = cli("check", "--reference", str(reference), "--out", str(tmp_path / "r"), *map(str, quants),
+                         "--gate", "min_mean_kendall_tau=0.9")
+    assert code == 1, err
+    assert "| Q8_0 |" in out and "agreement gates failed for Q2_K" in err
+
+
+@pytest.mark.parametrize("item", ["nope=1", "min_exact_match", "min_exact_match=high"])
+def test_a_bad_gate_override_names_the_valid_keys_or_the_value(item):
+    with pytest.raises(UserInputError) as exc:
+        parse_gate_overrides([item])
+    assert item.split("=")[0] in str(exc.value)
+    assert any(k in str(exc.value) for k in GATE_KEYS) or "not a number" in str(exc.value)
