@@ -265,6 +265,6 @@ def test_hf_byte_table_matches_transformers():
     pytest.importorskip("transformers")
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from dear_local_convert.transformers_backend.logits_processor import _byte_decoder
+    from dear_local_convert.transformers_backend.token_bytes import _byte_decoder
 
     assert _byte_decoder() == {ch: b for b, ch in bytes_to_unicode().items()}
