@@ -7,7 +7,7 @@ the llama.cpp runtime share one prompt, one decoding loop and one parser.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .backends.base import Backend
@@ -20,6 +20,8 @@ from .textcheck import check_text
 
 @dataclass
 class WindowResult:
+    """One window's outcome: positions ``start:end`` of the list, the order the model gave, and the raw answer."""
+
     start: int
     end: int
     order: list[int]  # window positions, best first
@@ -34,8 +36,19 @@ class WindowResult:
     scores: list[float] | None = None  # per window position, when the decoding mode gives them
     extra: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def record(self, *, tokens: bool = False) -> dict:
+        """The window as JSON, one shape for the CLI's ``--format json`` and the reference file.
+
+        Always: ``start``, ``end``, ``status``, ``raw_text``, ``stop_reason``, ``model_calls``.
+        With ``tokens`` (the reference file): ``prompt_ids``, ``output_ids`` and the prompt and
+        decode times in seconds.
+        """
+        rec = {"start": self.start, "end": self.end, "status": self.status, "raw_text": self.raw_text,
+               "stop_reason": self.stop_reason, "model_calls": self.model_calls}
+        if tokens:
+            rec.update(prompt_ids=self.prompt_ids, output_ids=self.output_ids,
+                       prompt_seconds=round(self.prompt_seconds, 4), decode_seconds=round(self.decode_seconds, 4))
+        return rec
 
 
 @dataclass

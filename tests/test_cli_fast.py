@@ -28,7 +28,7 @@ def test_rerank_json_has_results_windows_and_the_profile(cli, fake_gguf):
     assert [r["rank"] for r in record["results"]] == [0, 1, 2]
     assert record["profile"]["template"] == "rankgpt-chat" and record["profile"]["decoding"] == "constrained"
     (window,) = record["windows"]
-    assert window["raw_output"] == "[3] > [2] > [1]" and window["status"] == "ok"
+    assert window["raw_text"] == "[3] > [2] > [1]" and window["status"] == "ok"
 
 
 def test_rerank_trec_with_top_n_and_sliding_windows(cli, fake_gguf, tmp_path):

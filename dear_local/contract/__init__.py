@@ -3,7 +3,7 @@
 from .parser import STATUSES, Parsed, is_complete, parse_ranking
 from .profile import DECODING_MODES, Profile
 from .templates import Template, get_template, list_templates
-from .windows import window_spans
+from .windows import first_window, window_spans
 
 __all__ = [
     "DECODING_MODES",
@@ -11,6 +11,7 @@ __all__ = [
     "Parsed",
     "Profile",
     "Template",
+    "first_window",
     "get_template",
     "is_complete",
     "list_templates",

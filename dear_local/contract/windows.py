@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def first_window(passages: list, window: int) -> list:
+    """The passages of the first window ranked: the tail of the list (windows run back to front)."""
+    return list(passages[-min(len(passages), window):]) if passages else []
+
+
 def window_spans(n: int, window: int, stride: int) -> list[tuple[int, int]]:
     """The ``(start, end)`` spans to rerank, in processing order.
 

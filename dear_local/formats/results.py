@@ -47,11 +47,7 @@ def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
                      "truncated": r.truncated, "text": r.text}
                     for r in resp.results
                 ],
-                "windows": [
-                    {"start": w.start, "end": w.end, "status": w.status, "raw_output": w.raw_text,
-                     "stop_reason": w.stop_reason, "model_calls": w.model_calls}
-                    for w in resp.windows
-                ],
+                "windows": [w.record() for w in resp.windows],
             })
         elif fmt == "trec":
             n = len(req.documents)

@@ -20,7 +20,7 @@ from typing import Callable
 from dear_local.backends.llama import LlamaCppBackend
 from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
 from dear_local.env_report import cpu_model
-from dear_local.contract import STATUSES, Profile
+from dear_local.contract import STATUSES, Profile, first_window
 from dear_local.engine import prompt_ids
 from dear_local.errors import ReferenceError_, UserInputError
 
@@ -147,8 +147,7 @@ def _first_difference(a: list[int], b: list[int]) -> int:
 def confirm_prompt_ids(backend: LlamaCppBackend, profile: Profile, eval_slice, ref_queries: list[dict], label: str) -> None:
     """Refuse, loudly, a quant whose prompt tokens differ from the reference's."""
     for q, rec in zip(eval_slice.queries, ref_queries):
-        n = min(len(q.passages), profile.window)
-        ids = prompt_ids(backend, profile, q.text, list(q.passages[-n:]))
+        ids = prompt_ids(backend, profile, q.text, first_window(q.passages, profile.window))
         ref_ids = rec["windows"][0]["prompt_ids"]
         if ids != ref_ids:
             i = _first_difference(ids, ref_ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from dear_local.backends.base import Backend
-from dear_local.contract import Profile
+from dear_local.contract import Profile, first_window
 from dear_local.engine import Ranking, prompt_ids, rank_documents
 
 
@@ -37,8 +37,9 @@ def first_window_logprobs(
 
     from dear_local.decoding import first_token
 
-    n = min(len(passages), profile.window)
-    ids = prompt_ids(backend, profile, query, passages[-n:])
+    window = first_window(passages, profile.window)
+    n = len(window)
+    ids = prompt_ids(backend, profile, query, window)
     cached = ranking is not None and bool(ranking.windows) and ranking.windows[-1].prompt_ids == ids
     _, probs = first_token(backend, profile.tmpl, ids, n, prompt_cached=cached)
     return [math.log(max(p, 1e-300)) for p in probs]
@@ -49,21 +50,7 @@ def query_record(backend: Backend, profile: Profile, query, ranking: Ranking, lo
         "type": "query",
         "qid": query.qid,
         "order": [query.docids[i] for i in ranking.order],
-        "windows": [
-            {
-                "start": w.start,
-                "end": w.end,
-                "prompt_ids": w.prompt_ids,
-                "output_ids": w.output_ids,
-                "raw_text": w.raw_text,
-                "status": w.status,
-                "stop_reason": w.stop_reason,
-                "model_calls": w.model_calls,
-                "prompt_seconds": round(w.prompt_seconds, 4),
-                "decode_seconds": round(w.decode_seconds, 4),
-            }
-            for w in ranking.windows
-        ],
+        "windows": [w.record(tokens=True) for w in ranking.windows],
         "first_token_logprobs": logprobs,
     }
 

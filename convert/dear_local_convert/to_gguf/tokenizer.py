@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dear_local.contract.stops import END_OF_MESSAGE, END_OF_TURN
 from dear_local.errors import ConversionError
 
 LLAMA3_SPLIT = (
@@ -36,8 +37,6 @@ KNOWN_PRE_TOKENIZERS: dict[tuple, str] = {
     (("ByteLevel", False, True),): "gpt-2",
 }
 
-END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>")
-END_OF_MESSAGE = ("<|eom_id|>",)
 PRE_TOKENIZER_FLAG = "--pre-tokenizer"
 
 

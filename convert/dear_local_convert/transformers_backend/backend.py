@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from dear_local.backends.base import Backend
+from dear_local.contract.stops import STOP_TOKENS
 from dear_local.errors import UserInputError, missing_extra
 
 # Token texts that end a turn in the model families dear-local supports.
-END_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>", "<|endoftext|>")
 DTYPES = {"bf16": "bfloat16", "fp32": "float32", "f32": "float32", "fp16": "float16", "f16": "float16"}
 
 
@@ -93,7 +93,7 @@ class TransformersBackend(Backend):
         if self.tok.eos_token_id is not None:
             ids.add(self.tok.eos_token_id)
         vocab = self.tok.get_vocab()
-        ids.update(vocab[t] for t in END_TOKENS if t in vocab)
+        ids.update(vocab[t] for t in STOP_TOKENS if t in vocab)
         return ids
 
     # -- tokens -------------------------------------------------------------
