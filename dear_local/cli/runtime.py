@@ -54,7 +54,11 @@ def rerank(
     skip_missing: bool = typer.Option(
         False, "--skip-missing", help="Leave out --run queries the topics lack and documents the corpus lacks, with a warning."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the output to this file (atomically) instead of stdout."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o",
+        help="Write the output to this file, query by query; a run stopped part way resumes when started again "
+        "with the same options (--force starts over).",
+    ),
     force: ForceOption = False,
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
     template: TemplateOption = None,
@@ -85,14 +89,27 @@ def rerank(
         n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
     ))
     p = reranker.profile
+    sink = None
+    if out is not None:
+        from ..formats.resumable import ResumableOutput, run_key
+
+        key = run_key(fmt.value, model, p.to_dict(), [r.qid for r in requests], top_n)
+        sink = ResumableOutput(out, key, force=force)
+        if sink.done:
+            typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
+            requests = requests[len(sink.done):]
     total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)
-    outputs = []
     with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
         for req in requests:
             resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
-            outputs.append((req, resp))
-    _write(render(outputs, fmt.value, p), out)
-    _warn_truncated(outputs, p)
+            lines = list(render([(req, resp)], fmt.value, p))
+            if sink is None:
+                typer.echo("\n".join(lines))
+            else:
+                sink.write(req.qid, lines)
+            _warn_truncated([(req, resp)], p)
+    if sink is not None:
+        sink.finish()
 
 
 def _warn_truncated(outputs, profile) -> None:
@@ -143,19 +160,6 @@ def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> l
         if not req.documents:
             raise UserInputError(f"query {req.qid} has no documents to rerank")
     return requests
-
-
-def _write(lines, out: Optional[Path]) -> None:
-    """Print ``lines`` to stdout, or write them to ``out`` through a ``.partial`` file."""
-    if out is None:
-        for line in lines:
-            typer.echo(line)
-        return
-    from ..fileio import atomic_path
-
-    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for line in lines:
-            f.write(line + "\n")
 
 
 def templates() -> None:
