@@ -110,7 +110,7 @@ def test_a_real_run_killed_mid_way_resumes_to_the_uninterrupted_result(standin_g
         for r in records
     ), encoding="utf-8")
     cmd = [sys.executable, "-m", "dear_local", "rerank", "-m", str(standin_gguf), "--jsonl", str(jsonl),
-           "--format", "trec", "--window", "4", "--threads", "2"]
+           "--format", "trec", "--window", "4", "--stride", "2", "--threads", "2"]
     whole = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "run.trec"
