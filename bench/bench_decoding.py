@@ -193,6 +193,85 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
 
+def measure_window(backend, base, q: int, query: str, passages: list[str], repeat: int, card) -> dict:
+    """Every mode on one window, interleaved ``repeat`` times; the fastest run of each is kept."""
+    ids = prompt_ids(backend, base, query, passages)
+    n = len(passages)
+    budget = base.max_new_tokens(n)
+    row = {"query": q, "prompt_tokens": len(ids)}
+    runs: dict[str, list[dict]] = {m: [] for m in ("a", "b", "c", "c0", "a=", "d")}
+    for _ in range(repeat):  # the modes interleave, so load changes hit them alike
+        runs["a"].append(raw_loop(backend, ids, budget))
+        r, greedy = dear_mode(backend, base.with_(decoding="greedy"), query, passages)
+        runs["b"].append(r)
+        r, cons = dear_mode(backend, base.with_(decoding="constrained"), query, passages)
+        runs["c"].append(r)
+        runs["c0"].append(jump_forward_only(backend, ids, n, base.tmpl.id_base))
+        runs["a="].append(raw_loop(backend, ids, budget, feed=cons.output_ids))
+        r, first = dear_mode(backend, base.with_(decoding="first-token"), query, passages)
+        runs["d"].append(r)
+    for m, rs in runs.items():
+        row[m] = fastest(rs)
+    if card is not None:
+        row["e"] = card.run(prompt_text(backend, base, query, passages), budget, ids)
+    from dear_local_convert.agreement.metrics import exact_match, kendall_tau, top1_agreement
+
+    row["first_vs_constrained"] = {"exact": exact_match(first.order, cons.order),
+                                   "tau": kendall_tau(first.order, cons.order),
+                                   "top1": top1_agreement(first.order, cons.order)}
+    row["greedy_text"] = greedy.raw_text[:80]
+    row["constrained_text"] = cons.raw_text
+    print(f"\nquery {q}: {len(ids)} prompt tokens")
+    for m in ("a", "a=", "b", "c", "c0", "d", "e"):
+        if m in row:
+            print(f"  ({m:2}) " + describe(row[m]))
+    print(f"  greedy wrote {row['greedy_text']!r}; constrained {cons.raw_text[:60]!r}...")
+    if "e" in row:
+        print(f"  (e) wrote {row['e']['text'][:60]!r}; same prompt ids: {row['e']['same_prompt_ids']}")
+    return row
+
+
+def summarize(rows: list[dict], clock: str) -> tuple[dict, list[dict]]:
+    """Sums over the windows and the goal ratios, printed; returns both."""
+    modes = [m for m in ("a", "a=", "b", "c", "c0", "d", "e") if m in rows[0]]
+    sums = {m: {part: {c: sum(r[m][part][c] for r in rows) for c in CLOCKS}
+                for part in ("prompt", "decode", "total") if part in rows[0][m]}
+            for m in modes}
+    for m in modes:
+        sums[m]["tokens"] = sum(r[m]["tokens"] for r in rows)
+        if "calls" in rows[0][m]:
+            sums[m]["calls"] = sum(r[m]["calls"] for r in rows)
+    print(f"\nsums over {len(rows)} windows")
+    for m in modes:
+        print(f"  ({m:2}) " + describe(sums[m]))
+
+    def t(mode, part, clock=clock):
+        return sums[mode][part][clock]
+
+    checks = [
+        ("decode (a) / decode (c)", lambda c: ratio(t("a", "decode", c), t("c", "decode", c)), ">=", 2.5),
+        ("decode (a=) / decode (c)", lambda c: ratio(t("a=", "decode", c), t("c", "decode", c)), ">=", 2.5),
+        ("decode (a=) / decode (c0)", lambda c: ratio(t("a=", "decode", c), t("c0", "decode", c)), ">=", 2.5),
+        ("(d) total / (d) prompt eval", lambda c: ratio(t("d", "total", c), t("d", "prompt", c)), "<=", 1.1),
+        ("(d) total / (a) prompt eval", lambda c: ratio(t("d", "total", c), t("a", "prompt", c)), "<=", 1.1),
+        ("(b) total / (a) total", lambda c: ratio(t("b", "total", c), t("a", "total", c)), "<=", 1.05),
+    ]
+    if "e" in sums:
+        checks.append(("(e) total / (b) total", lambda c: ratio(t("e", "total", c), t("b", "total", c)), ">=", 4.0))
+    print(f"\nratios (goal judged on {clock} time)")
+    results = []
+    for label, fn, op, goal in checks:
+        value = fn(clock)
+        ok = value >= goal if op == ">=" else value <= goal
+        other = [c for c in CLOCKS if c != clock][0]
+        results.append({"ratio": label, clock: value, other: fn(other), "goal": f"{op} {goal}", "met": ok})
+        print(f"  {label:30} {value:8.2f}  ({other} {fn(other):6.2f})   goal {op} {goal:<5} {'met' if ok else 'MISSED'}")
+    fa = [r["first_vs_constrained"] for r in rows]
+    print(f"  first-token vs constrained: exact {sum(x['exact'] for x in fa)}/{len(fa)}, "
+          f"mean tau {statistics.mean(x['tau'] for x in fa):.3f}, top-1 {sum(x['top1'] for x in fa)}/{len(fa)}")
+    return sums, results
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=3, help="NovelEval queries 0..N-1 (one window each)")
@@ -218,79 +297,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"model {path.name}; template {args.template}; {args.queries} windows of {args.passages}; "
           f"{args.threads} threads; best of {args.repeat}; {platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
-    rows = []
-    for q, (query, passages) in enumerate(windows):
-        ids = prompt_ids(backend, base, query, passages)
-        n = len(passages)
-        budget = base.max_new_tokens(n)
-        row = {"query": q, "prompt_tokens": len(ids)}
-        runs: dict[str, list[dict]] = {m: [] for m in ("a", "b", "c", "c0", "a=", "d")}
-        for _ in range(args.repeat):  # the modes interleave, so load changes hit them alike
-            runs["a"].append(raw_loop(backend, ids, budget))
-            r, greedy = dear_mode(backend, base.with_(decoding="greedy"), query, passages)
-            runs["b"].append(r)
-            r, cons = dear_mode(backend, base.with_(decoding="constrained"), query, passages)
-            runs["c"].append(r)
-            runs["c0"].append(jump_forward_only(backend, ids, n, base.tmpl.id_base))
-            runs["a="].append(raw_loop(backend, ids, budget, feed=cons.output_ids))
-            r, first = dear_mode(backend, base.with_(decoding="first-token"), query, passages)
-            runs["d"].append(r)
-        for m, rs in runs.items():
-            row[m] = fastest(rs)
-        if card is not None:
-            row["e"] = card.run(prompt_text(backend, base, query, passages), budget, ids)
-        from dear_local_convert.agreement.metrics import exact_match, kendall_tau, top1_agreement
-
-        row["first_vs_constrained"] = {"exact": exact_match(first.order, cons.order),
-                                       "tau": kendall_tau(first.order, cons.order),
-                                       "top1": top1_agreement(first.order, cons.order)}
-        row["greedy_text"] = greedy.raw_text[:80]
-        row["constrained_text"] = cons.raw_text
-        rows.append(row)
-        print(f"\nquery {q}: {len(ids)} prompt tokens")
-        for m in ("a", "a=", "b", "c", "c0", "d", "e"):
-            if m in row:
-                print(f"  ({m:2}) " + describe(row[m]))
-        print(f"  greedy wrote {row['greedy_text']!r}; constrained {cons.raw_text[:60]!r}...")
-        if "e" in row:
-            print(f"  (e) wrote {row['e']['text'][:60]!r}; same prompt ids: {row['e']['same_prompt_ids']}")
-
-    modes = [m for m in ("a", "a=", "b", "c", "c0", "d", "e") if m in rows[0]]
-    sums = {m: {part: {c: sum(r[m][part][c] for r in rows) for c in CLOCKS}
-                for part in ("prompt", "decode", "total") if part in rows[0][m]}
-            for m in modes}
-    for m in modes:
-        sums[m]["tokens"] = sum(r[m]["tokens"] for r in rows)
-        if "calls" in rows[0][m]:
-            sums[m]["calls"] = sum(r[m]["calls"] for r in rows)
-    print(f"\nsums over {len(rows)} windows")
-    for m in modes:
-        print(f"  ({m:2}) " + describe(sums[m]))
-
-    def t(mode, part, clock=args.clock):
-        return sums[mode][part][clock]
-
-    checks = [
-        ("decode (a) / decode (c)", lambda c: ratio(t("a", "decode", c), t("c", "decode", c)), ">=", 2.5),
-        ("decode (a=) / decode (c)", lambda c: ratio(t("a=", "decode", c), t("c", "decode", c)), ">=", 2.5),
-        ("decode (a=) / decode (c0)", lambda c: ratio(t("a=", "decode", c), t("c0", "decode", c)), ">=", 2.5),
-        ("(d) total / (d) prompt eval", lambda c: ratio(t("d", "total", c), t("d", "prompt", c)), "<=", 1.1),
-        ("(d) total / (a) prompt eval", lambda c: ratio(t("d", "total", c), t("a", "prompt", c)), "<=", 1.1),
-        ("(b) total / (a) total", lambda c: ratio(t("b", "total", c), t("a", "total", c)), "<=", 1.05),
-    ]
-    if "e" in sums:
-        checks.append(("(e) total / (b) total", lambda c: ratio(t("e", "total", c), t("b", "total", c)), ">=", 4.0))
-    print(f"\nratios (goal judged on {args.clock} time)")
-    results = []
-    for label, fn, op, goal in checks:
-        value = fn(args.clock)
-        ok = value >= goal if op == ">=" else value <= goal
-        other = [c for c in CLOCKS if c != args.clock][0]
-        results.append({"ratio": label, args.clock: value, other: fn(other), "goal": f"{op} {goal}", "met": ok})
-        print(f"  {label:30} {value:8.2f}  ({other} {fn(other):6.2f})   goal {op} {goal:<5} {'met' if ok else 'MISSED'}")
-    fa = [r["first_vs_constrained"] for r in rows]
-    print(f"  first-token vs constrained: exact {sum(x['exact'] for x in fa)}/{len(fa)}, "
-          f"mean tau {statistics.mean(x['tau'] for x in fa):.3f}, top-1 {sum(x['top1'] for x in fa)}/{len(fa)}")
+    rows = [measure_window(backend, base, q, query, passages, args.repeat, card) for q, (query, passages) in enumerate(windows)]
+    sums, results = summarize(rows, args.clock)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
                                          "sums": sums, "ratios": results}, indent=1), encoding="utf-8")

@@ -43,7 +43,61 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def quantize_both(bf16: Path, types: list[str], work: Path, imx: Path, name: str, threads, force: bool):
+    """Each type without and with the matrix: ``({(type, variant): path or None}, {type: refusal})``."""
+    from dear_local.errors import UserInputError
+    from dear_local_convert.quant.quantize import NEEDS_IMATRIX, quantize
+
+    paths: dict[tuple[str, str], Path | None] = {}
+    refusals: dict[str, str] = {}
+    for t in types:
+        for variant, matrix in (("without", None), ("with", imx)):
+            out_dir = work / ("without" if matrix is None else f"with-{imx.stem}")  # one dir per matrix
+            dest = out_dir / f"{name}-{t}.gguf"
+            if variant == "without" and t in NEEDS_IMATRIX:
+                try:
+                    quantize(bf16, [t], out_dir, threads=threads, force=True)
+                except UserInputError as exc:
+                    refusals[t] = str(exc)
+                    paths[(t, variant)] = None
+                    continue
+                raise SystemExit(f"{t} was quantized without a matrix; it should have been refused")
+            if force or not dest.is_file():
+                quantize(bf16, [t], out_dir, threads=threads, force=True, imatrix=matrix)
+            paths[(t, variant)] = dest
+    return paths, refusals
+
+
+def write_results(work: Path, types, paths, refusals, report, calibration, timings, argv) -> dict:
+    """The with/without table (printed and written as .md) and every figure as JSON."""
+    rows = {Path(r["path"]).resolve(): r for r in report["rows"]}
+
+    def cell(t: str, variant: str) -> dict | None:
+        p = paths.get((t, variant))
+        return rows.get(p.resolve()) if p is not None else None
+
+    results = []
+    for t in types:
+        without, with_ = cell(t, "without"), cell(t, "with")
+        results.append({"type": t, "without": _pick(without), "with": _pick(with_), "refused_without": t in refusals})
+    table = markdown(results, report, calibration)
+    print(table)
+    out = {
+        "command": " ".join(["python", "bench/bench_imatrix.py", *(argv if argv is not None else sys.argv[1:])]),
+        "calibration": {k: v for k, v in calibration.items() if k != "query_sha256"},
+        "reference": report["reference"],
+        "reference_row": _pick(report["reference_row"]),
+        "results": results,
+        "refusals": refusals,
+        "timings_s": timings,
+    }
+    (work / "bench_imatrix.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    (work / "bench_imatrix.md").write_text(table + "\n", encoding="utf-8")
+    say(f"written: {work / 'bench_imatrix.md'}, {work / 'bench_imatrix.json'}")
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, help="HF checkpoint dir (default: the SmolLM2 stand-in)")
@@ -58,16 +112,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reference", type=Path, help="reuse this NovelEval reference instead of recording one")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--force", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
 
     from dear_local_convert.agreement.check import check
     from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path
     from dear_local_convert.quant.imatrix import check_disjoint, make_imatrix
     from dear_local_convert.quant.imatrix_file import read_imatrix
-    from dear_local_convert.quant.quantize import NEEDS_IMATRIX, parse_types, quantize
+    from dear_local_convert.quant.quantize import parse_types
     from dear_local_convert.agreement.reference import write_reference
     from dear_local_convert.slices import load_slice
-    from dear_local.errors import UserInputError
     from dear_local.store import get_manifest
 
     work = args.workdir.expanduser()
@@ -115,23 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. quantize each type without and with the matrix
     t0 = time.perf_counter()
     say(f"[3/5] quantizing {', '.join(types)} without and with the matrix")
-    paths: dict[tuple[str, str], Path | None] = {}
-    refusals: dict[str, str] = {}
-    for t in types:
-        for variant, matrix in (("without", None), ("with", imx)):
-            out_dir = work / ("without" if matrix is None else f"with-{imx.stem}")  # one dir per matrix
-            dest = out_dir / f"{m.name}-{t}.gguf"
-            if variant == "without" and t in NEEDS_IMATRIX:
-                try:
-                    quantize(bf16, [t], out_dir, threads=args.threads, force=True)
-                except UserInputError as exc:
-                    refusals[t] = str(exc)
-                    paths[(t, variant)] = None
-                    continue
-                raise SystemExit(f"{t} was quantized without a matrix; it should have been refused")
-            if args.force or not dest.is_file():
-                quantize(bf16, [t], out_dir, threads=args.threads, force=True, imatrix=matrix)
-            paths[(t, variant)] = dest
+    paths, refusals = quantize_both(bf16, types, work, imx, m.name, args.threads, args.force)
     timed("quantize", t0)
 
     # 4. the reference on NovelEval
@@ -151,31 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = check(ref, ggufs, gates={}, n_threads=args.threads,
                    on_quant=lambda r: say(f"      {r['path']}: tau {r['mean_tau']:.3f}"))
     timed("check", t0)
-    rows = {Path(r["path"]).resolve(): r for r in report["rows"]}
-
-    def cell(t: str, variant: str) -> dict | None:
-        p = paths.get((t, variant))
-        return rows.get(p.resolve()) if p is not None else None
-
-    results = []
-    for t in types:
-        without, with_ = cell(t, "without"), cell(t, "with")
-        results.append({"type": t, "without": _pick(without), "with": _pick(with_), "refused_without": t in refusals})
-    table = markdown(results, report, calibration)
-    print(table)
-    out = {
-        "command": " ".join(["python", "bench/bench_imatrix.py", *(argv if argv is not None else sys.argv[1:])]),
-        "calibration": {k: v for k, v in calibration.items() if k != "query_sha256"},
-        "reference": report["reference"],
-        "reference_row": _pick(report["reference_row"]),
-        "results": results,
-        "refusals": refusals,
-        "timings_s": timings,
-    }
-    (work / "bench_imatrix.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    (work / "bench_imatrix.md").write_text(table + "\n", encoding="utf-8")
-    say(f"written: {work / 'bench_imatrix.md'}, {work / 'bench_imatrix.json'}")
-    return out
+    return write_results(work, types, paths, refusals, report, calibration, timings, argv)
 
 
 KEEP = ("bytes", "bits_per_weight", "mean_tau", "min_tau", "exact_match_pct", "top1_pct", "first_token_kl",

@@ -165,7 +165,7 @@ class RssSampler(threading.Thread):
             self.peak = max(self.peak, self.rss())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="A .gguf path or NAME[:QUANT].")
     ap.add_argument("--template", default="rankgpt-chat")
@@ -180,7 +180,11 @@ def main() -> None:
     ap.add_argument("--same-prompt", action="store_true", help="Send one request over and over.")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("DEAR_LOCAL_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=None, help="Also write the figures to this JSON file.")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     if args.rounds < 1 or args.requests % args.rounds:
         sys.exit(f"--requests ({args.requests}) must be a multiple of --rounds ({args.rounds})")

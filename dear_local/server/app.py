@@ -96,6 +96,14 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
     app.state.service = service
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
+    _add_routes(app, service, settings)
+    _document_limits(app, settings.max_documents)
+    return app
+
+
+def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) -> None:
+    """The endpoints: ``/v1/rerank``, ``/v2/rerank``, ``/v1/models`` and ``/health``."""
+    reranker = service.reranker
     auth = [Depends(_auth_check(settings.api_key))] if settings.api_key else []
 
     @app.post(
@@ -155,9 +163,6 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
             ),
         )
         return JSONResponse(body.model_dump(), status_code=503 if service.shutting_down else 200)
-
-    _document_limits(app, settings.max_documents)
-    return app
 
 
 def _document_limits(app: FastAPI, max_documents: int) -> None:
