@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
+from .formats.request import Request
 from .textcheck import check_text
 
-
-@dataclass
-class Request:
-    qid: str
-    query: str
-    documents: list[str]
-    docids: list[str]
+__all__ = ["Request", "jsonl_requests", "lines_request", "read_text"]
 
 
 def _decode(data: bytes, source: str) -> str:

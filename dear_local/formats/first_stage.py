@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserInputError
-from ..inputs import Request
+from .request import Request
 from .collection import read_corpus, read_topics
 from .trec import read_run
 

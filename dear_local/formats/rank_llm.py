@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..errors import UserInputError
-from ..inputs import Request
+from .request import Request
 
 DOC_TEXT_FIELDS = ("text", "segment", "contents", "content", "body", "passage")
 

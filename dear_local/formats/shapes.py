@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import UserInputError
-from ..inputs import Request
+from .request import Request
 
 SHAPES = {
     "rank_llm": '{"query": {"text", "qid"}, "candidates": [{"docid", "score", "doc": {"contents"}}]} (rank_llm)',
