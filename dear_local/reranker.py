@@ -59,7 +59,16 @@ class Reranker:
     ``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store. The
     profile defaults to the model manifest's, or to ``Profile()`` (the card
     prompt, greedy) for a bare file; ``template``/``decoding``/``window``/
-    ``stride`` override single fields of it.
+    ``stride`` override single fields of it. ``n_threads`` (CPU threads),
+    ``n_gpu_layers``, ``n_ctx`` (tokens; sized from the profile by default) and
+    ``cpu_buffers`` (``auto``/``extra``/``plain``, see ``dear_local.backends.loader``)
+    go to llama.cpp; :meth:`from_options` takes them as one :class:`RunOptions`.
+    ``backend`` replaces the llama.cpp backend with any :class:`Backend`.
+
+    Raises:
+        ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
+        InvalidModelFileError: a file llama.cpp cannot load.
+        UnknownTemplateError, UnknownProfileError: a bad profile override.
     """
 
     def __init__(
@@ -109,9 +118,17 @@ class Reranker:
     ) -> RerankResponse:
         """Rerank ``documents`` for ``query``; return the best ``top_n`` (all by default).
 
-        Raises :class:`UserInputError` for an empty query, no documents, more
-        than 1,000 documents, or text that is not valid Unicode (a lone
-        surrogate), naming the query or the document's index.
+        Lists longer than the profile's window go through sliding windows, back to
+        front. ``results`` are best first, each with its input ``index``, ``rank``
+        (0 = best), ``score`` in (0, 1] and ``truncated`` (cut to the template's
+        passage cap); ``windows`` hold every window's raw answer, token ids and parse
+        status. ``on_window`` is called after each window (for progress bars).
+
+        Raises:
+            UserInputError: an empty query, no documents, more than 1,000 documents, a
+                ``top_n`` below 1, or text that is not valid Unicode (a lone surrogate),
+                naming the query or the document's index.
+            ContextOverflowError: a window whose prompt cannot fit the context.
         """
         if len(documents) > MAX_DOCUMENTS:
             raise UserInputError(
@@ -136,7 +153,12 @@ class Reranker:
     def rank(
         self, query: str, documents: list[str], top_k: int | None = None, return_documents: bool = True
     ) -> list[dict]:
-        """sentence-transformers' ``CrossEncoder.rank`` shape: ``[{corpus_id, score, text}]``."""
+        """sentence-transformers' ``CrossEncoder.rank`` shape: ``[{corpus_id, score, text}]``, best first.
+
+        ``corpus_id`` is the index into ``documents``; ``score`` is in (0, 1], decreasing
+        with rank (the first-token probability under ``first-token`` decoding); at most
+        ``top_k`` items. Raises what :meth:`rerank` raises.
+        """
         out = []
         for r in self.rerank(query, documents, top_n=top_k).results:
             item = {"corpus_id": r.index, "score": r.score}

@@ -1,5 +1,12 @@
-"""The workstation side of dear-local (needs the 'convert' extra: torch, transformers, gguf).
+"""The workstation side of dear-local: convert, quantize, record the reference, check the quants.
 
-Conversion: hf_to_gguf (checkpoint -> GGUF), quantize (llama.cpp quantizer + manifest),
-build (pull, convert, quantize a model's ladder), standin and tiny_llama3 (test checkpoints).
+Stages, in pipeline order (a stage imports only earlier ones and the shared modules):
+
+- ``to_gguf``: an HF checkpoint -> a GGUF (``convert_checkpoint``); needs the ``convert`` extra.
+- ``quant``: llama.cpp's quantizer and the importance matrix (``quantize``, ``make_imatrix``).
+- ``agreement``: the reference file (``write_reference``), runs, the check (``check``,
+  ``run_check``), gates, metrics and the report; the check itself needs only the ``check`` extra.
+- ``standins``: the SmolLM2 and tiny Llama-3.1 checkpoints the tests and the demo use.
+- ``build`` and ``demo`` on top; ``slices``/``slice_files`` (eval data) and
+  ``transformers_backend`` (the reference's backend) are shared by the stages.
 """

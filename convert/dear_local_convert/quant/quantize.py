@@ -195,6 +195,14 @@ def quantize(
     ``imatrix`` is a GGUF importance matrix (``dear-local imatrix``), checked against
     the model and handed to llama.cpp; each entry then records its sha256 and
     calibration slice. Types in ``NEEDS_IMATRIX`` are refused without one.
+
+    The manifest (``out_dir/manifest.json``) lists per file: type, bytes, bits per
+    weight, sha256, provenance and the llama.cpp build. Each output goes through
+    ``.partial`` and is renamed only when llama.cpp reports success.
+
+    Raises:
+        UserInputError: an unknown type, an i-quant without a matrix, an existing output without ``force``.
+        QuantizeError: llama.cpp refused or failed (its log lines are in the message).
     """
     try:
         import llama_cpp  # noqa: F401

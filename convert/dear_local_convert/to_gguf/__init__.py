@@ -1,0 +1,1 @@
+"""Stage 1: a Hugging Face LlamaForCausalLM checkpoint -> a GGUF file (checkpoint, arch, tensors, tokenizer, writer)."""

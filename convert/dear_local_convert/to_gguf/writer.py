@@ -96,6 +96,14 @@ def convert_checkpoint(
     the repo's last path part or the directory name. With ``verify_tokenizer``
     the finished file's tokenizer is compared with the HF tokenizer on a probe
     text before the file is renamed into place.
+
+    Tensors are streamed one at a time (peak memory is set by the largest tensor,
+    not the model); the file is written to ``.partial`` and renamed at the end.
+
+    Raises:
+        ConversionError: not a safetensors ``LlamaForCausalLM``, an unmappable tensor,
+            an unknown pre-tokenizer, or a tokenizer the GGUF does not reproduce.
+        MissingExtraError: gguf, safetensors or transformers are not installed.
     """
     _require_libs()
     import gguf
