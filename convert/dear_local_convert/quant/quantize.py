@@ -175,6 +175,27 @@ def file_entry(path: Path, qtype: str, build: dict, seconds: float | None = None
     return entry
 
 
+def _output_files(src: Path, out_dir: Path, qtypes: list[str], force: bool) -> dict[str, Path]:
+    """The file each type will be written to, after checking the input and that ``out_dir`` takes them."""
+    if not src.is_file():
+        raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
+    with open(src, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserInputError(f"{src} is not a GGUF file")
+    targets = {t: output_file(src, out_dir, t) for t in qtypes}
+    clash = [p.name for t, p in targets.items() if p.exists() and not force and p.resolve() != src.resolve()]
+    if clash:
+        raise UserInputError(f"{', '.join(clash)} already exist(s) in {out_dir}; pass --force to overwrite")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserInputError(f"cannot write to {out_dir} ({exc.strerror or exc}); choose a writable --out") from exc
+    return targets
+
+
 def quantize(
     gguf_path: str | Path,
     types: list[str] | str,
@@ -217,23 +238,7 @@ def quantize(
             f"{', '.join(need)} need(s) an importance matrix; make one with `dear-local imatrix CHECKPOINT "
             "--slice dl19-top20 --out imatrix.gguf` and pass --imatrix imatrix.gguf"
         )
-    if not src.is_file():
-        raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
-    with open(src, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise UserInputError(f"{src} is not a GGUF file")
-    targets = {t: output_file(src, out_dir, t) for t in qtypes}
-    clash = [p.name for t, p in targets.items() if p.exists() and not force and p.resolve() != src.resolve()]
-    if clash:
-        raise UserInputError(f"{', '.join(clash)} already exist(s) in {out_dir}; pass --force to overwrite")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserInputError(f"cannot write to {out_dir} ({exc.strerror or exc}); choose a writable --out") from exc
-
+    targets = _output_files(src, out_dir, qtypes, force)
     matrix = None
     if imatrix is not None:
         from dear_local_convert.quant.imatrix_file import QuantizeMatrix
