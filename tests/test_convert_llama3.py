@@ -86,10 +86,10 @@ def test_f32_logits_match_transformers_at_every_position(tiny_llama3_dir, tiny_f
 @pytest.mark.slow
 def test_parity_check_catches_a_converter_without_rope_freqs(tiny_llama3_dir, hf_tokenizer, shared_dir, tmp_path, monkeypatch):
     """The parity test is sharp enough to see llama3 rope scaling go missing."""
-    from dear_local_convert import hf_to_gguf, llama_params
+    from dear_local_convert.to_gguf import arch, writer
 
-    monkeypatch.setattr(llama_params.LlamaParams, "rope_freqs", lambda self: None)
-    broken = hf_to_gguf.convert_checkpoint(tiny_llama3_dir, tmp_path, "f32", name="broken")
+    monkeypatch.setattr(arch.LlamaParams, "rope_freqs", lambda self: None)
+    broken = writer.convert_checkpoint(tiny_llama3_dir, tmp_path, "f32", name="broken")
     ids = hf_tokenizer(_card_prompt(shared_dir, 5))["input_ids"]
     with pytest.raises(AssertionError):
         _assert_logits_match(_llama_logits(broken, ids), _hf_logits(tiny_llama3_dir, ids))

@@ -101,7 +101,7 @@ def quantize(
         import gguf as _gguf  # noqa: F401  (reads tensor sizes for the manifest; `gguf` is the argument)
     except ImportError as exc:
         raise missing_extra("gguf", "convert") from exc
-    from dear_local_convert import quantize as q
+    from dear_local_convert.quant import quantize as q
 
     def report(e: dict) -> None:
         typer.echo(f"{e['type']:<8} {e['bytes'] / 1e6:>9.1f} MB  {e['bits_per_weight']:.2f} bits/weight  {e['file']}")
