@@ -90,7 +90,7 @@ def test_a_failing_gate_exits_non_zero_after_writing_the_report(reference_file, 
 
 def test_check_refuses_a_different_profile_or_slice(reference_file, standin_bf16_gguf, tmp_path):
     with pytest.raises(ReferenceError_, match="profile"):
-        check(reference_file, [standin_bf16_gguf], profile=Profile(template="rankgpt-chat", decoding="greedy"))
+        check(reference_file, [standin_bf16_gguf], template="rankgpt-chat", decoding="greedy")
     with pytest.raises(ReferenceError_, match="slice"):
         check(reference_file, [standin_bf16_gguf], slice_name="dl19-top20")
     proc = _cli("check", "-r", str(reference_file), str(standin_bf16_gguf), "-o", str(tmp_path), "--decoding", "greedy")
