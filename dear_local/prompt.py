@@ -19,6 +19,7 @@ reference and every GGUF tokenize a prompt identically.
 
 Passages are cut by the template first (its source's character or word cut),
 then to at most ``max_passage_tokens`` tokens, which holds in every script.
+Characters the vocabulary cannot spell are removed from user text first (:func:`spellable`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,34 @@ class Rendered:
         return "".join(t for t, _ in self.pieces)
 
 
+def _unspellable_bytes(backend: Backend) -> bytes:
+    """The bytes no token of this vocabulary stands for alone (none for Llama-3; a few for SmolLM2)."""
+    missing = backend.__dict__.get("_unspellable_bytes")
+    if missing is None:
+        single = {piece[0] for piece in backend.vocab_pieces() if len(piece) == 1}
+        missing = backend._unspellable_bytes = bytes(b for b in range(256) if b not in single)
+    return missing
+
+
+def spellable(backend: Backend, text: str) -> str:
+    """``text`` without the characters this vocabulary cannot spell.
+
+    A byte-level BPE vocabulary with no token for some byte (SmolLM2 has none for six
+    control bytes, nor for the lead bytes of the unassigned planes 4-11) makes both
+    tokenizers drop such a character, but Hugging Face drops it before it splits the text
+    and llama.cpp after, so its neighbours merge differently and the prompt ids of the
+    reference and the GGUF part ways. Removing it first gives both the same text; with a
+    vocabulary that spells every byte (Llama-3, DeAR) nothing changes.
+    """
+    missing = _unspellable_bytes(backend)
+    if not missing or not text:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data.translate(None, missing)) == len(data):
+        return text
+    return "".join(ch for ch in text if not set(ch.encode("utf-8", "surrogatepass")) & set(missing))
+
+
 def cut_passage(backend: Backend, tmpl: Template, text: str) -> Passage:
     """Cut ``text`` as the template's source does, then to ``tmpl.max_passage_tokens`` tokens.
 
@@ -62,6 +91,7 @@ def cut_passage(backend: Backend, tmpl: Template, text: str) -> Passage:
     character split between two tokens is dropped, and the result tokenizes
     to at most the cap on its own.
     """
+    text = spellable(backend, text)
     snippet = tmpl.snippet(text)
     truncated = tmpl.is_cut(text)
     cap = tmpl.max_passage_tokens
@@ -79,6 +109,7 @@ def cut_passage(backend: Backend, tmpl: Template, text: str) -> Passage:
 
 def render(backend: Backend, tmpl: Template, query: str, snippets: Sequence[str]) -> Rendered:
     """The prompt for ``query`` and passages that are already cut, with the user text marked."""
+    query, snippets = spellable(backend, query), [spellable(backend, t) for t in snippets]
     fields = [query, *snippets]
     free = [m for m in _MARKS if not any(m in f for f in fields)]
     if len(free) < 2:

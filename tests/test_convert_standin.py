@@ -49,7 +49,7 @@ def _greedy(backend: LlamaCppBackend, ids: list[int], n: int) -> list[int]:
 
 def _chat_ids(backend: LlamaCppBackend, messages) -> list[int]:
     text = render_chat(backend.chat_template, messages, bos_token=backend.bos_token, eos_token=backend.eos_token)
-    return backend.tokenize(text, add_bos=backend.add_bos)
+    return backend.tokenize(text, add_bos=backend.add_bos, special=True)  # the whole template, markers and all
 
 
 def test_standin_checkpoint_is_a_bf16_llama_with_the_smollm_tokenizer(standin_dir):
