@@ -88,3 +88,12 @@ def test_bad_input_is_one_line_and_exit_2_before_loading(cli, fake_gguf, tmp_pat
         code, out, err = cli("rerank", "-m", str(fake_gguf), *args, stdin=stdin)
         assert code == 2, (args, err)
         assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+
+
+def test_an_unwritable_out_is_refused_before_the_model_loads(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = cli("rerank", "-m", str(tmp_path / "missing.gguf"), "-q", "q", "--out", str(blocker / "run.trec"),
+                         stdin=DOCS)
+    assert code == 2 and err.startswith(f"error: cannot write {blocker / 'run.trec'}") and "--out" in err, err
+    assert len(err.strip().splitlines()) == 1
