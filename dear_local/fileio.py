@@ -34,6 +34,23 @@ def refuse_overwrite(path: Path, force: bool) -> None:
         raise UserInputError(f"{path} already exists; pass --force to overwrite it")
 
 
+def check_writable(folder: str | Path, *, option: str = "--out", target: str | Path | None = None) -> None:
+    """Make ``folder`` if needed, and refuse one that cannot be written.
+
+    Raises:
+        UserInputError: naming ``target`` (default: the folder), the reason, and ``option`` to change.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        shown = f"write {target}" if target is not None else f"write to {folder}"
+        raise UserInputError(f"cannot {shown} ({exc.strerror or exc}); choose a writable {option}") from None
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place on success.

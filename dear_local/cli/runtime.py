@@ -82,10 +82,10 @@ def rerank(
     from ..reranker import Reranker
 
     if out is not None:
-        from ..formats.resumable import check_writable
+        from ..fileio import check_writable
 
         refuse_overwrite(out, force)
-        check_writable(out)  # before the model loads
+        check_writable(out.parent, target=out)  # before the model loads
     requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
     reranker = Reranker.from_options(model, run_options(
         template=template, decoding=decoding, window=window, stride=stride,

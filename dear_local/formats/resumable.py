@@ -20,23 +20,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserInputError
-from ..fileio import refuse_overwrite
-
-
-def check_writable(out: Path) -> None:
-    """Make ``out``'s folder if needed, and refuse a place that cannot be written.
-
-    Raises:
-        UserInputError: naming the folder and the reason, so the user can choose another ``--out``.
-    """
-    folder = Path(out).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".{Path(out).name}.{os.getpid()}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserInputError(f"cannot write {out} ({exc.strerror or exc}); choose a writable --out") from None
+from ..fileio import check_writable, refuse_overwrite
 
 
 def run_key(fmt: str, model: str, profile: dict, qids: list[str], top_n: int | None) -> dict:
@@ -61,7 +45,7 @@ class ResumableOutput:
         if force:
             for p in (self.partial, self.journal):
                 p.unlink(missing_ok=True)
-        check_writable(self.out)
+        check_writable(self.out.parent, target=self.out)
         self.done: list[str] = self._resume(key)
         self._data = open(self.partial, "ab")
         self._log = open(self.journal, "a", encoding="utf-8")

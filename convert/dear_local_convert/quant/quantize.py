@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import re
 import time
 from pathlib import Path
 
 from dear_local.errors import QuantizeError, UserInputError
-from dear_local.fileio import atomic_path, sha256_file, write_text_atomic
+from dear_local.fileio import atomic_path, check_writable, sha256_file, write_text_atomic
 
 from dear_local_convert.to_gguf.writer import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
 from dear_local_convert.llama_cpp_lib import LogCapture
@@ -186,13 +185,7 @@ def _output_files(src: Path, out_dir: Path, qtypes: list[str], force: bool) -> d
     clash = [p.name for t, p in targets.items() if p.exists() and not force and p.resolve() != src.resolve()]
     if clash:
         raise UserInputError(f"{', '.join(clash)} already exist(s) in {out_dir}; pass --force to overwrite")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserInputError(f"cannot write to {out_dir} ({exc.strerror or exc}); choose a writable --out") from exc
+    check_writable(out_dir)
     return targets
 
 
