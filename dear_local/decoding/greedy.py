@@ -12,9 +12,9 @@ import numpy as np
 
 from ..backends.base import Backend
 from ..contract import is_complete
+from ..contract.constraint import CLOSE
 from .result import Generation, StopCheck
 
-CLOSE = "]"
 
 
 def greedy(backend: Backend, prompt_ids: list[int], max_new_tokens: int, stop: StopCheck | None = None) -> Generation:
