@@ -80,6 +80,13 @@ class NativeCrashError(DearLocalError):
     exit_code = 1
 
 
+class ServerError(DearLocalError):
+    """An inference server (llama-server, vLLM, SGLang) is unreachable, refused a request,
+    or serves a different tokenizer than the one the prompts are built with."""
+
+    exit_code = 1
+
+
 class GateFailure(DearLocalError):
     """An agreement gate failed; raised after the report has been written."""
 

@@ -63,11 +63,16 @@ class Reranker:
     ``n_gpu_layers``, ``n_ctx`` (tokens; sized from the profile by default) and
     ``cpu_buffers`` (``auto``/``extra``/``plain``, see ``dear_local.backends.loader``)
     go to llama.cpp; :meth:`from_options` takes them as one :class:`RunOptions`.
+    With ``servers`` (URLs of llama-server, vLLM or SGLang) the model runs there instead:
+    ``model`` only lends its tokenizer, ``protocol`` is ``auto``/``llama-server``/``openai``,
+    ``served_model`` the name an OpenAI-protocol server expects, ``request_timeout`` in
+    seconds; a key for the servers comes from ``DEAR_LOCAL_SERVER_API_KEY``.
     ``backend`` replaces the llama.cpp backend with any :class:`Backend`.
 
     Raises:
         ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
         InvalidModelFileError: a file llama.cpp cannot load.
+        ServerError: a server that does not answer, or serves another tokenizer.
         UnknownTemplateError, UnknownProfileError: a bad profile override.
     """
 
@@ -84,6 +89,10 @@ class Reranker:
         n_gpu_layers: int = 0,
         n_ctx: int | None = None,
         cpu_buffers: str | None = None,
+        servers: tuple[str, ...] | list[str] = (),
+        protocol: str = "auto",
+        served_model: str | None = None,
+        request_timeout: float = 120.0,
         backend: Backend | None = None,
         verbose: bool = False,
     ) -> None:
@@ -91,6 +100,15 @@ class Reranker:
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
         self.profile = base.with_(template=template, decoding=decoding, window=window, stride=stride)
         self.model = model
+        if backend is None and servers:
+            import os
+
+            from .remote import open_remote
+
+            backend = open_remote(
+                resolved.path, list(servers), protocol=protocol, served_model=served_model or "",
+                timeout=request_timeout, api_key=os.environ.get("DEAR_LOCAL_SERVER_API_KEY"),
+            )
         if backend is None:
             from .backends.llama import LlamaCppBackend
 

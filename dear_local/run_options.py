@@ -19,6 +19,10 @@ class RunOptions:
       to offload, if llama.cpp was built with a GPU; ``n_ctx``: context size in tokens
       (sized from the profile when None).
     - ``cpu_buffers``: ``auto``, ``extra`` or ``plain`` (see :mod:`dear_local.backends.loader`).
+    - ``servers``: inference server URLs; when given, the model runs there and the local
+      model file only lends its tokenizer (see :mod:`dear_local.remote`). ``protocol``:
+      ``auto``, ``llama-server`` or ``openai``; ``served_model``: the model name an
+      OpenAI-protocol server expects; ``request_timeout``: seconds per request.
     """
 
     template: str | None = None
@@ -29,6 +33,10 @@ class RunOptions:
     n_gpu_layers: int = 0
     n_ctx: int | None = None
     cpu_buffers: str | None = None
+    servers: tuple[str, ...] = ()
+    protocol: str = "auto"
+    served_model: str | None = None
+    request_timeout: float = 120.0
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of ``Reranker``."""

@@ -60,16 +60,17 @@ def test_first_token_scores_are_the_models_probabilities():
     assert abs(sum(x["relevance_score"] for x in results) - 1.0) < 1e-6
 
 
-@pytest.mark.parametrize(
-    "body, needle",
-    [
-        ({"query": "", "documents": DOCS}, "query"),
-        ({"query": "q", "documents": []}, "documents"),
-        ({"query": "q", "documents": DOCS * 2}, "6"),
-        ({"query": "q", "documents": DOCS, "top_n": 0}, "top_n"),
-        ({"documents": DOCS}, "query"),
-    ],
-)
+# (body, a word the 422 names); with max_documents=6. test_remote.py runs it against `serve --server`.
+BAD_REQUESTS = [
+    ({"query": "", "documents": DOCS}, "query"),
+    ({"query": "q", "documents": []}, "documents"),
+    ({"query": "q", "documents": DOCS * 2}, "6"),
+    ({"query": "q", "documents": DOCS, "top_n": 0}, "top_n"),
+    ({"documents": DOCS}, "query"),
+]
+
+
+@pytest.mark.parametrize("body, needle", BAD_REQUESTS)
 def test_bad_requests_get_a_json_422_naming_the_field(client, body, needle):
     r = client.post("/v1/rerank", json=body)
     assert r.status_code == 422, r.text

@@ -12,9 +12,15 @@ from .options import (
     CpuBuffersOption,
     DecodingOption,
     ForceOption,
+    Protocol,
+    ProtocolOption,
+    RequestTimeoutOption,
+    ServedModelOption,
+    ServerOption,
     TemplateOption,
     ThreadsOption,
     cpu_buffers_value,
+    run_options_for_servers,
 )
 
 
@@ -48,8 +54,21 @@ def reference(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 (the reference) or fp32."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Revision of an HF repo id."),
     force: ForceOption = False,
+    server: ServerOption = None,
+    protocol: ProtocolOption = Protocol.auto,
+    served_model: ServedModelOption = None,
+    request_timeout: RequestTimeoutOption = 120.0,
 ) -> None:
-    """Record the full-precision reference: transformers on a GPU (CPU fallback), once, as a file."""
+    """Record the full-precision reference: transformers on a GPU (CPU fallback), once, as a file.
+
+    With --server the reference comes from inference servers instead (e.g. vLLM serving the bf16
+    checkpoint on a GPU node); CHECKPOINT is then a GGUF of the model (any quant) or NAME[:QUANT],
+    whose tokenizer builds the prompts, and the header records the engine and its version.
+    """
+    if server:
+        _reference_from_servers(checkpoint, out, slice_name, queries, passages, template, decoding, force,
+                                run_options_for_servers(server, protocol, served_model, request_timeout))
+        return
     _need_convert()
     from dear_local_convert.agreement.reference import write_reference
     from dear_local_convert.build import resolve_checkpoint
@@ -64,6 +83,34 @@ def reference(
         source_repo=repo, revision=revision, force=force,
     )
     typer.echo(str(path))
+
+
+def _reference_from_servers(model, out, slice_name, queries, passages, template, decoding, force, opts) -> None:
+    _need("check", CHECK_MODULES)
+    from dear_local_convert.agreement.reference import write_server_reference
+    from dear_local_convert.slices import load_slice
+
+    from ..fileio import refuse_overwrite
+    from ..reranker import Reranker
+
+    refuse_overwrite(out, force)
+    eval_slice = load_slice(slice_name, queries=queries, passages=passages)  # checked before any request
+    reranker = Reranker.from_options(model, opts)
+    profile = reranker.profile.with_(template=template, decoding=decoding)
+    try:
+        path = write_server_reference(reranker.backend, eval_slice, profile, out, model_name=_model_name(model),
+                                      source=str(model), force=force)
+    finally:
+        reranker.close()
+    typer.echo(str(path))
+
+
+def _model_name(model: str) -> str | None:
+    """The manifest name behind ``NAME[:QUANT]`` (what picks the gates), None for a file."""
+    from ..store import resolve
+
+    resolved = resolve(model)
+    return resolved.manifest.name if resolved.manifest else None
 
 
 def check(

@@ -50,6 +50,36 @@ CpuBuffersOption = Annotated[
         show_default=False,
     ),
 ]
+class Protocol(str, Enum):
+    """How to talk to --server; see ``dear_local.remote.protocols``."""
+
+    auto = "auto"
+    llama_server = "llama-server"
+    openai = "openai"
+
+
+ServerOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--server",
+        help="Run the model on this inference server (llama-server, vLLM, SGLang), e.g. http://127.0.0.1:8080; "
+        "repeat for a fleet. --model then only lends its tokenizer (any quant of the served model). "
+        "A key for the servers comes from $DEAR_LOCAL_SERVER_API_KEY.",
+        show_default=False,
+    ),
+]
+ProtocolOption = Annotated[
+    Protocol,
+    typer.Option("--protocol", help="Server protocol: auto (llama-server's /props, else openai), llama-server or "
+                 "openai (vLLM/SGLang /v1/completions)."),
+]
+ServedModelOption = Annotated[
+    Optional[str],
+    typer.Option("--served-model", help="Model name an openai-protocol server expects (default: the first it lists)."),
+]
+RequestTimeoutOption = Annotated[
+    float, typer.Option("--request-timeout", min=1.0, help="Seconds to wait for one server request before retrying.")
+]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
 ]
@@ -63,9 +93,21 @@ def cpu_buffers_value(option: CpuBuffers | None) -> str | None:
 def run_options(
     *, template: str | None, decoding: str | None, window: int | None, stride: int | None,
     n_threads: int | None, n_gpu_layers: int, n_ctx: int | None, cpu_buffers: CpuBuffers | None,
+    servers: list[str] | None = None, protocol: Protocol = Protocol.auto, served_model: str | None = None,
+    request_timeout: float = 120.0,
 ) -> RunOptions:
     """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options."""
     return RunOptions(
         template=template, decoding=decoding, window=window, stride=stride, n_threads=n_threads,
         n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
+        servers=tuple(servers or ()), protocol=protocol.value, served_model=served_model,
+        request_timeout=request_timeout,
     )
+
+
+def run_options_for_servers(
+    servers: list[str], protocol: Protocol, served_model: str | None, request_timeout: float
+) -> RunOptions:
+    """:class:`RunOptions` that run the model on ``servers`` (profile from the model's manifest)."""
+    return RunOptions(servers=tuple(servers), protocol=protocol.value, served_model=served_model,
+                      request_timeout=request_timeout)

@@ -18,6 +18,11 @@ from .options import (
     GpuLayersOption,
     ModelOption,
     NCtxOption,
+    Protocol,
+    ProtocolOption,
+    RequestTimeoutOption,
+    ServedModelOption,
+    ServerOption,
     StrideOption,
     TemplateOption,
     ThreadsOption,
@@ -70,15 +75,23 @@ def rerank(
     n_gpu_layers: GpuLayersOption = 0,
     n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
+    server: ServerOption = None,
+    protocol: ProtocolOption = Protocol.auto,
+    served_model: ServedModelOption = None,
+    in_flight: Optional[int] = typer.Option(
+        None, "--in-flight", min=1,
+        help="Queries reranked at once on the servers (default: 2 per --server); locally always 1.",
+    ),
+    request_timeout: RequestTimeoutOption = 120.0,
 ) -> None:
-    """Rerank documents for a query with a local GGUF model.
+    """Rerank documents for a query with a local GGUF model, or on inference servers (--server).
 
     Documents come from --docs (one per line), --jsonl (one query per record; the file's shape is
-    detected), a first-stage --run with --topics and --corpus, or stdin.
+    detected), a first-stage --run with --topics and --corpus, or stdin. With --server the model
+    runs on llama-server, vLLM or SGLang (repeat --server for a fleet), several queries at once;
+    --model names the local GGUF whose tokenizer builds the prompts.
     """
     from ..fileio import refuse_overwrite
-    from ..formats.results import render
-    from ..progress import bar
     from ..reranker import Reranker
 
     if out is not None:
@@ -90,8 +103,10 @@ def rerank(
     reranker = Reranker.from_options(model, run_options(
         template=template, decoding=decoding, window=window, stride=stride,
         n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+        servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
     ))
     p = reranker.profile
+    todo = list(enumerate(requests))
     sink = None
     if out is not None:
         from ..formats.resumable import ResumableOutput, run_key
@@ -100,19 +115,44 @@ def rerank(
         sink = ResumableOutput(out, key, force=force)
         if sink.done:
             typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
-            requests = requests[len(sink.done):]
-    total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for r in requests)
-    with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
-        for req in requests:
-            resp = reranker.rerank(req.query, req.documents, top_n=top_n, on_window=lambda _w: pbar.update(1))
-            lines = list(render([(req, resp)], fmt.value, p))
-            if sink is None:
-                typer.echo("\n".join(lines))
-            else:
-                sink.write(req.qid, lines)
-            _warn_truncated([(req, resp)], p)
+            skip = sink.done_positions
+            todo = [(i, r) for i, r in todo if i not in skip]
+    _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()))
     if sink is not None:
         sink.finish()
+
+
+def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int) -> None:
+    """Rerank ``todo`` (input position, request) pairs, writing each query as it finishes."""
+    from ..batch import run_batch
+    from ..formats.results import render
+    from ..progress import bar
+
+    p = reranker.profile
+    fleet = getattr(reranker.backend, "fleet", None)
+    total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for _, r in todo)
+    done = 0
+
+    def finished(pos: int, req, resp) -> None:
+        nonlocal done
+        lines = list(render([(req, resp)], fmt, p))
+        if sink is None:
+            typer.echo("\n".join(lines))
+        else:
+            sink.write(req.qid, lines, pos)
+        _warn_truncated([(req, resp)], p)
+        done += 1
+        if fleet is not None:
+            pbar.set_postfix_str(f"queries {done}/{len(todo)}, errors {fleet.stats.error_count}", refresh=False)
+
+    with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
+        try:
+            run_batch(reranker, todo, finished, in_flight=in_flight, top_n=top_n, on_window=lambda _w: pbar.update(1))
+        finally:
+            if sink is not None and done < len(todo):
+                sink.close()
+                typer.echo(f"stopped with {len(sink.done)} queries written to {sink.partial}; run the same "
+                           "command again to resume", err=True)
 
 
 def _warn_truncated(outputs, profile) -> None:

@@ -12,6 +12,11 @@ from .options import (
     GpuLayersOption,
     ModelOption,
     NCtxOption,
+    Protocol,
+    ProtocolOption,
+    RequestTimeoutOption,
+    ServedModelOption,
+    ServerOption,
     StrideOption,
     TemplateOption,
     ThreadsOption,
@@ -40,9 +45,22 @@ def serve(
     n_gpu_layers: GpuLayersOption = 0,
     n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
+    server: ServerOption = None,
+    protocol: ProtocolOption = Protocol.auto,
+    served_model: ServedModelOption = None,
+    in_flight: Optional[int] = typer.Option(
+        None, "--in-flight", min=1,
+        help="Requests ranked at once (default: 1 with a local model, 4 per --server with servers).",
+    ),
+    request_timeout: RequestTimeoutOption = 120.0,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
-    """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs)."""
+    """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs).
+
+    With --server (repeatable) the model runs on llama-server, vLLM or SGLang and this API is
+    stateless, so many `serve` processes can sit behind any load balancer; --model then names
+    the local GGUF whose tokenizer builds the prompts.
+    """
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -60,7 +78,9 @@ def serve(
         run=run_options(
             template=template, decoding=decoding, window=window, stride=stride,
             n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+            servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
         ),
+        in_flight=in_flight or (4 * len(server) if server else 1),
     )
     warning = bind_warning(settings.host, settings.api_key)
     if warning:

@@ -19,6 +19,7 @@ from ..errors import UnknownProfileError
 from .constrained import constrained
 from .first_token import branch_points, first_token, id_token_paths
 from .greedy import completion_check, greedy
+from .remote import RemoteModel, remote_constrained, remote_first_token, remote_greedy
 from .result import Generation, StopCheck
 
 __all__ = [
@@ -38,6 +39,8 @@ def decode(backend: Backend, profile: Profile, prompt_ids: list[int], n: int) ->
             with a template/tokenizer whose id tokens cannot be told apart.
     """
     tmpl = profile.tmpl
+    if isinstance(backend, RemoteModel):
+        return _decode_remote(backend, profile, prompt_ids, n)
     if profile.decoding == "greedy":
         stop = completion_check(backend, n, tmpl.id_base)
         return greedy(backend, prompt_ids, profile.max_new_tokens(n), stop), None
@@ -45,6 +48,23 @@ def decode(backend: Backend, profile: Profile, prompt_ids: list[int], n: int) ->
         return constrained(backend, prompt_ids, n, tmpl.id_base), None
     if profile.decoding == "first-token":
         return first_token(backend, tmpl, prompt_ids, n)
-    raise UnknownProfileError(
+    raise _unknown_mode(profile)
+
+
+def _decode_remote(backend, profile: Profile, prompt_ids: list[int], n: int):
+    """:func:`decode` on an inference server (see :mod:`.remote`)."""
+    tmpl = profile.tmpl
+    if profile.decoding == "greedy":
+        stop = completion_check(backend, n, tmpl.id_base)
+        return remote_greedy(backend, prompt_ids, profile.max_new_tokens(n), stop), None
+    if profile.decoding == "constrained":
+        return remote_constrained(backend, prompt_ids, n, tmpl.id_base), None
+    if profile.decoding == "first-token":
+        return remote_first_token(backend, tmpl, prompt_ids, n)
+    raise _unknown_mode(profile)
+
+
+def _unknown_mode(profile: Profile) -> UnknownProfileError:
+    return UnknownProfileError(
         f"unknown decoding mode {profile.decoding!r}; use greedy, constrained or first-token"
     )

@@ -186,7 +186,10 @@ class _Answer:
 
     def choose(self, logits: np.ndarray) -> list[int]:
         """Take the model's best admissible token, then the text it forces; returns the tokens to feed."""
-        best, margin = _pick(self.constraint, self.state, logits)
+        return self.take(*_pick(self.constraint, self.state, logits))
+
+    def take(self, best, margin: float | None) -> list[int]:
+        """Take the admissible step ``best``, then the text it forces; returns the tokens to feed."""
         before, self.state = self.state, best.state
         self.out.append(best.token)
         self.margins.append(margin)

@@ -55,7 +55,7 @@ def id_token_paths(backend: Backend, template: Template, n: int) -> tuple[list[i
     return prefix_ids, paths
 
 
-def _next_tokens(paths: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
+def next_tokens(paths: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
     """For every proper prefix of the id token paths, the distinct tokens that follow it."""
     nodes: dict[tuple[int, ...], list[int]] = {}
     for path in paths:
@@ -68,7 +68,7 @@ def _next_tokens(paths: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
 
 def branch_points(paths: list[list[int]]) -> list[tuple[int, ...]]:
     """The token prefixes after which ids part ways: the prompt pass is ``()``, each other one step."""
-    return [node for node, nxt in _next_tokens(paths).items() if len(nxt) > 1]
+    return [node for node, nxt in next_tokens(paths).items() if len(nxt) > 1]
 
 
 def _log_softmax(values: np.ndarray) -> np.ndarray:
@@ -92,7 +92,7 @@ def first_token(
     the prompt is then not evaluated again, only its last token and the prefix.
     """
     prefix_ids, paths = id_token_paths(backend, template, n)
-    branches = _next_tokens(paths)
+    branches = next_tokens(paths)
 
     t0 = time.perf_counter()
     if prompt_cached and backend.n_past >= len(prompt_ids) > 0:
@@ -114,17 +114,12 @@ def first_token(
             calls += 1
         else:
             node_logits = logits
-        lp = _log_softmax(node_logits[np.asarray(children, dtype=np.int64)])
-        logp_at[node] = dict(zip(children, lp.tolist()))
+        logp_at[node] = branch_logp(children, node_logits[np.asarray(children, dtype=np.int64)])
     if calls > 1:
         backend.rewind(base)
     t2 = time.perf_counter()
 
-    logp = np.array([sum(logp_at[tuple(p[:d])][p[d]] for d in range(len(p))) for p in paths])
-    probs = np.exp(logp - logp.max())
-    probs /= probs.sum()
-    order = sorted(range(n), key=lambda k: (-logp[k], k))
-    text = canonical_answer([template.id_base + k for k in order])
+    text, probs = rank_paths(template, paths, logp_at)
     gen = Generation(
         token_ids=[],
         text=text,
@@ -134,4 +129,26 @@ def first_token(
         decode_seconds=t2 - t1,
         extra={"extra_steps": calls - 1},
     )
-    return gen, [float(p) for p in probs]
+    return gen, probs
+
+
+def branch_logp(children: list[int], values: np.ndarray) -> dict[int, float]:
+    """Log-probabilities of the ``children`` tokens renormalised among themselves.
+
+    ``values`` are their logits, or log-probabilities over any larger set (a constant
+    shift does not change the result).
+    """
+    return dict(zip(children, _log_softmax(np.asarray(values)).tolist()))
+
+
+def rank_paths(template: Template, paths: list[list[int]], logp_at: dict) -> tuple[str, list[float]]:
+    """The canonical answer and per-position probabilities from each branch point's log-probabilities.
+
+    An id's log-probability is the sum along its token path; ties go to the lower id.
+    """
+    n = len(paths)
+    logp = np.array([sum(logp_at[tuple(p[:d])][p[d]] for d in range(len(p))) for p in paths])
+    probs = np.exp(logp - logp.max())
+    probs /= probs.sum()
+    order = sorted(range(n), key=lambda k: (-logp[k], k))
+    return canonical_answer([template.id_base + k for k in order]), [float(p) for p in probs]

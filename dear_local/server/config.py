@@ -31,6 +31,8 @@ class ServerSettings:
     - ``timeout``: seconds a request may take, waiting included, before it gets 504.
     - ``max_documents``: documents allowed in one request (at most the library's 1000).
     - ``max_body_bytes``: request bodies above this get 413.
+    - ``in_flight``: requests ranked at once; more than 1 only with a server backend
+      (``run.servers``), since a local llama.cpp model runs one request at a time.
     """
 
     model: str
@@ -42,8 +44,13 @@ class ServerSettings:
     max_documents: int = MAX_DOCUMENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     run: RunOptions = RunOptions()
+    in_flight: int = 1
 
     def __post_init__(self) -> None:
+        if self.in_flight < 1:
+            raise UserInputError(f"--in-flight must be at least 1, got {self.in_flight}")
+        if self.in_flight > 1 and not self.run.servers:
+            raise UserInputError("--in-flight above 1 needs --server: a local model ranks one request at a time")
         if self.max_queue < 0:
             raise UserInputError(f"--max-queue must be 0 or more, got {self.max_queue}")
         if not self.timeout > 0:

@@ -1,14 +1,16 @@
-"""A FIFO work queue with one worker thread: the only thread that touches the model.
+"""A FIFO work queue with worker threads: the only threads that touch the model.
 
-llama.cpp contexts are not thread-safe, so every rerank runs on the worker
-thread, one at a time, in arrival order. The queue protects the server:
+llama.cpp contexts are not thread-safe, so with a local model every rerank runs on
+one worker thread, one at a time, in arrival order. With a server backend the model
+is on inference servers, and ``workers`` threads run that many requests at once.
+The queue protects the server:
 
-- at most ``max_pending`` jobs wait behind the running one; ``submit`` raises
+- at most ``max_pending`` jobs wait behind the running ones; ``submit`` raises
   ``QueueFull`` (carrying a ``retry_after`` estimate) beyond that;
 - ``abandon`` drops a waiting job (its client left or timed out) before it runs,
   and flags a running one so it can stop at its next checkpoint;
-- ``close`` refuses new work, cancels what is waiting and lets the running job
-  finish before the worker exits.
+- ``close`` refuses new work, cancels what is waiting and lets the running jobs
+  finish before the workers exit.
 
 A job is a callable taking one argument, ``abandoned()``, which returns True
 once nobody wants the result any more.
@@ -42,7 +44,7 @@ class Abandoned(Exception):
     """Raised inside a job that noticed nobody wants its result any more."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: jobs live in a set while they run
 class Job:
     fn: Callable[[Callable[[], bool]], Any]
     future: Future = field(default_factory=Future)
@@ -59,15 +61,16 @@ class QueueStats:
 
 
 class WorkQueue:
-    def __init__(self, max_pending: int, name: str = "dear-local-worker") -> None:
+    def __init__(self, max_pending: int, name: str = "dear-local-worker", workers: int = 1) -> None:
         self.max_pending = max_pending
         self.name = name
+        self.workers = max(1, workers)
         self.stats = QueueStats()
         self._pending: deque[Job] = deque()
-        self._running: Job | None = None
+        self._running: set[Job] = set()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._mean_seconds = 1.0  # running mean of job durations, for Retry-After
         self._seen = 0
 
@@ -80,7 +83,7 @@ class WorkQueue:
     @property
     def busy(self) -> bool:
         with self._cond:
-            return self._running is not None
+            return bool(self._running)
 
     @property
     def closed(self) -> bool:
@@ -88,47 +91,53 @@ class WorkQueue:
 
     @property
     def worker(self) -> threading.Thread | None:
-        return self._thread
+        return self._threads[0] if self._threads else None
+
+    def _wait_estimate(self) -> int:
+        ahead = len(self._pending) + len(self._running)
+        return max(1, math.ceil(self._mean_seconds * max(ahead, 1) / self.workers))
 
     def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the mean job time times the jobs ahead."""
+        """Seconds until a slot is likely free: the mean job time times the jobs ahead, over the workers."""
         with self._cond:
-            ahead = len(self._pending) + (self._running is not None)
-            return max(1, math.ceil(self._mean_seconds * max(ahead, 1)))
+            return self._wait_estimate()
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
         with self._cond:
             if self._closed:
                 raise QueueClosed("the queue is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
-                self._thread.start()
+            if not self._threads:
+                for i in range(self.workers):
+                    thread = threading.Thread(target=self._work, name=f"{self.name}-{i}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new work, cancel waiting jobs, and wait for the running one to finish."""
+        """Take no new work, cancel waiting jobs, and wait for the running ones to finish."""
         with self._cond:
             self._closed = True
             while self._pending:
                 job = self._pending.popleft()
                 job.future.cancel()
             self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
     # -- work -----------------------------------------------------------------
     def submit(self, fn: Callable[[Callable[[], bool]], Any]) -> Job:
         """Queue ``fn``; raise ``QueueFull`` or ``QueueClosed`` instead of waiting."""
-        if self._thread is None:
+        if not self._threads:
             self.start()
         with self._cond:
             if self._closed:
                 raise QueueClosed("the server is shutting down")
-            if len(self._pending) >= self.max_pending and (self._running is not None or self._pending):
+            idle = len(self._running) < self.workers and not self._pending
+            if len(self._pending) >= self.max_pending and not idle:
                 self.stats.rejected += 1
-                ahead = len(self._pending) + (self._running is not None)
-                raise QueueFull(len(self._pending), max(1, math.ceil(self._mean_seconds * ahead)))
+                raise QueueFull(len(self._pending), self._wait_estimate())
             job = Job(fn)
             self._pending.append(job)
             self._cond.notify()
@@ -142,7 +151,7 @@ class WorkQueue:
                 self._pending.remove(job)
                 job.future.cancel()
                 self.stats.dropped += 1
-            elif job is self._running:
+            elif job in self._running:
                 self.stats.abandoned_running += 1
 
     def _work(self) -> None:
@@ -155,7 +164,7 @@ class WorkQueue:
                 job = self._pending.popleft()
                 if not job.future.set_running_or_notify_cancel():
                     continue
-                self._running = job
+                self._running.add(job)
             started = time.monotonic()
             try:
                 result = job.fn(job.abandoned.is_set)
@@ -165,7 +174,7 @@ class WorkQueue:
                 job.future.set_result(result)
             finally:
                 with self._cond:
-                    self._running = None
+                    self._running.discard(job)
                     self.stats.completed += 1
                     self._seen += 1
                     took = time.monotonic() - started

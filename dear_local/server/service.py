@@ -8,9 +8,10 @@ disconnecting.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
-from ..errors import UserInputError
+from ..errors import ServerError, UserInputError
 from ..prompt import truncation_warning
 from ..reranker import RerankResponse, Reranker
 from .config import ServerSettings
@@ -42,11 +43,14 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+log = logging.getLogger("dear_local.server")
+
+
 class RerankService:
     def __init__(self, reranker: Reranker, settings: ServerSettings) -> None:
         self.reranker = reranker
         self.settings = settings
-        self.queue = WorkQueue(settings.max_queue)
+        self.queue = WorkQueue(settings.max_queue, workers=settings.in_flight)
         self.shutting_down = False
 
     @property
@@ -73,6 +77,9 @@ class RerankService:
                     raise Abandoned()
 
             checkpoint()
+            rebind = getattr(reranker.backend, "rebind", None)
+            if rebind is not None:
+                rebind()  # a server backend: this request starts on the least-used server
             return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint)
 
         try:
@@ -114,6 +121,13 @@ class RerankService:
             return waiter.result()
         except UserInputError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
+        except ServerError as exc:
+            log.warning("inference servers failed: %s", exc)
+            raise ApiError(
+                503, "upstream_unavailable",
+                "the inference servers behind this API did not answer; retry later",
+                {"Retry-After": "5"},
+            ) from None
 
     def _give_up(self, queued, waiter) -> None:
         self.queue.abandon(queued)

@@ -270,7 +270,8 @@ def check(
         if on_quant is not None:
             on_quant(row)
     return {
-        "reference": {k: header[k] for k in ("model", "device", "device_name", "dtype", "torch", "transformers", "profile", "slice", "dear_local")},
+        "reference": {k: header.get(k) for k in ("model", "device", "device_name", "dtype", "torch", "transformers",
+                                                  "engine", "profile", "slice", "dear_local") if k in header},
         "reference_row": ref_row,
         "gates": gates,
         "machine": {  # where the quants ran: speed figures mean little without it

@@ -58,6 +58,31 @@ def write_reference(
     return record_reference(backend, eval_slice, profile, out, model=model, engine=engine, force=force)
 
 
+def write_server_reference(
+    backend, eval_slice, profile: Profile, out: str | Path, *, model_name: str | None = None,
+    source: str | None = None, force: bool = False,
+) -> Path:
+    """Record the reference from inference servers (say vLLM in bf16 on a GPU node).
+
+    ``backend`` is a :class:`~dear_local.remote.RemoteBackend`; the header names the
+    engine, its version, the served model and the server URLs, in place of torch's device.
+
+    Raises:
+        UserInputError: ``out`` exists and ``force`` is not set.
+        ServerError: what the servers raise.
+    """
+    refuse_overwrite(Path(out), force)
+    info = backend.engine
+    engine = {
+        "device": "server", "device_name": f"{info['engine']} {info['version']}", "dtype": "as served",
+        "torch": None, "transformers": None,
+        "engine": {**info, "servers": [s.url for s in backend.fleet.servers], "protocol": backend.protocol.name},
+    }
+    model = {"name": model_name, "checkpoint": info.get("model"), "repo": None, "revision": None,
+             "tokenizer": source}
+    return record_reference(backend, eval_slice, profile, out, model=model, engine=engine, force=force)
+
+
 def record_reference(
     backend: Backend, eval_slice, profile: Profile, out: str | Path, *, model: dict, engine: dict, force: bool = False
 ) -> Path:

@@ -1,0 +1,205 @@
+"""A backend whose model runs on inference servers: llama-server, vLLM or SGLang.
+
+The prompt is always dear-local's own: built with the tokenizer of a local model file
+(a GGUF opened vocabulary-only, a few MB read), sent as token ids. At start every server
+is asked to tokenize a probe text holding the template's markers, digits and brackets; a
+server whose ids differ serves another tokenizer, and is refused before any work is done.
+Decoding goes through :mod:`dear_local.decoding.remote`; requests go through a
+:class:`~dear_local.remote.fleet.Fleet`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..decoding.remote import RemoteModel
+from ..errors import ServerError
+from .fleet import Fleet, Server
+from .protocols import LlamaServer, OpenAI, protocol_for
+
+PROBE_TEXT = "Rank the passages [0] to [19]: [12] > [3] > [0]. Query: café 2024?\n"
+
+
+def _engine_llama_server(fleet: Fleet, server: Server) -> dict:
+    props = fleet.request("GET", "/props", server=server)
+    settings = props.get("default_generation_settings") or {}
+    return {"engine": "llama-server", "version": str(props.get("build_info", "unknown")),
+            "model": str(props.get("model_path") or props.get("model_alias") or ""),
+            "n_ctx": int(settings.get("n_ctx") or 0), "slots": int(props.get("total_slots") or 1)}
+
+
+def _engine_openai(fleet: Fleet, server: Server) -> dict:
+    models = fleet.request("GET", "/v1/models", server=server).get("data") or [{}]
+    first = models[0]
+    try:
+        version = fleet.request("GET", "/version", server=server).get("version", "unknown")
+    except ServerError:
+        version = "unknown"
+    owner = str(first.get("owned_by") or "openai-compatible")
+    return {"engine": owner, "version": str(version), "model": str(first.get("id", "")),
+            "n_ctx": int(first.get("max_model_len") or (first.get("meta") or {}).get("n_ctx_train") or 0),
+            "slots": 1}
+
+
+def detect_protocol(fleet: Fleet, server: Server) -> str:
+    """``llama-server`` when ``GET /props`` answers as llama.cpp does, else ``openai``."""
+    try:
+        props = fleet.request("GET", "/props", server=server)
+    except ServerError as exc:
+        if "every server is down" in str(exc) or "does not answer" in str(exc):
+            raise
+        return "openai"
+    return "llama-server" if "default_generation_settings" in props else "openai"
+
+
+class RemoteBackend(Backend, RemoteModel):
+    """Tokenizer from ``tokenizer`` (a local backend), model on the servers of ``fleet``.
+
+    ``protocol``: ``auto`` (llama-server if the first server answers ``/props`` as llama.cpp
+    does, else ``openai``), ``llama-server`` or ``openai``; ``served_model``: the model name
+    for OpenAI-protocol servers (default: the first one ``/v1/models`` lists).
+
+    Raises:
+        ServerError: a server is unreachable, speaks another protocol, or tokenizes the
+            probe text differently from ``tokenizer``.
+    """
+
+    name = "server"
+
+    def __init__(self, tokenizer: Backend, fleet: Fleet, *, protocol: str = "auto", served_model: str = "") -> None:
+        self.tok = tokenizer
+        self.fleet = fleet
+        for attr in ("n_vocab", "add_bos", "bos_token", "eos_token", "eog_ids", "chat_template"):
+            setattr(self, attr, getattr(tokenizer, attr))
+        self._lock = threading.Lock()
+        first = fleet.servers[0]
+        name = detect_protocol(fleet, first) if protocol == "auto" else protocol
+        info = (_engine_llama_server if name == "llama-server" else _engine_openai)(fleet, first)
+        self.protocol = protocol_for(name, served_model or (info["model"] if name == "openai" else ""))
+        self.engine = info
+        self.n_ctx = info["n_ctx"] or tokenizer.n_ctx
+        self.model_label = f"{getattr(tokenizer, 'model_label', '')} on {info['engine']} {info['version']}".strip()
+        for server in fleet.servers:
+            self._check_tokenizer(server)
+
+    # -- start-up ---------------------------------------------------------------------
+    def probe_text(self) -> str:
+        markers = "".join(sorted(self.tok.special_token_ids())[:4])
+        return markers + PROBE_TEXT + markers
+
+    def _check_tokenizer(self, server: Server) -> None:
+        text = self.probe_text()
+        path, body = self.protocol.tokenize(text)
+        try:
+            theirs = self.protocol.read_tokens(self.fleet.request("POST", path, body, server=server))
+        except ServerError as exc:
+            raise ServerError(f"{server.url} could not be checked: {exc}") from None
+        ours = self.tok.tokenize(text, add_bos=False, special=True)
+        if theirs != ours:
+            at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            raise ServerError(
+                f"{server.url} serves a different tokenizer from {self.tok.model_label or 'the local model'}: "
+                f"the probe text's ids differ from position {at} (here {ours[at:at + 5]}, there {theirs[at:at + 5]}); "
+                "serve the same model (any quant of it), or pass the matching --model"
+            )
+
+    # -- tokens: the local tokenizer ------------------------------------------------
+    def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
+        with self._lock:
+            return self.tok.tokenize(text, add_bos=add_bos, special=special)
+
+    def special_token_ids(self) -> dict[str, int]:
+        with self._lock:
+            return self.tok.special_token_ids()
+
+    def detokenize(self, ids: list[int]) -> str:
+        with self._lock:
+            return self.tok.detokenize(ids)
+
+    def token_bytes(self, tok: int) -> bytes:
+        with self._lock:
+            return self.tok.token_bytes(tok)
+
+    def vocab_pieces(self) -> list[bytes]:
+        with self._lock:
+            return self.tok.vocab_pieces()
+
+    def token_text(self, tok: int) -> str:
+        with self._lock:
+            return self.tok.token_text(tok)
+
+    # -- the model: requests ------------------------------------------------------------
+    def _complete(self, body: dict) -> dict:
+        return self.fleet.request("POST", self.protocol.completion_path, body)
+
+    def generate(self, ids: list[int], max_tokens: int) -> tuple[list[int], str]:
+        got = self.protocol.read_generate(self._complete(self.protocol.generate(ids, max_tokens)), self.eog_ids)
+        return got.token_ids, got.stop_reason
+
+    def pick(self, ids: list[int], allowed: list[int]) -> int:
+        return self.protocol.read_pick(self._complete(self.protocol.pick(ids, allowed)))
+
+    def top(self, ids: list[int], candidates: list[int]) -> dict[int, float]:
+        """Ask for the top ``k`` log-probabilities, ``k`` growing until every candidate is among them.
+
+        With a server that caps ``k`` (vLLM's ``--max-logprobs``, 20 by default) the cap
+        must cover the candidates the model ranks lowest; the error says so.
+        """
+        k = max(2 * len(candidates), 20)
+        while True:
+            try:
+                got = self.protocol.read_top(self._complete(self.protocol.top(ids, k)))
+            except ServerError as exc:
+                if isinstance(self.protocol, OpenAI) and "logprobs" in str(exc):
+                    raise ServerError(
+                        f"{exc}\nfirst-token decoding asks for up to {k} log-probabilities; start vLLM with "
+                        "--max-logprobs -1 (or at least the vocabulary size), or use --decoding constrained"
+                    ) from None
+                raise
+            if all(c in got for c in candidates) or k >= self.n_vocab:
+                return {c: got.get(c, -np.inf) for c in candidates}
+            k = min(k * 8, self.n_vocab)
+
+    # -- what a local backend does that a server backend cannot ------------------------
+    def _no_state(self, *_args):
+        raise NotImplementedError("a server backend has no local evaluation state; decoding goes through requests")
+
+    prefill = extend = rewind = _no_state  # type: ignore[assignment]
+
+    @property
+    def n_past(self) -> int:
+        return 0
+
+    def rebind(self) -> None:
+        """Send this thread's next requests to the least-used server (once per query)."""
+        self.fleet.rebind()
+
+    def close(self) -> None:
+        self.fleet.close()
+        self.tok.close()
+
+
+def open_remote(tokenizer_model, urls: list[str], *, protocol: str = "auto", served_model: str = "",
+                timeout: float = 120.0, retries: int = 3, api_key: str | None = None) -> RemoteBackend:
+    """A :class:`RemoteBackend` for ``urls``, with the tokenizer of the GGUF at ``tokenizer_model``.
+
+    Raises:
+        ModelNotFoundError, InvalidModelFileError: the tokenizer's GGUF.
+        ServerError: see :class:`RemoteBackend` and :class:`~dear_local.remote.fleet.Fleet`.
+    """
+    from ..backends.llama import LlamaCppBackend
+
+    fleet = Fleet(urls, timeout=timeout, retries=retries, api_key=api_key)
+    tok = LlamaCppBackend(tokenizer_model, vocab_only=True)
+    try:
+        return RemoteBackend(tok, fleet, protocol=protocol, served_model=served_model)
+    except BaseException:
+        fleet.close()
+        tok.close()
+        raise
+
+
+__all__ = ["LlamaServer", "OpenAI", "RemoteBackend", "open_remote"]

