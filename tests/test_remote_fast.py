@@ -230,3 +230,32 @@ def test_queries_written_out_of_order_come_out_in_input_order(tmp_path):
     sink.finish()
     assert out.read_text() == "q0 line\nq1 line\nq2 line\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec"]
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_rerank_with_a_server_that_is_not_a_url_says_how_to_write_one(cli, fake_gguf):
+    code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q", "--server", "localhost:8080", stdin="a\nb\n")
+    assert code == 1 and "http://" in err and "Traceback" not in err
+
+
+def test_rerank_with_an_unreachable_server_is_one_clear_line(cli, fake_gguf):
+    code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q", "--server", _dead_url(), stdin="a\nb\n")
+    assert code == 1 and "does not answer" in err and "Traceback" not in err
+
+
+def test_serve_in_flight_needs_servers():
+    from dear_local.errors import UserInputError
+    from dear_local.run_options import RunOptions
+    from dear_local.server.config import ServerSettings
+
+    with pytest.raises(UserInputError, match="needs --server"):
+        ServerSettings(model="m.gguf", in_flight=2)
+    assert ServerSettings(model="m.gguf", in_flight=4, run=RunOptions(servers=("http://x:1",))).in_flight == 4
+
+
+@pytest.mark.parametrize("option, value", [("--in-flight", "0"), ("--protocol", "grpc"), ("--request-timeout", "0")])
+def test_bad_server_options_are_usage_errors(cli, fake_gguf, option, value):
+    code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q", "--server", "http://127.0.0.1:9", option, value)
+    assert code == 2 and "Usage:" in err
