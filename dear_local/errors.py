@@ -82,9 +82,13 @@ class NativeCrashError(DearLocalError):
 
 class ServerError(DearLocalError):
     """An inference server (llama-server, vLLM, SGLang) is unreachable, refused a request,
-    or serves a different tokenizer than the one the prompts are built with."""
+    or serves a different tokenizer than the one the prompts are built with.
+
+    ``status`` is the HTTP status when a server answered and refused the request, else None.
+    """
 
     exit_code = 1
+    status: int | None = None
 
 
 class GateFailure(DearLocalError):

@@ -49,7 +49,7 @@ def detect_protocol(fleet: Fleet, server: Server) -> str:
     try:
         props = fleet.request("GET", "/props", server=server)
     except ServerError as exc:
-        if "every server is down" in str(exc) or "does not answer" in str(exc):
+        if getattr(exc, "status", None) is None:  # no answer at all, not a refusal
             raise
         return "openai"
     return "llama-server" if "default_generation_settings" in props else "openai"
@@ -153,7 +153,7 @@ class RemoteBackend(Backend, RemoteModel):
             try:
                 got = self.protocol.read_top(self._complete(self.protocol.top(ids, k)))
             except ServerError as exc:
-                if isinstance(self.protocol, OpenAI) and "logprobs" in str(exc):
+                if isinstance(self.protocol, OpenAI) and getattr(exc, "status", None) == 400 and "logprobs" in str(exc):
                     raise ServerError(
                         f"{exc}\nfirst-token decoding asks for up to {k} log-probabilities; start vLLM with "
                         "--max-logprobs -1 (or at least the vocabulary size), or use --decoding constrained"

@@ -141,7 +141,9 @@ class Fleet:
         if resp.status_code in RETRY_STATUS:
             raise _Retryable(f"HTTP {resp.status_code}")
         if resp.status_code >= 400:
-            raise ServerError(f"{server.url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}")
+            err = ServerError(f"{server.url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}")
+            err.status = resp.status_code  # the server answered: it is up, and refused this request
+            raise err
         try:
             return resp.json()
         except ValueError:
