@@ -62,12 +62,14 @@ class Reranker:
     ``stride`` override single fields of it. ``n_threads`` (CPU threads),
     ``n_gpu_layers``, ``n_ctx`` (tokens; sized from the profile by default) and
     ``cpu_buffers`` (``auto``/``extra``/``plain``, see ``dear_local.backends.loader``)
-    go to llama.cpp; :meth:`from_options` takes them as one :class:`RunOptions`.
+    go to llama.cpp; so does ``lora``, a GGUF LoRA adapter (``dear-local convert-lora``)
+    applied to the model at ``lora_scale`` times its trained strength, so one base GGUF
+    serves several adapters. :meth:`from_options` takes them as one :class:`RunOptions`.
     ``backend`` replaces the llama.cpp backend with any :class:`Backend`.
 
     Raises:
         ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
-        InvalidModelFileError: a file llama.cpp cannot load.
+        InvalidModelFileError: a file llama.cpp cannot load, or an adapter that does not fit it.
         UnknownTemplateError, UnknownProfileError: a bad profile override.
     """
 
@@ -84,6 +86,8 @@ class Reranker:
         n_gpu_layers: int = 0,
         n_ctx: int | None = None,
         cpu_buffers: str | None = None,
+        lora: str | None = None,
+        lora_scale: float = 1.0,
         backend: Backend | None = None,
         verbose: bool = False,
     ) -> None:
@@ -101,6 +105,8 @@ class Reranker:
                 n_gpu_layers=n_gpu_layers,
                 cpu_buffers=cpu_buffers,
                 verbose=verbose,
+                lora=lora,
+                lora_scale=lora_scale,
             )
         self.backend = backend
 

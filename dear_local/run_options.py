@@ -19,6 +19,8 @@ class RunOptions:
       to offload, if llama.cpp was built with a GPU; ``n_ctx``: context size in tokens
       (sized from the profile when None).
     - ``cpu_buffers``: ``auto``, ``extra`` or ``plain`` (see :mod:`dear_local.backends.loader`).
+    - ``lora``: a GGUF LoRA adapter to apply to the model (``dear-local convert-lora``), at
+      ``lora_scale`` times its trained strength (see :mod:`dear_local.backends.lora`).
     """
 
     template: str | None = None
@@ -29,6 +31,8 @@ class RunOptions:
     n_gpu_layers: int = 0
     n_ctx: int | None = None
     cpu_buffers: str | None = None
+    lora: str | None = None
+    lora_scale: float = 1.0
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of ``Reranker``."""

@@ -50,6 +50,15 @@ CpuBuffersOption = Annotated[
         show_default=False,
     ),
 ]
+LoraOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--lora", help="A GGUF LoRA adapter (from `dear-local convert-lora`) to apply to the model at run time.",
+    ),
+]
+LoraScaleOption = Annotated[
+    float, typer.Option("--lora-scale", help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.")
+]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
 ]
@@ -63,9 +72,11 @@ def cpu_buffers_value(option: CpuBuffers | None) -> str | None:
 def run_options(
     *, template: str | None, decoding: str | None, window: int | None, stride: int | None,
     n_threads: int | None, n_gpu_layers: int, n_ctx: int | None, cpu_buffers: CpuBuffers | None,
+    lora: str | None = None, lora_scale: float = 1.0,
 ) -> RunOptions:
     """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options."""
     return RunOptions(
         template=template, decoding=decoding, window=window, stride=stride, n_threads=n_threads,
         n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
+        lora=lora, lora_scale=lora_scale,
     )

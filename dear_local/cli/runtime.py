@@ -13,6 +13,8 @@ from ..contract import list_templates, window_spans
 from ..errors import UserInputError
 from .options import (
     CpuBuffersOption,
+    LoraOption,
+    LoraScaleOption,
     DecodingOption,
     ForceOption,
     GpuLayersOption,
@@ -70,6 +72,8 @@ def rerank(
     n_gpu_layers: GpuLayersOption = 0,
     n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
+    lora: LoraOption = None,
+    lora_scale: LoraScaleOption = 1.0,
 ) -> None:
     """Rerank documents for a query with a local GGUF model.
 
@@ -90,13 +94,15 @@ def rerank(
     reranker = Reranker.from_options(model, run_options(
         template=template, decoding=decoding, window=window, stride=stride,
         n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+        lora=lora, lora_scale=lora_scale,
     ))
     p = reranker.profile
     sink = None
     if out is not None:
         from ..formats.resumable import ResumableOutput, run_key
 
-        key = run_key(fmt.value, model, p.to_dict(), [r.qid for r in requests], top_n)
+        shown = model if lora is None else f"{model} + {lora} x{lora_scale}"  # another adapter is another run
+        key = run_key(fmt.value, shown, p.to_dict(), [r.qid for r in requests], top_n)
         sink = ResumableOutput(out, key, force=force)
         if sink.done:
             typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)

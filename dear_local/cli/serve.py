@@ -8,6 +8,8 @@ import typer
 
 from .options import (
     CpuBuffersOption,
+    LoraOption,
+    LoraScaleOption,
     DecodingOption,
     GpuLayersOption,
     ModelOption,
@@ -40,6 +42,8 @@ def serve(
     n_gpu_layers: GpuLayersOption = 0,
     n_ctx: NCtxOption = None,
     cpu_buffers: CpuBuffersOption = None,
+    lora: LoraOption = None,
+    lora_scale: LoraScaleOption = 1.0,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs)."""
@@ -60,6 +64,7 @@ def serve(
         run=run_options(
             template=template, decoding=decoding, window=window, stride=stride,
             n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+            lora=lora, lora_scale=lora_scale,
         ),
     )
     warning = bind_warning(settings.host, settings.api_key)

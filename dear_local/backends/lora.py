@@ -1,0 +1,82 @@
+"""Applying a GGUF LoRA adapter to a loaded base model, through llama.cpp's adapter API.
+
+llama.cpp keeps the base weights as they are and adds ``scale · alpha / r · B·(A·x)``
+next to every adapted matrix product, so one quantized base GGUF serves any number of
+adapters. The adapter file is llama.cpp's GGUF LoRA format (``general.type = adapter``),
+as ``dear-local convert-lora`` writes it.
+
+llama-cpp-python's own ``Llama(lora_path=...)`` turns memory mapping off for the base
+(a leftover of llama.cpp's old adapter code, which rewrote the weights); calling the
+adapter API after loading keeps the base mapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+from pathlib import Path
+
+from ..errors import InvalidModelFileError, ModelNotFoundError, UserInputError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_lora_file(path: str | Path) -> Path:
+    """Fail early on a missing or non-GGUF adapter file; return it as a Path.
+
+    Raises:
+        ModelNotFoundError: no such file.
+        InvalidModelFileError: not a GGUF (a PEFT adapter directory, a safetensors file, ...).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        raise InvalidModelFileError(
+            f"{path} is a PEFT adapter directory; convert it to a GGUF adapter first: "
+            f"dear-local convert-lora {path} --base BASE.gguf --out DIR"
+        )
+    if not path.is_file():
+        raise ModelNotFoundError(f"LoRA adapter {path} does not exist; check the --lora path")
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise InvalidModelFileError(
+                f"LoRA adapter {path} is not a GGUF file; convert a PEFT adapter with "
+                "`dear-local convert-lora ADAPTER --base BASE.gguf --out DIR`"
+            )
+    return path
+
+
+def attach_lora(llm, path: str | Path, scale: float = 1.0) -> None:
+    """Load the GGUF LoRA adapter at ``path`` for ``llm`` (a ``llama_cpp.Llama``) and apply it with ``scale``.
+
+    ``scale`` multiplies the adapter's own ``alpha / r`` (1.0: as trained; 0: the base
+    alone). The adapter is freed with ``llm``.
+
+    Raises:
+        ModelNotFoundError, InvalidModelFileError: a missing file, or one llama.cpp
+            refuses (not an adapter, another architecture, shapes of another base),
+            with llama.cpp's own reason.
+        UserInputError: a scale that is not a finite number.
+    """
+    import math
+
+    import llama_cpp
+
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise UserInputError(f"--lora-scale must be a finite number, got {scale!r}")
+    path = check_lora_file(path)
+    log = io.StringIO()  # llama-cpp-python prints llama.cpp's error lines to sys.stderr
+    with contextlib.redirect_stderr(log):
+        adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
+    if not adapter:
+        reason = next((line.split(": ", 1)[-1] for line in reversed(log.getvalue().splitlines()) if line.strip()), "")
+        raise InvalidModelFileError(
+            f"llama.cpp could not apply the LoRA adapter {path} to {Path(llm.model_path).name}"
+            f"{f' ({reason.strip()})' if reason else ''}; convert the adapter against this base: "
+            "dear-local convert-lora ADAPTER --base BASE.gguf --out DIR"
+        )
+    llm._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)  # freed before the model
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(scale)
+    if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales) != 0:
+        raise InvalidModelFileError(f"llama.cpp could not apply the LoRA adapter {path}; re-convert it with dear-local convert-lora")
