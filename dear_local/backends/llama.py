@@ -117,6 +117,7 @@ class LlamaCppBackend(Backend):
         self.n_ctx_train = model.n_ctx_train()
         meta = self.llm.metadata
         self.metadata = meta
+        self.lora_metadata = getattr(self.llm, "lora_metadata", None)  # the adapter's, with ``lora``
         self.chat_template = meta.get("tokenizer.chat_template")
         self.add_bos = bool(model.add_bos_token())
         bos = model.token_bos()

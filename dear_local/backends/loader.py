@@ -133,8 +133,8 @@ def open_llama(
     """Open a GGUF as a ``llama_cpp.Llama``, with the CPU buffer mode of :func:`choose_cpu_buffers`.
 
     ``lora`` is a GGUF LoRA adapter to apply at ``lora_scale`` (see :mod:`.lora`); the
-    base stays memory-mapped. ``kwargs`` go to ``llama_cpp.Llama`` unchanged. Returns
-    ``(llm, choice)``.
+    base stays memory-mapped, and the adapter's metadata is ``llm.lora_metadata``.
+    ``kwargs`` go to ``llama_cpp.Llama`` unchanged. Returns ``(llm, choice)``.
 
     Raises:
         UserInputError: an unknown ``cpu_buffers`` mode, a bad ``lora_scale``.
@@ -154,7 +154,7 @@ def open_llama(
         from .lora import attach_lora
 
         try:
-            attach_lora(llm, lora, lora_scale)
+            llm.lora_metadata = attach_lora(llm, lora, lora_scale)
         except BaseException:
             llm.close()
             raise

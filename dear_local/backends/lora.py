@@ -20,6 +20,11 @@ from pathlib import Path
 from ..errors import InvalidModelFileError, ModelNotFoundError, UserInputError
 
 GGUF_MAGIC = b"GGUF"
+# Where dear-local records a LoRA adapter's provenance, in a merged model and in a GGUF adapter.
+KEY_LORA_REPO = "dear_local.lora.repo"
+KEY_LORA_REVISION = "dear_local.lora.revision"
+KEY_LORA_SHA256 = "dear_local.lora.sha256"  # of the PEFT adapter's adapter_model.safetensors
+KEY_LORA_BASE = "dear_local.lora.base_model"  # the adapter's base_model_name_or_path
 
 
 def check_lora_file(path: str | Path) -> Path:
@@ -46,11 +51,12 @@ def check_lora_file(path: str | Path) -> Path:
     return path
 
 
-def attach_lora(llm, path: str | Path, scale: float = 1.0) -> None:
+def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:
     """Load the GGUF LoRA adapter at ``path`` for ``llm`` (a ``llama_cpp.Llama``) and apply it with ``scale``.
 
     ``scale`` multiplies the adapter's own ``alpha / r`` (1.0: as trained; 0: the base
-    alone). The adapter is freed with ``llm``.
+    alone). The adapter is freed with ``llm``. Returns the adapter's GGUF metadata
+    (``general.name``, ``adapter.lora.alpha``, ``dear_local.lora.sha256``, ...) as strings.
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: a missing file, or one llama.cpp
@@ -80,3 +86,19 @@ def attach_lora(llm, path: str | Path, scale: float = 1.0) -> None:
     scales = (ctypes.c_float * 1)(scale)
     if llama_cpp.llama_set_adapters_lora(llm._ctx.ctx, adapters, 1, scales) != 0:
         raise InvalidModelFileError(f"llama.cpp could not apply the LoRA adapter {path}; re-convert it with dear-local convert-lora")
+    return adapter_metadata(adapter)
+
+
+def adapter_metadata(adapter) -> dict[str, str]:
+    """Every metadata key of a loaded adapter, with its value as llama.cpp prints it."""
+    import llama_cpp
+
+    buf = ctypes.create_string_buffer(1024)
+    out = {}
+    for i in range(llama_cpp.llama_adapter_meta_count(adapter)):
+        if llama_cpp.llama_adapter_meta_key_by_index(adapter, i, buf, len(buf)) < 0:
+            continue
+        key = buf.value.decode("utf-8", "replace")
+        if llama_cpp.llama_adapter_meta_val_str_by_index(adapter, i, buf, len(buf)) >= 0:
+            out[key] = buf.value.decode("utf-8", "replace")
+    return out

@@ -22,20 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dear_local.backends.lora import KEY_LORA_BASE, KEY_LORA_REPO, KEY_LORA_REVISION, KEY_LORA_SHA256
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 
 from dear_local_convert.lora.adapter import Adapter, read_adapter
 from dear_local_convert.to_gguf.checkpoint import open_tensor
 from dear_local_convert.to_gguf.tensors import unpermute_qk
-from dear_local_convert.to_gguf.writer import (
-    KEY_LORA_BASE,
-    KEY_LORA_REPO,
-    KEY_LORA_REVISION,
-    KEY_LORA_SHA256,
-    KEY_VERSION,
-    output_path,
-)
+from dear_local_convert.to_gguf.writer import KEY_VERSION, output_path
 
 OUTTYPES = ("f32", "f16", "bf16")
 KEY_ADAPTER_BASE = "dear_local.lora.base_gguf"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dear_local.backends.lora import KEY_LORA_BASE, KEY_LORA_REPO, KEY_LORA_REVISION, KEY_LORA_SHA256
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 
@@ -29,11 +30,6 @@ from dear_local_convert.to_gguf.tokenizer import read_tokenizer
 KEY_SOURCE_REPO = "dear_local.source.repo"
 KEY_SOURCE_REVISION = "dear_local.source.revision"
 KEY_VERSION = "dear_local.version"
-# A merged LoRA adapter's provenance (see dear_local_convert.lora).
-KEY_LORA_REPO = "dear_local.lora.repo"
-KEY_LORA_REVISION = "dear_local.lora.revision"
-KEY_LORA_SHA256 = "dear_local.lora.sha256"
-KEY_LORA_BASE = "dear_local.lora.base_model"
 
 
 def output_path(out_dir: str | Path, name: str, outtype: str) -> Path:
