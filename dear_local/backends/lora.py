@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 from pathlib import Path
 
 from ..errors import InvalidModelFileError, ModelNotFoundError, UserInputError
@@ -51,6 +50,29 @@ def check_lora_file(path: str | Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _llama_log():
+    """Collect llama.cpp's log lines (the reason a load failed is one of them), then give logging back.
+
+    llama-cpp-python's own callback maps llama.cpp's log levels as they once were and so
+    drops today's error lines when not verbose; a callback of our own sees every line.
+    """
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, user_data):
+        lines.append(text.decode("utf-8", "replace").rstrip("\n"))
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
 def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:
     """Load the GGUF LoRA adapter at ``path`` for ``llm`` (a ``llama_cpp.Llama``) and apply it with ``scale``.
 
@@ -71,11 +93,11 @@ def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:
     if not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise UserInputError(f"--lora-scale must be a finite number, got {scale!r}")
     path = check_lora_file(path)
-    log = io.StringIO()  # llama-cpp-python prints llama.cpp's error lines to sys.stderr
-    with contextlib.redirect_stderr(log):
+    with _llama_log() as lines:
         adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
     if not adapter:
-        reason = next((line.split(": ", 1)[-1] for line in reversed(log.getvalue().splitlines()) if line.strip()), "")
+        failed = [line for line in lines if "failed" in line] or lines[-1:]
+        reason = failed[-1].split(": ", 1)[-1].strip() if failed else ""
         raise InvalidModelFileError(
             f"llama.cpp could not apply the LoRA adapter {path} to {Path(llm.model_path).name}"
             f"{f' ({reason.strip()})' if reason else ''}; convert the adapter against this base: "
