@@ -68,11 +68,13 @@ def lora_label(label: str, backend, adapter: Path | None, header: dict) -> tuple
         ReferenceError_: the GGUF records a different adapter (by sha256) from the reference's.
     """
     ref = header["model"].get("lora") or {}
+    metadata = getattr(backend, "metadata", None) or {}  # the GGUF's keys (llama.cpp backends)
     if adapter is not None:
-        info = {"mode": "runtime", "adapter": str(adapter), "sha256": (backend.lora_metadata or {}).get(KEY_LORA_SHA256)}
+        adapter_meta = getattr(backend, "lora_metadata", None) or {}
+        info = {"mode": "runtime", "adapter": str(adapter), "sha256": adapter_meta.get(KEY_LORA_SHA256)}
         label = f"{label} + {adapter.stem}"
-    elif backend.metadata.get(KEY_LORA_SHA256):
-        info = {"mode": "merged", "adapter": None, "sha256": backend.metadata[KEY_LORA_SHA256]}
+    elif metadata.get(KEY_LORA_SHA256):
+        info = {"mode": "merged", "adapter": None, "sha256": metadata[KEY_LORA_SHA256]}
         label = f"{label} (LoRA merged)"
     else:
         return (f"{label} (no LoRA)" if ref else label), None
