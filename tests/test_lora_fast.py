@@ -209,3 +209,10 @@ def test_rerank_with_a_peft_directory_says_to_convert_it(cli, tmp_path):
     code, _, err = cli("rerank", "-m", str(model), "-q", "x", "--lora", str(adapter), stdin="a\nb\n")
     assert code == 2 and "is a PEFT adapter directory; convert it to a GGUF adapter first" in err
     assert "dear-local convert-lora" in err
+
+
+def test_models_lists_the_lora_manifest_with_its_adapter(cli):
+    code, out, _ = cli("models")
+    assert code == 0
+    assert "dear-8b-listwise-lora" in out
+    assert "LoRA adapter abdoelsayed/dear-8b-reranker-listwise-lora-v1 merged into meta-llama/Llama-3.1-8B-Instruct" in out

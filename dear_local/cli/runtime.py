@@ -187,6 +187,8 @@ def models() -> None:
         typer.echo(f"\n{m.name}  ({m.description})")
         typer.echo(f"  profile: {m.profile.template}/{m.profile.decoding}, default quant {m.default_quant}")
         typer.echo(f"  quants: {', '.join(m.known_quants())}")
+        if m.lora:
+            typer.echo(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)")
         files = local_artifacts(m)
         if not files:
             typer.echo("  local: none")
