@@ -2,6 +2,7 @@
 
     python bench/bench_convert.py --workdir /tmp/bench8b               # the full Llama-3.1-8B shape
     python bench/bench_convert.py --workdir /tmp/bench4 --layers 4     # a quick reduced run
+    python bench/bench_convert.py --workdir /tmp/bench8b --lora        # also the LoRA figures (below)
 
 It writes a checkpoint with the exact Llama-3.1-8B config (optionally fewer
 layers), random bf16 weights and 4 safetensors shards, plus the real Llama-3
@@ -11,6 +12,16 @@ tokenizer, then measures, each in a fresh child process:
 - a plain copy of the same shard bytes (read + write + fsync): wall time, the
   baseline the conversion is compared against (goal: convert <= 2x copy);
 - ``quantize`` to Q4_K_M: wall time, size and bits per weight.
+
+With ``--lora`` it also writes an 8B-shaped PEFT adapter (rank 16, alpha 32, the seven
+projections of every block, bf16: the shape of DeAR's LoRA release) and measures:
+
+- ``convert --lora``: the merged conversion to BF16, wall time and peak RSS against the
+  plain conversion (goal: peak RSS <= 3 GB);
+- ``convert-lora``: the GGUF adapter's size and conversion time;
+- load time and prompt speed (``--prompt-tokens``, 2 threads by default) of the base
+  plus the runtime adapter against the merged file, both BF16, each load in a fresh
+  process, alternated ``--rounds`` times; with the quantize step, also both as Q4_K_M.
 
 The full 8B run needs about 16 GB for the checkpoint, 16 GB for the BF16 GGUF,
 16 GB for the copy (deleted right after) and 5 GB for Q4_K_M.
@@ -210,6 +221,109 @@ print(json.dumps({{k: e[k] for k in ('file', 'bytes', 'bits_per_weight', 'n_para
 """
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def write_adapter(out: Path, cfg: dict, rank: int = 16, alpha: int = 32, seed: int = 1) -> Path:
+    """A random PEFT-layout LoRA adapter for ``cfg``'s shapes: adapter_config.json + adapter_model.safetensors (bf16)."""
+    import torch
+    from safetensors.torch import save_file
+
+    if (out / "adapter_config.json").is_file():
+        return out
+    rng = np.random.default_rng(seed)
+    shapes = {name.removesuffix(".weight"): shape for name, shape in tensor_shapes(cfg)}
+    data = {}
+    for i in range(cfg["num_hidden_layers"]):
+        for t in LORA_TARGETS:
+            part = "self_attn" if t in LORA_TARGETS[:4] else "mlp"
+            module = f"model.layers.{i}.{part}.{t}"
+            n_out, n_in = shapes[module]
+            for half, shape in (("A", (rank, n_in)), ("B", (n_out, rank))):
+                x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.5 / shape[1] ** 0.5)
+                data[f"base_model.model.{module}.lora_{half}.weight"] = torch.from_numpy(x).to(torch.bfloat16)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(data, str(tmp / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
+              "target_modules": list(LORA_TARGETS), "bias": "none", "use_rslora": False, "use_dora": False,
+              "base_model_name_or_path": "synthetic/llama31-8b-shape"}
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    tmp.rename(out)
+    return out
+
+
+CONVERT_LORA = """
+import json
+from dear_local_convert.to_gguf.writer import convert_checkpoint
+p = convert_checkpoint({src!r}, {out!r}, 'bf16', name='synthetic-merged', force=True, lora={lora!r})
+print(json.dumps({{'file': str(p), 'bytes': p.stat().st_size}}))
+"""
+
+ADAPTER_GGUF = """
+import json
+from dear_local_convert.lora.gguf_adapter import convert_adapter
+p = convert_adapter({lora!r}, {base!r}, {out!r}, force=True)
+print(json.dumps({{'file': str(p), 'bytes': p.stat().st_size}}))
+"""
+
+RUNTIME = """
+import json, time
+from dear_local.backends.loader import open_llama
+ids = [128000] + [1000 + i for i in range({n})]
+t = time.perf_counter()
+llm, _ = open_llama({model!r}, lora={lora!r}, n_ctx={n} + 16, n_batch=512, n_threads={threads}, verbose=False)
+load = time.perf_counter() - t
+best = None
+for _ in range(2):
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(ids)
+    s = time.perf_counter() - t
+    best = s if best is None else min(best, s)
+llm.close()
+print(json.dumps({{'load_seconds': round(load, 2), 'prompt_tokens_per_s': round(len(ids) / best, 1)}}))
+"""
+
+
+def lora_runtime(merged: str, base: str, adapter: str, *, n: int, threads: int, rounds: int) -> dict:
+    """Load time and prompt speed of ``base`` + ``adapter`` against ``merged``, alternated, best of ``rounds``."""
+    runs: dict[str, list] = {"merged": [], "base_plus_adapter": []}
+    for _ in range(rounds):
+        for key, model, lora in (("base_plus_adapter", base, adapter), ("merged", merged, None)):
+            r = run_child(RUNTIME.format(model=model, lora=lora, n=n, threads=threads))
+            runs[key].append({**r["result"], "peak_rss_gb": r["peak_rss_gb"]})
+    return {k: {"load_seconds": min(x["load_seconds"] for x in v),
+                "prompt_tokens_per_s": max(x["prompt_tokens_per_s"] for x in v),
+                "peak_rss_gb": max(x["peak_rss_gb"] for x in v), "runs": v} for k, v in runs.items()}
+
+
+def bench_lora(args, work: Path, ckpt: Path, results: dict) -> None:
+    cfg = dict(LLAMA31_8B, num_hidden_layers=args.layers)
+    adapter = write_adapter(work / f"adapter-{args.layers}l", cfg)
+    results["adapter_bytes"] = (adapter / "adapter_model.safetensors").stat().st_size
+    print("convert to BF16 with the LoRA adapter merged ...", flush=True)
+    results["convert_lora"] = run_child(CONVERT_LORA.format(src=str(ckpt), out=str(work / "gguf"), lora=str(adapter)))
+    print(f"  {results['convert_lora']}", flush=True)
+    base = results["convert"]["result"]["file"]
+    merged = results["convert_lora"]["result"]["file"]
+    print("convert-lora to a GGUF adapter ...", flush=True)
+    results["convert_adapter"] = run_child(ADAPTER_GGUF.format(lora=str(adapter), base=base, out=str(work / "gguf")))
+    print(f"  {results['convert_adapter']}", flush=True)
+    gguf_adapter = results["convert_adapter"]["result"]["file"]
+    pairs = [("BF16", merged, base)]
+    if "quantize_q4_k_m" in results:
+        print("quantize the merged file to Q4_K_M ...", flush=True)
+        results["quantize_merged_q4_k_m"] = run_child(QUANTIZE.format(src=merged, out=str(work / "gguf"), threads=args.threads))
+        pairs.append(("Q4_K_M", results["quantize_merged_q4_k_m"]["result"]["file"], results["quantize_q4_k_m"]["result"]["file"]))
+    for kind, m, b in pairs:
+        print(f"runtime, {kind}: base + adapter against merged ...", flush=True)
+        results[f"runtime_{kind}"] = lora_runtime(str(m), str(b), gguf_adapter, n=args.prompt_tokens,
+                                                  threads=args.runtime_threads, rounds=args.rounds)
+        print(f"  {json.dumps({k: {x: y for x, y in v.items() if x != 'runs'} for k, v in results[f'runtime_{kind}'].items()})}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, required=True, help="Where the checkpoint and outputs go.")
@@ -219,6 +333,10 @@ def main() -> None:
     ap.add_argument("--vocab-gguf", type=Path, default=ROOT.parent / "shared" / "fixtures" / "ggml-vocab-llama-bpe.gguf")
     ap.add_argument("--skip-quantize", action="store_true")
     ap.add_argument("--cleanup", action="store_true", help="Delete the checkpoint and outputs afterwards.")
+    ap.add_argument("--lora", action="store_true", help="Also measure the LoRA paths (merged conversion, GGUF adapter, runtime).")
+    ap.add_argument("--prompt-tokens", type=int, default=256, help="Prompt length for the LoRA runtime figures.")
+    ap.add_argument("--runtime-threads", type=int, default=2, help="llama.cpp threads for the LoRA runtime figures.")
+    ap.add_argument("--rounds", type=int, default=2, help="Alternated rounds of the LoRA runtime figures.")
     args = ap.parse_args()
 
     work = args.workdir.expanduser().resolve()
@@ -253,6 +371,9 @@ def main() -> None:
         results["quantize_q4_k_m"] = run_child(QUANTIZE.format(src=bf16, out=str(work / "gguf"), threads=args.threads))
         print(f"  {results['quantize_q4_k_m']}", flush=True)
 
+    if args.lora:
+        bench_lora(args, work, ckpt, results)
+
     (work / "bench.json").write_text(json.dumps(results, indent=2))
     c = results["convert"]
     print("\nsummary")
@@ -263,6 +384,18 @@ def main() -> None:
         qr = results["quantize_q4_k_m"]
         print(f"  quantize Q4_K_M   {qr['seconds']:.1f} s, {qr['result']['bytes'] / 1e9:.2f} GB, "
               f"{qr['result']['bits_per_weight']:.2f} bits/weight, peak RSS {qr['peak_rss_gb']:.2f} GB")
+    if args.lora:
+        cl = results["convert_lora"]
+        print(f"  convert --lora    {cl['seconds']:.1f} s, peak RSS {cl['peak_rss_gb']:.2f} GB "
+              f"(adapter {results['adapter_bytes'] / 1e6:.1f} MB of safetensors)")
+        ca = results["convert_adapter"]
+        print(f"  convert-lora      {ca['seconds']:.1f} s, GGUF adapter {ca['result']['bytes'] / 1e6:.1f} MB")
+        for kind in ("BF16", "Q4_K_M"):
+            if f"runtime_{kind}" in results:
+                rt = results[f"runtime_{kind}"]
+                for k in ("merged", "base_plus_adapter"):
+                    print(f"  {kind:<6} {k:<17} load {rt[k]['load_seconds']:.2f} s, "
+                          f"prompt {rt[k]['prompt_tokens_per_s']:.1f} tokens/s, peak RSS {rt[k]['peak_rss_gb']:.2f} GB")
     if args.cleanup:
         shutil.rmtree(ckpt, ignore_errors=True)
         shutil.rmtree(work / "gguf", ignore_errors=True)

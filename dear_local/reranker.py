@@ -62,7 +62,9 @@ class Reranker:
     ``stride`` override single fields of it. ``n_threads`` (CPU threads),
     ``n_gpu_layers``, ``n_ctx`` (tokens; sized from the profile by default) and
     ``cpu_buffers`` (``auto``/``extra``/``plain``, see ``dear_local.backends.loader``)
-    go to llama.cpp; :meth:`from_options` takes them as one :class:`RunOptions`.
+    go to llama.cpp; so does ``lora``, a GGUF LoRA adapter (``dear-local convert-lora``)
+    applied to the model at ``lora_scale`` times its trained strength, so one base GGUF
+    serves several adapters. :meth:`from_options` takes them as one :class:`RunOptions`.
     With ``servers`` (URLs of llama-server, vLLM or SGLang) the model runs there instead:
     ``model`` only lends its tokenizer, ``protocol`` is ``auto``/``llama-server``/``openai``,
     ``served_model`` the name an OpenAI-protocol server expects, ``request_timeout`` in
@@ -71,7 +73,7 @@ class Reranker:
 
     Raises:
         ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
-        InvalidModelFileError: a file llama.cpp cannot load.
+        InvalidModelFileError: a file llama.cpp cannot load, or an adapter that does not fit it.
         ServerError: a server that does not answer, or serves another tokenizer.
         UnknownTemplateError, UnknownProfileError: a bad profile override.
     """
@@ -93,6 +95,8 @@ class Reranker:
         protocol: str = "auto",
         served_model: str | None = None,
         request_timeout: float = 120.0,
+        lora: str | None = None,
+        lora_scale: float = 1.0,
         backend: Backend | None = None,
         verbose: bool = False,
     ) -> None:
@@ -100,6 +104,11 @@ class Reranker:
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
         self.profile = base.with_(template=template, decoding=decoding, window=window, stride=stride)
         self.model = model
+        if servers and lora is not None:
+            raise UserInputError(
+                "--lora applies an adapter to a local model; with --server, load the adapter on the server "
+                "(llama-server --lora ADAPTER.gguf, vLLM --enable-lora) and drop --lora here"
+            )
         if backend is None and servers:
             import os
 
@@ -119,6 +128,8 @@ class Reranker:
                 n_gpu_layers=n_gpu_layers,
                 cpu_buffers=cpu_buffers,
                 verbose=verbose,
+                lora=lora,
+                lora_scale=lora_scale,
             )
         self.backend = backend
 

@@ -23,6 +23,8 @@ class RunOptions:
       model file only lends its tokenizer (see :mod:`dear_local.remote`). ``protocol``:
       ``auto``, ``llama-server`` or ``openai``; ``served_model``: the model name an
       OpenAI-protocol server expects; ``request_timeout``: seconds per request.
+    - ``lora``: a GGUF LoRA adapter to apply to the model (``dear-local convert-lora``), at
+      ``lora_scale`` times its trained strength (see :mod:`dear_local.backends.lora`).
     """
 
     template: str | None = None
@@ -37,6 +39,8 @@ class RunOptions:
     protocol: str = "auto"
     served_model: str | None = None
     request_timeout: float = 120.0
+    lora: str | None = None
+    lora_scale: float = 1.0
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of ``Reranker``."""

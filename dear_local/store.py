@@ -37,6 +37,7 @@ class Manifest:
     license: str = ""
     revision: str | None = None
     quants: dict = field(default_factory=dict)  # downloadable quants: name -> source table
+    lora: dict = field(default_factory=dict)  # a LoRA adapter merged into hf_repo: repo, revision
     gates: dict = field(default_factory=dict)
 
     @property
@@ -146,7 +147,10 @@ def pull(ref: str, *, force: bool = False) -> Path:
         raise UnknownModelError(
             f"unknown quant {quant!r} for {name}; choose one of: {', '.join(m.known_quants())}"
         )
-    return pull_checkpoint(m.hf_repo, m.revision)
+    path = pull_checkpoint(m.hf_repo, m.revision)
+    if m.lora:
+        pull_adapter(m.lora["repo"], m.lora.get("revision"))
+    return path
 
 
 def _pull_quant(m: Manifest, quant: str, *, force: bool) -> Path:
@@ -210,4 +214,37 @@ def pull_checkpoint(repo: str, revision: str | None) -> Path:
             snapshot_download(repo, revision=revision, allow_patterns=CHECKPOINT_PATTERNS)
         )
     except Exception as exc:  # huggingface-hub raises many types; report them as one
-        raise DownloadError(f"could not download {repo}@{revision or 'main'}: {exc}") from exc
+        raise download_error(repo, revision, exc) from exc
+
+
+ADAPTER_PATTERNS = ["adapter_config.json", "*.safetensors", "*.md", "LICENSE*"]
+
+
+def pull_adapter(repo: str, revision: str | None) -> Path:
+    """Download a PEFT LoRA adapter (config and safetensors weights) and return its local directory.
+
+    Raises:
+        OfflineError: offline mode is on.
+        DownloadError: the download failed; for a gated repo, naming how to pass a token.
+    """
+    _hf_offline_guard(f"the LoRA adapter {repo}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=ADAPTER_PATTERNS))
+    except Exception as exc:
+        raise download_error(repo, revision, exc) from exc
+
+
+def download_error(repo: str, revision: str | None, exc: Exception) -> DownloadError:
+    """The error for a failed hub download; a gated or private repo gets the steps that open it."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    where = f"{repo}@{revision or 'main'}"
+    if isinstance(exc, (GatedRepoError, RepositoryNotFoundError)):
+        return DownloadError(
+            f"could not download {where}: the repo is gated or private, or needs a token you have not passed. "
+            f"Accept its licence at https://huggingface.co/{repo} with your account, then pass a token: "
+            "set HF_TOKEN=hf_... or run `huggingface-cli login`"
+        )
+    return DownloadError(f"could not download {where}: {exc}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BLOCK = "import sys\nfor m in ('torch', 'transformers', 'gguf', 'safetensors', 'fastapi', 'uvicorn'):\n    sys.modules[m] = None\n"
+BLOCK = "import sys\nfor m in ('torch', 'transformers', 'gguf', 'safetensors', 'peft', 'fastapi', 'uvicorn'):\n    sys.modules[m] = None\n"
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -48,6 +48,7 @@ def test_manifests_ship_inside_the_wheel(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "dear_local/_models/dear-8b-listwise.toml" in names
     assert "dear_local/_models/smollm2-135m-instruct.toml" in names
+    assert "dear_local/_models/dear-8b-listwise-lora.toml" in names
     assert "dear_local/templates/card.toml" in names
     assert "dear_local_convert/agreement/check.py" in names
     assert not any(n.startswith("convert/") for n in names), "the workstation package must not install as 'convert'"

@@ -3,6 +3,8 @@
 Stages, in pipeline order (a stage imports only earlier ones and the shared modules):
 
 - ``to_gguf``: an HF checkpoint -> a GGUF (``convert_checkpoint``); needs the ``convert`` extra.
+- ``lora``: PEFT LoRA adapters, part of stage one: checked (``read_adapter``), merged while
+  converting (``convert_checkpoint(..., lora=)``) or written as GGUF adapters (``convert_adapter``).
 - ``quant``: llama.cpp's quantizer and the importance matrix (``quantize``, ``make_imatrix``).
 - ``agreement``: the reference file (``write_reference``), runs, the check (``check``,
   ``run_check``), gates, metrics and the report; the check itself needs only the ``check`` extra.

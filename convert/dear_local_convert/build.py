@@ -66,13 +66,50 @@ class Checkpoint:
     repo: str | None = None
     revision: str | None = None
     profile: Profile = field(default_factory=Profile)
+    lora: "AdapterSource | None" = None  # a LoRA adapter the manifest merges into this checkpoint
+
+
+@dataclass
+class AdapterSource:
+    """A local PEFT LoRA adapter directory and what is known about where it came from."""
+
+    path: Path
+    repo: str | None = None
+    revision: str | None = None
+
+
+def resolve_adapter(spec: str, revision: str | None = None) -> AdapterSource:
+    """A PEFT adapter directory or an HF repo id -> the local adapter directory.
+
+    A repo is downloaded (config and safetensors only) and its revision becomes the
+    resolved commit.
+
+    Raises:
+        UserInputError: ``spec`` is neither a directory nor an owner/name repo id.
+        DownloadError, OfflineError: what downloading raises.
+    """
+    from dear_local.errors import UserInputError
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return AdapterSource(path, revision=revision)
+    if spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+        raise UserInputError(f"LoRA adapter {spec} is neither a directory nor an owner/name repo id; check --lora")
+    path = store.pull_adapter(spec, revision)
+    return AdapterSource(path, spec, path.name)  # snapshot directories are named by commit
+
+
+def manifest_adapter(m: store.Manifest) -> AdapterSource | None:
+    """The LoRA adapter a manifest merges (downloaded when needed), or None."""
+    return resolve_adapter(m.lora["repo"], m.lora.get("revision")) if m.lora else None
 
 
 def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
     """A checkpoint directory, an HF repo id or a model name -> the local checkpoint.
 
-    A model name brings its manifest's repo, revision and profile; the stand-in's
-    checkpoint is rebuilt from its pinned GGUF instead of downloaded.
+    A model name brings its manifest's repo, revision and profile (and its LoRA
+    adapter, for a LoRA manifest); the stand-in's checkpoint is rebuilt from its
+    pinned GGUF instead of downloaded.
     """
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -85,12 +122,19 @@ def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
     else:
         revision = revision or m.revision
         path = store.pull_checkpoint(m.hf_repo, revision)
-    return Checkpoint(path, m.name, m.hf_repo, revision, m.profile)
+    return Checkpoint(path, m.name, m.hf_repo, revision, m.profile, manifest_adapter(m))
 
 
 def build(name: str, *, force: bool = False, threads: int | None = None,
-          log: Callable[[str], None] | None = None) -> BuildResult:
-    """Build every quant in the manifest's ladder for model ``name``; return the summary."""
+          log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None,
+          lora: str | Path | None = None) -> BuildResult:
+    """Build every quant in the manifest's ladder for model ``name``; return the summary.
+
+    For a manifest with a ``[lora]`` adapter, the adapter is merged into the base while
+    converting to BF16, and the ladder is quantized from the merged file.
+    ``checkpoint`` and ``lora`` are local copies to use instead of downloading the
+    manifest's repos (their provenance is then recorded as the local paths).
+    """
     say = log or (lambda _msg: None)
     m = store.get_manifest(name)
     out_dir = m.dir
@@ -99,12 +143,24 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
     q.parse_types(ladder)  # fail on a bad manifest before downloading anything
 
     if force or not bf16.is_file():
-        say(f"pulling {m.hf_repo} ...")
-        src_dir, revision = _checkpoint(m)
-        say(f"converting {src_dir} to {bf16.name} ...")
+        if checkpoint is not None:
+            src_dir, repo, revision = Path(checkpoint), None, None
+        else:
+            say(f"pulling {m.hf_repo} ...")
+            (src_dir, revision), repo = _checkpoint(m), m.hf_repo
+        adapter = None
+        if lora is not None:
+            adapter = AdapterSource(Path(lora))
+        elif m.lora:
+            say(f"pulling the LoRA adapter {m.lora['repo']} ...")
+            adapter = manifest_adapter(m)
+        merging = f" with the LoRA adapter {adapter.repo or adapter.path} merged" if adapter else ""
+        say(f"converting {src_dir} to {bf16.name}{merging} ...")
         bf16 = convert_checkpoint(
-            src_dir, out_dir, "bf16", force=force, source_repo=m.hf_repo, revision=revision,
+            src_dir, out_dir, "bf16", force=force, source_repo=repo, revision=revision,
             name=m.name, license=m.license or None,
+            lora=adapter.path if adapter else None, lora_repo=adapter.repo if adapter else None,
+            lora_revision=adapter.revision if adapter else None,
         )
     else:
         say(f"keeping {bf16.name}")

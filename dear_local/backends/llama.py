@@ -57,9 +57,11 @@ class LlamaCppBackend(Backend):
 
     ``cpu_buffers`` is ``auto``/``extra``/``plain`` (default: ``DEAR_LOCAL_CPU_BUFFERS``);
     the resolved :class:`~dear_local.backends.loader.BufferChoice` is ``self.cpu_buffers``.
+    ``lora`` is a GGUF LoRA adapter applied to the model at ``lora_scale`` (see
+    :mod:`dear_local.backends.lora`).
 
     Raises:
-        ModelNotFoundError, InvalidModelFileError: a missing or unloadable file.
+        ModelNotFoundError, InvalidModelFileError: a missing or unloadable file or adapter.
         UserInputError: an unknown ``cpu_buffers`` mode.
     """
 
@@ -76,19 +78,24 @@ class LlamaCppBackend(Backend):
         vocab_only: bool = False,
         cpu_buffers: str | None = None,
         verbose: bool = False,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> None:
         import llama_cpp
 
         self._llama_cpp = llama_cpp
         path = check_gguf_file(model_path)
-        self.model_label = path.name
+        self.model_label = path.name if lora is None else f"{path.name} + {Path(lora).name}"
         self.path = path
+        self.lora = Path(lora) if lora is not None else None
         self.cpu_buffers = choose_cpu_buffers(cpu_buffers)  # a bad mode fails here, before loading
         try:
             with _quiet_stderr(not verbose):
                 self.llm, _ = open_llama(
                     path,
                     cpu_buffers=self.cpu_buffers.mode,
+                    lora=lora,
+                    lora_scale=lora_scale,
                     n_ctx=n_ctx or 0,
                     n_threads=n_threads,
                     n_threads_batch=n_threads,
@@ -110,6 +117,7 @@ class LlamaCppBackend(Backend):
         self.n_ctx_train = model.n_ctx_train()
         meta = self.llm.metadata
         self.metadata = meta
+        self.lora_metadata = getattr(self.llm, "lora_metadata", None)  # the adapter's, with ``lora``
         self.chat_template = meta.get("tokenizer.chat_template")
         self.add_bos = bool(model.add_bos_token())
         bos = model.token_bos()

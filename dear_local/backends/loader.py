@@ -126,18 +126,36 @@ def _model_params(use_extra_bufts: bool):
             lib.llama_model_default_params = original
 
 
-def open_llama(path: str | Path, *, cpu_buffers: str | None = None, **kwargs):
+def open_llama(
+    path: str | Path, *, cpu_buffers: str | None = None, lora: str | Path | None = None, lora_scale: float = 1.0,
+    **kwargs,
+):
     """Open a GGUF as a ``llama_cpp.Llama``, with the CPU buffer mode of :func:`choose_cpu_buffers`.
 
+    ``lora`` is a GGUF LoRA adapter to apply at ``lora_scale`` (see :mod:`.lora`); the
+    base stays memory-mapped, and the adapter's metadata is ``llm.lora_metadata``.
     ``kwargs`` go to ``llama_cpp.Llama`` unchanged. Returns ``(llm, choice)``.
 
     Raises:
-        UserInputError: an unknown ``cpu_buffers`` mode.
+        UserInputError: an unknown ``cpu_buffers`` mode, a bad ``lora_scale``.
+        ModelNotFoundError, InvalidModelFileError: an adapter that is missing or does not fit.
         ValueError, RuntimeError: from llama-cpp-python when the file cannot be loaded.
     """
     import llama_cpp
 
     choice = choose_cpu_buffers(cpu_buffers)
+    if lora is not None:
+        from .lora import check_lora_file
+
+        check_lora_file(lora)  # before the base loads
     with _model_params(choice.use_extra_bufts):
         llm = llama_cpp.Llama(model_path=str(path), **kwargs)
+    if lora is not None:
+        from .lora import attach_lora
+
+        try:
+            llm.lora_metadata = attach_lora(llm, lora, lora_scale)
+        except BaseException:
+            llm.close()
+            raise
     return llm, choice

@@ -53,6 +53,11 @@ def reference(
     device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16 (the reference) or fp32."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Revision of an HF repo id."),
+    lora: Optional[str] = typer.Option(
+        None, "--lora", help="A PEFT LoRA adapter (directory or HF repo id) to run on the checkpoint through PEFT "
+        "(default: the model's own adapter, for a LoRA model name).",
+    ),
+    lora_revision: Optional[str] = typer.Option(None, "--lora-revision", help="Revision of a --lora repo id."),
     force: ForceOption = False,
     server: ServerOption = None,
     protocol: ProtocolOption = Protocol.auto,
@@ -61,6 +66,8 @@ def reference(
 ) -> None:
     """Record the full-precision reference: transformers on a GPU (CPU fallback), once, as a file.
 
+    With --lora (or a LoRA model such as dear-8b-listwise-lora) the adapter runs through PEFT,
+    and its repo, revision and sha256 go into the reference's header.
     With --server the reference comes from inference servers instead (e.g. vLLM serving the bf16
     checkpoint on a GPU node); CHECKPOINT is then a GGUF of the model (any quant) or NAME[:QUANT],
     whose tokenizer builds the prompts, and the header records the engine and its version.
@@ -76,11 +83,18 @@ def reference(
 
     ck = resolve_checkpoint(checkpoint, revision)
     ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision
+    adapter = ck.lora
+    if lora is not None:
+        from dear_local_convert.build import resolve_adapter
+
+        adapter = resolve_adapter(lora, lora_revision)
     profile = ck.profile.with_(template=template, decoding=decoding)
     eval_slice = load_slice(slice_name, queries=queries, passages=passages)
     path = write_reference(
         ckpt, eval_slice, profile, out, device=device, dtype=dtype, model_name=name,
         source_repo=repo, revision=revision, force=force,
+        lora=adapter.path if adapter else None, lora_repo=adapter.repo if adapter else None,
+        lora_revision=adapter.revision if adapter else None,
     )
     typer.echo(str(path))
 
@@ -114,7 +128,9 @@ def _model_name(model: str) -> str | None:
 
 
 def check(
-    ggufs: List[Path] = typer.Argument(..., help="GGUF files to check."),
+    ggufs: List[Path] = typer.Argument(
+        ..., help="GGUF files to check; BASE.gguf+ADAPTER.gguf runs BASE with a GGUF LoRA adapter applied at run time."
+    ),
     reference_file: Path = typer.Option(..., "--reference", "-r", help="Reference file from `dear-local reference`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for report.json, report.md and agreement.png."),
     slice_name: Optional[str] = typer.Option(None, "--slice", help="Refuse the reference unless it was recorded on this slice."),

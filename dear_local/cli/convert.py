@@ -39,7 +39,14 @@ def convert(
         None, "--pre-tokenizer",
         help="llama.cpp pre-tokenizer name to use when the one in tokenizer.json is not recognised (e.g. llama-bpe, smollm).",
     ),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name for the file and its metadata (default: from SRC)."),
+    name: Optional[str] = typer.Option(
+        None, "--name", help="Model name for the file and its metadata (default: from SRC, or from --lora)."
+    ),
+    lora: Optional[str] = typer.Option(
+        None, "--lora",
+        help="A PEFT LoRA adapter (directory or HF repo id) to merge into SRC while converting.",
+    ),
+    lora_revision: Optional[str] = typer.Option(None, "--lora-revision", help="Branch, tag or commit of a --lora repo id."),
     force: ForceOption = False,
 ) -> None:
     """Convert a Hugging Face LlamaForCausalLM checkpoint (safetensors) to GGUF.
@@ -47,12 +54,25 @@ def convert(
     Tensors are streamed one at a time, so memory stays near one tensor whatever the model
     size. The output is written to a .partial file and renamed when complete, and its
     tokenizer is checked against tokenizer.json before it is kept.
+
+    With --lora, each weight the adapter's adapter_config.json targets becomes
+    W + scale·B·A (scale = alpha/r, or alpha/sqrt(r) for rsLoRA), computed in fp32 as the
+    tensor streams past, and the adapter's repo, revision and sha256 go into the metadata.
+    DoRA, adapters on the embeddings or lm_head, modules_to_save and adapters made for a
+    base of other shapes are refused.
     """
     _need_convert_extra()
     from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path
 
     from ..store import pull_checkpoint
 
+    adapter = None
+    if lora is not None:
+        from dear_local_convert.build import resolve_adapter
+
+        adapter = resolve_adapter(lora, lora_revision)
+    elif lora_revision:
+        raise typer.BadParameter("--lora-revision goes with --lora")
     path = Path(src).expanduser()
     repo = None
     if path.is_dir():
@@ -65,6 +85,7 @@ def convert(
         typer.echo(f"downloading {repo}@{revision or 'main'} (safetensors, JSON and tokenizer files only) ...", err=True)
         path = pull_checkpoint(repo, revision)
         revision = path.name  # the snapshot directory is named by the resolved commit
+    name = name or ((adapter.repo or str(adapter.path)).rstrip("/").split("/")[-1] if adapter else None)
     name = name or (repo.split("/")[-1] if repo else path.name)
     final = output_path(out, name, outtype.value)
     if final.exists() and not force:
@@ -73,8 +94,39 @@ def convert(
     result = convert_checkpoint(
         path, out, outtype.value, force=force, pre_tokenizer=pre_tokenizer,
         source_repo=repo, revision=revision, name=name,
+        lora=adapter.path if adapter else None, lora_repo=adapter.repo if adapter else None,
+        lora_revision=adapter.revision if adapter else None,
     )
     typer.echo(f"wrote {result} ({result.stat().st_size / 1e9:.2f} GB)")
+
+
+def convert_lora(
+    adapter: str = typer.Argument(..., help="A PEFT LoRA adapter: a directory (adapter_config.json + safetensors) or an HF repo id."),
+    base: Path = typer.Option(..., "--base", help="The base model's GGUF the adapter will run on (any quant of it)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write <name>-<OUTTYPE>.gguf into."),
+    outtype: Optional[OutType] = typer.Option(
+        None, "--outtype", help="Tensor type of the adapter (default: the adapter's own, so nothing is rounded)."
+    ),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Branch, tag or commit of an ADAPTER repo id."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name for the file and its metadata (default: from ADAPTER)."),
+    force: ForceOption = False,
+) -> None:
+    """Convert a PEFT LoRA adapter to llama.cpp's GGUF LoRA format, to apply at run time.
+
+    The result goes with `--lora` to rerank and serve (and `Reranker(..., lora=...)`), so one
+    quantized base serves several adapters. It is checked against --base's shapes; the same
+    adapter settings as `convert --lora` are refused.
+    """
+    _need_convert_extra()
+    from dear_local_convert.build import resolve_adapter
+    from dear_local_convert.lora.gguf_adapter import convert_adapter
+
+    src = resolve_adapter(adapter, revision)
+    result = convert_adapter(
+        src.path, base, out, outtype.value if outtype else None, force=force, name=name,
+        repo=src.repo, revision=src.revision,
+    )
+    typer.echo(f"wrote {result} ({result.stat().st_size / 1e6:.1f} MB)")
 
 
 def quantize(
@@ -114,20 +166,30 @@ def build(
     name: str = typer.Argument(..., help="A model name from `dear-local models` (e.g. dear-8b-listwise)."),
     threads: ThreadsOption = None,
     force: ForceOption = False,
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Use this local checkpoint directory instead of downloading the manifest's."
+    ),
+    lora: Optional[Path] = typer.Option(
+        None, "--lora", help="Use this local PEFT adapter directory instead of downloading the manifest's [lora] adapter."
+    ),
 ) -> None:
     """Pull a model's checkpoint, convert it to BF16 and quantize its whole ladder into the store.
 
     Files go to $DEAR_LOCAL_HOME/models/NAME/ as NAME-QUANT.gguf. Files already built are
-    kept unless --force is given, so an interrupted build picks up where it stopped.
+    kept unless --force is given, so an interrupted build picks up where it stopped. A LoRA
+    manifest (dear-8b-listwise-lora) pulls the base and the adapter and merges them while
+    converting.
     """
     _need_convert_extra()
     from dear_local_convert.build import build as run_build
 
-    result = run_build(name, force=force, threads=threads, log=lambda m: typer.echo(m, err=True))
+    result = run_build(name, force=force, threads=threads, log=lambda m: typer.echo(m, err=True),
+                       checkpoint=checkpoint, lora=lora)
     typer.echo(result.table())
 
 
 def register(app: typer.Typer) -> None:
     app.command()(convert)
+    app.command("convert-lora")(convert_lora)
     app.command()(quantize)
     app.command()(build)

@@ -50,6 +50,8 @@ CpuBuffersOption = Annotated[
         show_default=False,
     ),
 ]
+
+
 class Protocol(str, Enum):
     """How to talk to --server; see ``dear_local.remote.protocols``."""
 
@@ -80,6 +82,15 @@ ServedModelOption = Annotated[
 RequestTimeoutOption = Annotated[
     float, typer.Option("--request-timeout", min=1.0, help="Seconds to wait for one server request before retrying.")
 ]
+LoraOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--lora", help="A GGUF LoRA adapter (from `dear-local convert-lora`) to apply to the model at run time.",
+    ),
+]
+LoraScaleOption = Annotated[
+    float, typer.Option("--lora-scale", help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.")
+]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
 ]
@@ -95,6 +106,7 @@ def run_options(
     n_threads: int | None, n_gpu_layers: int, n_ctx: int | None, cpu_buffers: CpuBuffers | None,
     servers: list[str] | None = None, protocol: Protocol = Protocol.auto, served_model: str | None = None,
     request_timeout: float = 120.0,
+    lora: str | None = None, lora_scale: float = 1.0,
 ) -> RunOptions:
     """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options."""
     return RunOptions(
@@ -102,6 +114,7 @@ def run_options(
         n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
         servers=tuple(servers or ()), protocol=protocol.value, served_model=served_model,
         request_timeout=request_timeout,
+        lora=lora, lora_scale=lora_scale,
     )
 
 

@@ -13,6 +13,8 @@ from ..contract import list_templates, window_spans
 from ..errors import UserInputError
 from .options import (
     CpuBuffersOption,
+    LoraOption,
+    LoraScaleOption,
     DecodingOption,
     ForceOption,
     GpuLayersOption,
@@ -83,6 +85,8 @@ def rerank(
         help="Queries reranked at once on the servers (default: 2 per --server); locally always 1.",
     ),
     request_timeout: RequestTimeoutOption = 120.0,
+    lora: LoraOption = None,
+    lora_scale: LoraScaleOption = 1.0,
 ) -> None:
     """Rerank documents for a query with a local GGUF model, or on inference servers (--server).
 
@@ -104,6 +108,7 @@ def rerank(
         template=template, decoding=decoding, window=window, stride=stride,
         n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
         servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
+        lora=lora, lora_scale=lora_scale,
     ))
     p = reranker.profile
     todo = list(enumerate(requests))
@@ -111,7 +116,8 @@ def rerank(
     if out is not None:
         from ..formats.resumable import ResumableOutput, run_key
 
-        key = run_key(fmt.value, model, p.to_dict(), [r.qid for r in requests], top_n)
+        shown = model if lora is None else f"{model} + {lora} x{lora_scale}"  # another adapter is another run
+        key = run_key(fmt.value, shown, p.to_dict(), [r.qid for r in requests], top_n)
         sink = ResumableOutput(out, key, force=force)
         if sink.done:
             typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
@@ -221,6 +227,8 @@ def models() -> None:
         typer.echo(f"\n{m.name}  ({m.description})")
         typer.echo(f"  profile: {m.profile.template}/{m.profile.decoding}, default quant {m.default_quant}")
         typer.echo(f"  quants: {', '.join(m.known_quants())}")
+        if m.lora:
+            typer.echo(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)")
         files = local_artifacts(m)
         if not files:
             typer.echo("  local: none")

@@ -8,6 +8,8 @@ import typer
 
 from .options import (
     CpuBuffersOption,
+    LoraOption,
+    LoraScaleOption,
     DecodingOption,
     GpuLayersOption,
     ModelOption,
@@ -53,6 +55,8 @@ def serve(
         help="Requests ranked at once (default: 1 with a local model, 4 per --server with servers).",
     ),
     request_timeout: RequestTimeoutOption = 120.0,
+    lora: LoraOption = None,
+    lora_scale: LoraScaleOption = 1.0,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs).
@@ -79,6 +83,7 @@ def serve(
             template=template, decoding=decoding, window=window, stride=stride,
             n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
             servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
+            lora=lora, lora_scale=lora_scale,
         ),
         in_flight=in_flight or (4 * len(server) if server else 1),
     )

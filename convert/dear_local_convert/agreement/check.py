@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from dear_local.backends.llama import LlamaCppBackend
+from dear_local.backends.lora import KEY_LORA_SHA256
 from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
 from dear_local.env_report import cpu_model
 from dear_local.contract import STATUSES, Profile, first_window
@@ -44,6 +45,46 @@ def quant_label(path: Path) -> str:
     if any(e.get("file") == path.name and e.get("imatrix") for e in entries):
         label += "+imatrix"
     return label
+
+
+LORA_JOIN = ".gguf+"  # BASE.gguf+ADAPTER.gguf: BASE with a GGUF LoRA adapter applied at run time
+
+
+def split_model_arg(arg: str | Path) -> tuple[Path, Path | None]:
+    """``BASE.gguf+ADAPTER.gguf`` -> ``(BASE.gguf, ADAPTER.gguf)``; any other path -> ``(path, None)``."""
+    text = str(arg)
+    if LORA_JOIN in text:
+        base, adapter = text.split(LORA_JOIN, 1)
+        return Path(base + ".gguf"), Path(adapter)
+    return Path(text), None
+
+
+def lora_label(label: str, backend, adapter: Path | None, header: dict) -> tuple[str, dict | None]:
+    """Mark a row as LoRA merged at conversion, base + runtime adapter, or (against a LoRA reference) no LoRA.
+
+    Returns ``(label, lora)``, ``lora`` being ``{"mode": "merged" | "runtime", "sha256", "adapter"}`` or None.
+
+    Raises:
+        ReferenceError_: the GGUF records a different adapter (by sha256) from the reference's.
+    """
+    ref = header["model"].get("lora") or {}
+    metadata = getattr(backend, "metadata", None) or {}  # the GGUF's keys (llama.cpp backends)
+    if adapter is not None:
+        adapter_meta = getattr(backend, "lora_metadata", None) or {}
+        info = {"mode": "runtime", "adapter": str(adapter), "sha256": adapter_meta.get(KEY_LORA_SHA256)}
+        label = f"{label} + {adapter.stem}"
+    elif metadata.get(KEY_LORA_SHA256):
+        info = {"mode": "merged", "adapter": None, "sha256": metadata[KEY_LORA_SHA256]}
+        label = f"{label} (LoRA merged)"
+    else:
+        return (f"{label} (no LoRA)" if ref else label), None
+    if ref.get("sha256") and info["sha256"] and info["sha256"] != ref["sha256"]:
+        raise ReferenceError_(
+            f"{label} was made from the LoRA adapter with sha256 {info['sha256'][:12]}…, but the reference ran "
+            f"{ref.get('repo') or ref.get('path')} (sha256 {ref['sha256'][:12]}…); convert the reference's adapter "
+            "or record a reference with this one"
+        )
+    return label, info
 
 
 class PeakRSS:
@@ -159,15 +200,16 @@ def confirm_prompt_ids(backend: LlamaCppBackend, profile: Profile, eval_slice, r
             )
 
 
-def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, profile: Profile, *, n_threads: int | None = None, cpu_buffers: str | None = None) -> RunResult:
+def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, profile: Profile, *, n_threads: int | None = None, cpu_buffers: str | None = None, lora: Path | None = None) -> RunResult:
     label = quant_label(gguf)
     longest = max(len(w["prompt_ids"]) for r in ref_queries for w in r["windows"])
     n_ctx = max(profile.context_tokens(), longest + profile.max_new_tokens() + 8)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads, cpu_buffers=cpu_buffers)
+        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads, cpu_buffers=cpu_buffers, lora=lora)
         load_seconds = time.perf_counter() - t0
         try:
+            label, lora_info = lora_label(label, backend, lora, header)
             fp = vocab_fingerprint(backend)
             if fp != header["vocab"]:
                 raise ReferenceError_(
@@ -179,7 +221,7 @@ def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, pro
             n_params = backend.n_params
         finally:
             backend.close()
-    size = gguf.stat().st_size
+    size = gguf.stat().st_size + (lora.stat().st_size if lora is not None else 0)
     return RunResult.from_records(
         label,
         records,
@@ -188,6 +230,7 @@ def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, pro
         bits_per_weight=8 * size / n_params if n_params else None,
         peak_rss=rss.peak,
         load_seconds=load_seconds,
+        lora=lora_info,
     )
 
 
@@ -218,6 +261,7 @@ def summarize(run: RunResult, ref: RunResult, eval_slice, ref_ndcg) -> dict:
         "model_calls_per_window": run.model_calls / windows,
         "peak_rss": run.extra.get("peak_rss"),
         "per_query_tau": agreement.per_query_tau,
+        "lora": run.extra.get("lora"),
     }
 
 
@@ -241,6 +285,9 @@ def check(
     confirm what the reference recorded (check always reuses the recorded profile).
     The report holds ``reference``, ``reference_row``, ``gates``, ``machine``,
     ``rows`` (one per GGUF, in order) and ``passed``; see README "Checking a quant".
+    A GGUF written ``BASE.gguf+ADAPTER.gguf`` runs BASE with the GGUF LoRA adapter
+    applied at run time; each row's ``lora`` says whether it is ``merged`` (at
+    conversion) or ``runtime``, and its label says so too.
 
     Raises:
         ReferenceError_: a missing, corrupt or mismatched reference; prompt ids that differ.
@@ -250,10 +297,10 @@ def check(
     eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, template=template, decoding=decoding)
     if [q.qid for q in eval_slice.queries] != [r["qid"] for r in ref_queries]:
         raise ReferenceError_("the reference's queries are not the slice's queries; recreate the reference")
-    paths = [Path(g) for g in ggufs]
-    for p in paths:
+    models = [split_model_arg(g) for g in ggufs]
+    for p in [p for pair in models for p in pair if p is not None]:
         if not p.is_file():
-            raise UserInputError(f"{p} does not exist; pass paths of .gguf files to check")
+            raise UserInputError(f"{p} does not exist; pass paths of .gguf files to check (BASE.gguf+ADAPTER.gguf for a LoRA adapter)")
     if gates is None:
         gates = manifest_gates(header["model"].get("name"))
     gates = {**check_gates(gates, "gates"), **(gate_overrides or {})}
@@ -262,8 +309,9 @@ def check(
     ref_row = summarize(ref, ref, eval_slice, ref_ndcg)
     ref_row.update(label=f"reference ({header['dtype']}, {header['device_name']})", bytes=None, peak_rss=None)
     rows = []
-    for p in paths:
-        run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads, cpu_buffers=cpu_buffers)
+    for p, adapter in models:
+        run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads, cpu_buffers=cpu_buffers,
+                        lora=adapter)
         row = summarize(run, ref, eval_slice, ref_ndcg)
         row["gate_failures"] = evaluate_gates(row, gates)
         rows.append(row)

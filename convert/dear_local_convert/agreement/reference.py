@@ -34,11 +34,17 @@ def write_reference(
     source_repo: str | None = None,
     revision: str | None = None,
     force: bool = False,
+    lora: str | Path | None = None,
+    lora_repo: str | None = None,
+    lora_revision: str | None = None,
 ) -> Path:
     """Run the transformers reference over ``eval_slice`` and write the JSONL file atomically.
 
     ``checkpoint`` is an HF checkpoint directory; ``device`` is ``cuda``, ``cpu`` or None
     (CUDA when there is one); ``dtype`` ``bf16`` (the reference) or ``fp32``.
+    ``lora`` is a PEFT LoRA adapter directory run on top of the checkpoint through PEFT;
+    the header's ``model.lora`` then records its path, ``lora_repo``, ``lora_revision``
+    and the sha256 of its weights (``adapter_model.safetensors``).
 
     Raises:
         UserInputError: ``out`` exists and ``force`` is not set; what loading the checkpoint raises.
@@ -49,12 +55,25 @@ def write_reference(
     from dear_local_convert.transformers_backend.backend import TransformersBackend, device_name
 
     refuse_overwrite(Path(out), force)
-    backend = TransformersBackend(checkpoint, device=device, dtype=dtype)
+    adapter = None
+    if lora is not None:
+        from dear_local_convert.lora.adapter import read_adapter
+
+        adapter = read_adapter(lora, repo=lora_repo, revision=lora_revision)  # refuses what the GGUFs cannot hold
+    backend = TransformersBackend(checkpoint, device=device, dtype=dtype, lora=lora)
     engine = {
         "device": backend.device, "device_name": device_name(backend.device), "dtype": dtype,
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
     model = {"name": model_name, "checkpoint": str(checkpoint), "repo": source_repo, "revision": revision}
+    if adapter is not None:
+        import peft
+
+        engine["peft"] = peft.__version__
+        model["lora"] = {
+            "path": str(adapter.path), "repo": adapter.repo, "revision": adapter.revision, "sha256": adapter.sha256,
+            "base_model": adapter.base_model,
+        }
     return record_reference(backend, eval_slice, profile, out, model=model, engine=engine, force=force)
 
 

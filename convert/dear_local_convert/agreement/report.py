@@ -50,6 +50,10 @@ def markdown(report: dict) -> str:
         "",
         f"- reference: {ref['model'].get('name') or ref['model'].get('checkpoint')} in transformers "
         f"{ref['transformers']} ({ref['dtype']}, {ref['device_name']})",
+        *([f"- LoRA: the reference ran {lo.get('repo') or lo.get('path')} (sha256 {lo['sha256'][:12]}…) on the base "
+           "through PEFT; rows marked `(LoRA merged)` have it folded into the weights at conversion, rows "
+           "`QUANT + ADAPTER` apply a GGUF adapter to a base GGUF at run time"]
+          if (lo := ref["model"].get("lora")) else []),
         f"- slice: {s['name']}, {s['queries']} queries × {s['passages']} passages (sha256 {s['sha256'][:12]}…)",
         f"- profile: template {p['template']}, window {p['window']}, stride {p['stride']}, decoding {p['decoding']}",
         f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",

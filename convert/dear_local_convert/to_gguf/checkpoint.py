@@ -67,20 +67,31 @@ def scan(src_dir: Path) -> list[SourceTensor]:
 
     A truncated or corrupt shard fails here, before any output exists.
     """
-    safe_open = _safe_open()
     out: list[SourceTensor] = []
     for shard in _shard_files(Path(src_dir)):
-        try:
-            with safe_open(shard, framework="pt") as f:
-                for key in f.keys():
-                    s = f.get_slice(key)
-                    out.append(SourceTensor(key, shard, tuple(s.get_shape()), s.get_dtype()))
-        except ConversionError:
-            raise
-        except Exception as exc:  # safetensors raises its own SafetensorError (and OSError)
-            raise ConversionError(
-                f"shard {shard.name} is truncated or corrupt ({exc}); delete it and download it again"
-            ) from exc
+        out.extend(scan_file(shard))
+    return out
+
+
+def scan_file(shard: Path, what: str = "shard") -> list[SourceTensor]:
+    """List the tensors of one safetensors file (names, shapes, dtypes), from its header.
+
+    ``what`` names the file in the error message ("shard", "adapter").
+
+    Raises:
+        ConversionError: the file is truncated or corrupt.
+    """
+    safe_open = _safe_open()
+    out: list[SourceTensor] = []
+    try:
+        with safe_open(shard, framework="pt") as f:
+            for key in f.keys():
+                s = f.get_slice(key)
+                out.append(SourceTensor(key, shard, tuple(s.get_shape()), s.get_dtype()))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError)
+        raise ConversionError(
+            f"{what} {shard.name} is truncated or corrupt ({exc}); delete it and download it again"
+        ) from exc
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dear_local.backends.lora import KEY_LORA_BASE, KEY_LORA_REPO, KEY_LORA_REVISION, KEY_LORA_SHA256
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 
@@ -86,6 +87,9 @@ def convert_checkpoint(
     name: str | None = None,
     license: str | None = None,
     verify_tokenizer: bool = True,
+    lora: str | Path | None = None,
+    lora_repo: str | None = None,
+    lora_revision: str | None = None,
 ) -> Path:
     """Convert the checkpoint in ``src_dir`` to ``out_dir/<name>-<OUTTYPE>.gguf`` and return its path.
 
@@ -97,12 +101,19 @@ def convert_checkpoint(
     the finished file's tokenizer is compared with the HF tokenizer on a probe
     text before the file is renamed into place.
 
+    ``lora`` is a PEFT LoRA adapter directory to merge while converting: each adapted
+    weight becomes ``W + scale · B·A`` (computed in fp32, one tensor at a time), and the
+    adapter's ``lora_repo``, ``lora_revision`` and sha256 are recorded in the metadata.
+    ``name`` then defaults to the adapter's name.
+
     Tensors are streamed one at a time (peak memory is set by the largest tensor,
     not the model); the file is written to ``.partial`` and renamed at the end.
 
     Raises:
         ConversionError: not a safetensors ``LlamaForCausalLM``, an unmappable tensor,
-            an unknown pre-tokenizer, or a tokenizer the GGUF does not reproduce.
+            an unknown pre-tokenizer, or a tokenizer the GGUF does not reproduce; an
+            adapter that is not plain LoRA or does not fit the checkpoint (see
+            :mod:`dear_local_convert.lora.adapter`).
         MissingExtraError: gguf, safetensors or transformers are not installed.
     """
     _require_libs()
@@ -115,6 +126,12 @@ def convert_checkpoint(
         raise ConversionError(f"unknown output type {outtype!r}; choose one of: {', '.join(tensors.OUTTYPES)}")
     if not src_dir.is_dir():
         raise ConversionError(f"{src_dir} is not a directory; pass a checkpoint directory or an HF repo id")
+    adapter = None
+    if lora is not None:
+        from dear_local_convert.lora.adapter import read_adapter
+
+        adapter = read_adapter(lora, repo=lora_repo, revision=lora_revision)
+        name = name or adapter.name
     name = name or (source_repo.rstrip("/").split("/")[-1] if source_repo else src_dir.name)
     final = output_path(out_dir, name, outtype)
     if final.exists() and not force:
@@ -124,7 +141,10 @@ def convert_checkpoint(
     config = read_config(src_dir)
     params = parse_params(config)
     tok = read_tokenizer(src_dir, params.n_vocab, params.eos_token_ids, pre_tokenizer)
-    planned = tensors.plan(checkpoint.scan(src_dir), params, outtype)
+    source = checkpoint.scan(src_dir)
+    planned = tensors.plan(source, params, outtype)
+    if adapter is not None:
+        adapter.check_base({t.name: t.shape for t in source}, source_repo or str(src_dir))
 
     # 2. Write.
     created = _prepare_out_dir(out_dir)
@@ -136,7 +156,7 @@ def convert_checkpoint(
     try:
         with atomic_path(final) as tmp:
             _write(tmp, planned, params, tok, file_type, name=name, source_repo=source_repo,
-                   revision=revision, license=license or _license(src_dir))
+                   revision=revision, license=license or _license(src_dir), adapter=adapter)
             if verify_tokenizer:
                 from dear_local_convert.to_gguf.tokenizer_check import check_gguf_tokenizer
 
@@ -153,7 +173,7 @@ def convert_checkpoint(
     return final
 
 
-def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, revision, license) -> None:
+def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, revision, license, adapter=None) -> None:
     import gguf
 
     from dear_local import __version__
@@ -172,6 +192,8 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
         if revision:
             w.add_string(KEY_SOURCE_REVISION, revision)
         w.add_string(KEY_VERSION, __version__)
+        if adapter is not None:
+            _add_lora_provenance(w, adapter)
         w.add_file_type(file_type)
         w.add_vocab_size(params.n_vocab)
         w.add_context_length(params.n_ctx)
@@ -201,7 +223,12 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
                 if t.data is not None:
                     w.write_tensor_data(t.data)
                 else:
+                    pair = adapter.pairs.get(t.source.name) if adapter is not None else None
                     with checkpoint.open_tensor(t.source) as src:
+                        if pair is not None:
+                            from dear_local_convert.lora.merge import merged_weight
+
+                            src = merged_weight(src, pair)
                         arr = tensors.to_output(src, t)
                         w.write_tensor_data(arr)
                         del arr
@@ -212,3 +239,14 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
                 os.fsync(f.fileno())
     finally:
         w.close()
+
+
+def _add_lora_provenance(w, adapter) -> None:
+    """Record which adapter was merged (repo, revision, sha256, the base it names)."""
+    w.add_string(KEY_LORA_SHA256, adapter.sha256)
+    if adapter.repo:
+        w.add_string(KEY_LORA_REPO, adapter.repo)
+    if adapter.revision:
+        w.add_string(KEY_LORA_REVISION, adapter.revision)
+    if adapter.base_model:
+        w.add_string(KEY_LORA_BASE, adapter.base_model)

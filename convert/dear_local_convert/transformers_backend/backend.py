@@ -50,9 +50,21 @@ def device_name(device: str) -> str:
 
 
 class TransformersBackend(Backend):
+    """A checkpoint in transformers; with ``lora``, a PEFT LoRA adapter directory applied through PEFT.
+
+    The adapter stays unmerged (PEFT adds ``scale · B·(A·x)`` beside each adapted layer),
+    as the adapter's authors run it.
+
+    Raises:
+        UserInputError: an unknown device or dtype.
+        MissingExtraError: torch, transformers or (with ``lora``) peft are not installed.
+    """
+
     name = "transformers"
 
-    def __init__(self, checkpoint: str | Path, *, device: str | None = None, dtype: str = "bf16") -> None:
+    def __init__(
+        self, checkpoint: str | Path, *, device: str | None = None, dtype: str = "bf16", lora: str | Path | None = None
+    ) -> None:
         torch = _torch()
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -67,6 +79,15 @@ class TransformersBackend(Backend):
         self.model_label = path.name
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, DTYPES[dtype]))
+        if lora is not None:
+            try:
+                from peft import PeftModel
+            except ImportError:
+                raise missing_extra("peft", "convert") from None
+            # the LoRA layers are injected into the model itself, which keeps its own forward
+            self.peft_model = PeftModel.from_pretrained(self.model, str(lora))
+            self.model = self.peft_model.get_base_model()
+            self.model_label = f"{path.name} + {Path(lora).name}"
         self.model.to(self.device).eval()
         cfg = self.model.config
         self.n_ctx = int(getattr(cfg, "max_position_embeddings", 8192))
