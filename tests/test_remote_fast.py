@@ -32,7 +32,7 @@ def test_llama_server_bodies_send_token_ids_greedy_and_cached():
     p = LlamaServer()
     gen = p.generate([1, 5, 9], 40)
     assert gen["prompt"] == [1, 5, 9] and gen["n_predict"] == 40 and gen["temperature"] == 0.0
-    assert gen["cache_prompt"] is True and gen["return_tokens"] is True and gen["samplers"] == ["temperature"]
+    assert gen["cache_prompt"] is False and gen["return_tokens"] is True and gen["samplers"] == ["temperature"]
     pick = p.pick([1, 5], [17, 18, 19])
     assert pick["n_predict"] == 1 and pick["logit_bias"] == [[17, BIAS], [18, BIAS], [19, BIAS]]
     top = p.top([1], 64)

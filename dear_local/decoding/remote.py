@@ -36,14 +36,19 @@ class RemoteModel(ABC):
 
     @abstractmethod
     def generate(self, ids: list[int], max_tokens: int) -> tuple[list[int], str]:
-        """Greedy tokens after ``ids`` (end-of-generation left out) and ``eog`` or ``budget``."""
+        """Greedy tokens after ``ids`` (end-of-generation left out) and ``eog`` or ``budget``;
+        the prompt is evaluated from the start."""
 
     @abstractmethod
-    def pick(self, ids: list[int], allowed: list[int]) -> int:
-        """The best of the ``allowed`` tokens after ``ids`` (lowest id on ties)."""
+    def pick(self, ids: list[int], allowed: list[int], fresh: bool = False) -> int:
+        """The best of the ``allowed`` tokens after ``ids`` (lowest id on ties).
+
+        ``fresh``: evaluate ``ids`` from the start rather than from a cached prefix (a window's
+        first request, so that its logits do not depend on what the server ran before).
+        """
 
     @abstractmethod
-    def top(self, ids: list[int], candidates: list[int]) -> dict[int, float]:
+    def top(self, ids: list[int], candidates: list[int], fresh: bool = False) -> dict[int, float]:
         """Log-probabilities (up to one shared constant) of each of ``candidates`` after ``ids``."""
 
 
@@ -81,7 +86,7 @@ def remote_constrained(backend, prompt_ids: list[int], n: int, id_base: int = 0)
         if len(options) == 1:
             step = options[0]
         else:
-            tok = backend.pick(ids, [o.token for o in options])
+            tok = backend.pick(ids, [o.token for o in options], fresh=requests == 0)
             requests += 1
             step = next((o for o in options if o.token == tok), None)
             if step is None:
@@ -107,7 +112,7 @@ def remote_first_token(backend, template: Template, prompt_ids: list[int], n: in
         if len(children) == 1:
             logp_at[node] = {children[0]: 0.0}
             continue
-        got = backend.top(base + list(node), children)
+        got = backend.top(base + list(node), children, fresh=requests == 0)
         requests += 1
         t1 = t1 or time.perf_counter()
         logp_at[node] = branch_logp(children, [got[c] for c in children])

@@ -139,10 +139,10 @@ class RemoteBackend(Backend, RemoteModel):
         got = self.protocol.read_generate(self._complete(self.protocol.generate(ids, max_tokens)), self.eog_ids)
         return got.token_ids, got.stop_reason
 
-    def pick(self, ids: list[int], allowed: list[int]) -> int:
-        return self.protocol.read_pick(self._complete(self.protocol.pick(ids, allowed)))
+    def pick(self, ids: list[int], allowed: list[int], fresh: bool = False) -> int:
+        return self.protocol.read_pick(self._complete(self.protocol.pick(ids, allowed, fresh)))
 
-    def top(self, ids: list[int], candidates: list[int]) -> dict[int, float]:
+    def top(self, ids: list[int], candidates: list[int], fresh: bool = False) -> dict[int, float]:
         """Ask for the top ``k`` log-probabilities, ``k`` growing until every candidate is among them.
 
         With a server that caps ``k`` (vLLM's ``--max-logprobs``, 20 by default) the cap
@@ -151,7 +151,8 @@ class RemoteBackend(Backend, RemoteModel):
         k = max(2 * len(candidates), 20)
         while True:
             try:
-                got = self.protocol.read_top(self._complete(self.protocol.top(ids, k)))
+                got = self.protocol.read_top(self._complete(self.protocol.top(ids, k, fresh)))
+                fresh = False  # asked again with a larger k: the prompt is in the cache now
             except ServerError as exc:
                 if isinstance(self.protocol, OpenAI) and getattr(exc, "status", None) == 400 and "logprobs" in str(exc):
                     raise ServerError(

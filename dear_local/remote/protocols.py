@@ -67,22 +67,24 @@ class LlamaServer:
     name = "llama-server"
     completion_path = "/completion"
 
-    def _body(self, ids: list[int], n_predict: int, **extra) -> dict:
+    def _body(self, ids: list[int], n_predict: int, fresh: bool, **extra) -> dict:
         # Only the temperature sampler: with temperature 0 it keeps the first best token,
-        # so ties go to the lowest id as in the local decoding loop.
+        # so ties go to the lowest id as in the local decoding loop. A window's first request
+        # is ``fresh``: its prompt is evaluated from the start, whatever the slot's cache holds,
+        # so its batches (and so its logits) do not depend on what ran before.
         return {"prompt": list(ids), "n_predict": n_predict, "temperature": 0.0, "samplers": ["temperature"],
-                "cache_prompt": True, "return_tokens": True, **extra}
+                "cache_prompt": not fresh, "return_tokens": True, **extra}
 
     def generate(self, ids: list[int], max_tokens: int) -> dict:
-        return self._body(ids, max_tokens)
+        return self._body(ids, max_tokens, True)
 
     def read_generate(self, body: dict, eog: frozenset[int]) -> Generated:
         toks = [int(t) for t in body.get("tokens") or []]
         reason = "eog" if body.get("stop_type") in ("eos", "word") else "budget"
         return Generated([t for t in toks if t not in eog], reason)
 
-    def pick(self, ids: list[int], allowed: list[int]) -> dict:
-        return self._body(ids, 1, logit_bias=[[t, BIAS] for t in allowed])
+    def pick(self, ids: list[int], allowed: list[int], fresh: bool = False) -> dict:
+        return self._body(ids, 1, fresh, logit_bias=[[t, BIAS] for t in allowed])
 
     def read_pick(self, body: dict) -> int:
         toks = body.get("tokens") or []
@@ -90,8 +92,8 @@ class LlamaServer:
             raise ServerError("llama-server answered a one-token request with no token")
         return int(toks[0])
 
-    def top(self, ids: list[int], k: int) -> dict:
-        return self._body(ids, 1, n_probs=k, post_sampling_probs=False)
+    def top(self, ids: list[int], k: int, fresh: bool = False) -> dict:
+        return self._body(ids, 1, fresh, n_probs=k, post_sampling_probs=False)
 
     def read_top(self, body: dict) -> dict[int, float]:
         probs = body.get("completion_probabilities") or []
@@ -148,7 +150,7 @@ class OpenAI:
         reason = "budget" if choice.get("finish_reason") == "length" else "eog"
         return Generated([t for t in toks if t not in eog], reason)
 
-    def pick(self, ids: list[int], allowed: list[int]) -> dict:
+    def pick(self, ids: list[int], allowed: list[int], fresh: bool = False) -> dict:
         return self._body(ids, 1, 1, logit_bias={str(t): BIAS for t in allowed})
 
     def read_pick(self, body: dict) -> int:
@@ -157,7 +159,7 @@ class OpenAI:
             raise ServerError("the server answered a one-token request with no token")
         return toks[0]
 
-    def top(self, ids: list[int], k: int) -> dict:
+    def top(self, ids: list[int], k: int, fresh: bool = False) -> dict:
         return self._body(ids, 1, k)
 
     def read_top(self, body: dict) -> dict[int, float]:
