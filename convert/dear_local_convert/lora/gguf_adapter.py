@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.backends.lora import KEY_LORA_BASE, KEY_LORA_REPO, KEY_LORA_REVISION, KEY_LORA_SHA256
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 
 from dear_local_convert.lora.adapter import Adapter, read_adapter
 from dear_local_convert.to_gguf.checkpoint import open_tensor
 from dear_local_convert.to_gguf.tensors import unpermute_qk
-from dear_local_convert.to_gguf.writer import KEY_VERSION, output_path
+from dear_local_convert.to_gguf.writer import KEY_VERSION, add_lora_provenance, output_path
 
 OUTTYPES = ("f32", "f16", "bf16")
 KEY_ADAPTER_BASE = "dear_local.lora.base_gguf"
@@ -165,14 +164,8 @@ def _write(path: Path, adapter: Adapter, base: BaseGGUF, where: dict, outtype: s
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, adapter.alpha)
         w.add_string(KEY_VERSION, __version__)
-        w.add_string(KEY_LORA_SHA256, adapter.sha256)
         w.add_string(KEY_ADAPTER_BASE, base.name)
-        if adapter.repo:
-            w.add_string(KEY_LORA_REPO, adapter.repo)
-        if adapter.revision:
-            w.add_string(KEY_LORA_REVISION, adapter.revision)
-        if adapter.base_model:
-            w.add_string(KEY_LORA_BASE, adapter.base_model)
+        add_lora_provenance(w, adapter)
         for hf_name, pair in sorted(adapter.pairs.items(), key=lambda kv: where[kv[0]][0]):
             gguf_name, heads = where[hf_name]
             # llama.cpp scales by alpha / rank; PEFT's scale may differ (rsLoRA, alpha_pattern)

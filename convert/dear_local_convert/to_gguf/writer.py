@@ -193,7 +193,7 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
             w.add_string(KEY_SOURCE_REVISION, revision)
         w.add_string(KEY_VERSION, __version__)
         if adapter is not None:
-            _add_lora_provenance(w, adapter)
+            add_lora_provenance(w, adapter)
         w.add_file_type(file_type)
         w.add_vocab_size(params.n_vocab)
         w.add_context_length(params.n_ctx)
@@ -241,7 +241,7 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
         w.close()
 
 
-def _add_lora_provenance(w, adapter) -> None:
+def add_lora_provenance(w, adapter) -> None:
     """Record which adapter was merged (repo, revision, sha256, the base it names)."""
     w.add_string(KEY_LORA_SHA256, adapter.sha256)
     if adapter.repo:
