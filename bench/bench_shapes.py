@@ -288,7 +288,9 @@ class ForceAnswer:
         import torch
 
         if self.first_call is None:
-            self.first_call = time.perf_counter()
+            from bench_decoding import now
+
+            self.first_call = now()
             self.start = input_ids.shape[1]
         step = input_ids.shape[1] - self.start
         forced = torch.full_like(scores, float("-inf"))
@@ -300,6 +302,7 @@ def child_card(checkpoint: str, dtype: str, data: str, passages: int, threads: i
                prompt_ids: list[int]) -> dict:
     """(e): the model card's transformers path, forced to ``answer``."""
     import torch
+    from bench_decoding import now, since
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
     from dear_local.contract import Profile
@@ -312,15 +315,15 @@ def child_card(checkpoint: str, dtype: str, data: str, passages: int, threads: i
     load = time.perf_counter() - t
     prompt = Profile(template="card").tmpl.render_raw(query, docs)
     force = ForceAnswer(answer)
-    t0 = time.perf_counter()
+    t0 = now()
     inputs = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(**inputs, do_sample=False, max_new_tokens=len(answer), min_new_tokens=len(answer),
                              logits_processor=LogitsProcessorList([force]))
-    t2 = time.perf_counter()
+    t2 = now()
     new = out[0, inputs["input_ids"].shape[1]:].tolist()
-    return {"load": load, "prompt": force.first_call - t0, "decode": t2 - force.first_call,
-            "total": t2 - t0, "calls": len(new), "tokens": len(new), "same_answer": new == answer,
+    return {"load": load, "prompt": since(t0, force.first_call), "decode": since(force.first_call, t2),
+            "total": since(t0, t2), "calls": len(new), "tokens": len(new), "same_answer": new == answer,
             "same_prompt_ids": inputs["input_ids"][0].tolist() == prompt_ids,
             "prompt_tokens": int(inputs["input_ids"].shape[1]), "torch_threads": torch.get_num_threads()}
 
@@ -360,10 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", nargs="*", default=[], help="types also run as (b) dear-local greedy and (a) raw greedy")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--tables", type=Path, help="print the tables of a results JSON written earlier, and stop")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         run_child(args.child[0], json.loads(args.child[1]))
+        return 0
+    if args.tables:
+        print(tables(json.loads(args.tables.read_text())))
         return 0
     if not args.shape:
         ap.error("--shape is required")
@@ -402,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                     prompt_ids=ref["prompt_ids"], **common)
         results["card"][dtype] = r
         e = r["result"]
-        print(f"  total {e['total']:.2f} s (prompt {e['prompt']:.2f} s, decode {e['decode']:.2f} s, {e['calls']} calls), "
+        print(f"  total {wall(e['total']):.2f} s (prompt {wall(e['prompt']):.2f} s, decode {wall(e['decode']):.2f} s, "
+              f"{e['calls']} calls), "
               f"peak RSS {r['peak_rss_gb']:.2f} GB, same answer {e['same_answer']}", flush=True)
     results["best"] = best
     out = work / f"{args.shape}-{args.passages}p.json"
@@ -437,13 +445,16 @@ def tables(res: dict) -> str:
                      f"{r['peak_rss_gb']:.2f} |")
     for d, r in res["card"].items():
         e = r["result"]
-        lines.append(f"| card path, transformers {d} | | {e['prompt_tokens'] / e['prompt']:.1f} | {e['prompt']:.2f} | "
-                     f"{e['decode']:.2f} | {e['calls']} | {e['total']:.2f} | {r['peak_rss_gb']:.2f} |")
+        lines.append(f"| card path, transformers {d} | | {e['prompt_tokens'] / wall(e['prompt']):.1f} | "
+                     f"{wall(e['prompt']):.2f} | {wall(e['decode']):.2f} | {e['calls']} | {wall(e['total']):.2f} | "
+                     f"{r['peak_rss_gb']:.2f} |")
     best = res["gguf"][res["best"]]
     lines += ["", f"best GGUF: {res['best']}"]
     for d, r in res["card"].items():
-        lines.append(f"card {d} / dear-local {res['best']}: time {r['result']['total'] / wall(best['result']['c']['total']):.2f}x, "
-                     f"peak RSS {best['peak_rss_gb'] / r['peak_rss_gb']:.2f} of the card's")
+        e, c = r["result"], best["result"]["c"]
+        lines.append(f"card {d} / dear-local {res['best']}: time {wall(e['total']) / wall(c['total']):.2f}x wall, "
+                     f"{e['total']['cpu'] / c['total']['cpu']:.2f}x process CPU time; dear-local's peak RSS is "
+                     f"{best['peak_rss_gb'] / r['peak_rss_gb']:.2f} of the card's")
     lines += ["", "| GGUF | decode (a=) s, one token per call | calls | decode (c) s | calls | (a=)/(c) |", "|---|---|---|---|---|---|"]
     for q, r in res["gguf"].items():
         c, a = r["result"]["c"], r["result"]["a="]
@@ -451,10 +462,12 @@ def tables(res: dict) -> str:
                      f"{wall(a['decode']) / wall(c['decode']):.2f} |")
     raws = [(q, r["result"]) for q, r in res["gguf"].items() if "b" in r["result"]]
     if raws:
-        lines += ["", "| GGUF | (b) dear-local greedy s | (a) raw llama-cpp-python greedy s | tokens | (b)/(a) |", "|---|---|---|---|---|"]
+        lines += ["", "| GGUF | (b) dear-local greedy s | (a) raw llama-cpp-python greedy s | tokens (b)/(a) | "
+                  "(b)/(a) wall | (b)/(a) CPU time |", "|---|---|---|---|---|---|"]
         for q, x in raws:
-            lines.append(f"| {q} | {wall(x['b']['total']):.2f} | {wall(x['a']['total']):.2f} | {x['b']['tokens']}/{x['a']['tokens']} | "
-                         f"{wall(x['b']['total']) / wall(x['a']['total']):.3f} |")
+            b, a = x["b"]["total"], x["a"]["total"]
+            lines.append(f"| {q} | {wall(b):.2f} | {wall(a):.2f} | {x['b']['tokens']}/{x['a']['tokens']} | "
+                         f"{wall(b) / wall(a):.3f} | {b['cpu'] / a['cpu']:.3f} |")
     return "\n".join(lines)
 
 
