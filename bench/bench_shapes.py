@@ -159,7 +159,11 @@ def write_checkpoint(out: Path, cfg: dict, shards: int, vocab_gguf: Path, seed: 
 
 
 def build(shape: str, work: Path, types: list[str], threads: int, log: dict) -> dict[str, Path]:
-    """Checkpoint, BF16 GGUF and the quantized types for ``shape``; whatever exists is reused."""
+    """Checkpoint, BF16 GGUF and the quantized types for ``shape``; whatever exists is reused.
+
+    The BF16 GGUF is only made when a type asked for is missing (it may be deleted
+    once the quantized files exist, to save disk: 16 GB for the 8B shape).
+    """
     cfg, shards = SHAPES[shape]
     ckpt = work / f"{shape}-checkpoint"
     gdir = work / f"{shape}-gguf"
@@ -170,7 +174,8 @@ def build(shape: str, work: Path, types: list[str], threads: int, log: dict) -> 
         write_checkpoint(ckpt, cfg, shards, VOCAB_GGUF)
         log[f"{shape}/checkpoint_s"] = round(time.perf_counter() - t, 1)
     bf16 = gdir / f"{name}-BF16.gguf"
-    if not bf16.is_file():
+    missing = [t for t in types if not (gdir / f"{name}-{t}.gguf").is_file()]
+    if missing and not bf16.is_file():
         print(f"[{shape}] converting to BF16 ...", flush=True)
         r = child("convert", src=str(ckpt), out=str(gdir), name=name)
         log[f"{shape}/convert"] = r
