@@ -34,7 +34,8 @@ mark, VmHWM):
     python bench/bench_shapes.py --shape 8b --workdir /tmp/bench-shapes --threads 2 --types Q4_K_M --passages 5 --card bf16
 
 ``--build-only`` stops after building. Results go to ``<workdir>/<shape>-<passages>p.json``
-and are printed as markdown tables.
+(``...p-plain.json`` with ``--cpu-buffers plain``) and are printed as markdown tables;
+``--tables FILE`` prints them again.
 """
 
 from __future__ import annotations
@@ -418,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{e['calls']} calls), "
               f"peak RSS {r['peak_rss_gb']:.2f} GB, same answer {e['same_answer']}", flush=True)
     results["best"] = best
-    out = work / f"{args.shape}-{args.passages}p.json"
+    tag = "" if args.cpu_buffers == "auto" else f"-{args.cpu_buffers}"
+    out = work / f"{args.shape}-{args.passages}p{tag}.json"
     out.write_text(json.dumps(results, indent=1))
     print(tables(results))
     print(f"\nwritten to {out}")
