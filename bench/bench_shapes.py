@@ -31,12 +31,18 @@ mark, VmHWM):
 
     python bench/bench_shapes.py --shape 1b --workdir /tmp/bench-shapes --threads 2 \\
         --types BF16 Q8_0 Q4_K_M Q4_0 IQ4_XS --passages 20 --card bf16 fp32 --raw Q4_K_M
-    python bench/bench_shapes.py --shape 8b --workdir /tmp/bench-shapes --threads 2 --types Q4_K_M --passages 5 --card bf16
+    python bench/bench_shapes.py --shape 8b --workdir /tmp/bench-shapes --threads 2 --types Q4_K_M BF16 --passages 20 --card bf16
+    python bench/bench_shapes.py --shape 8b --workdir /tmp/bench-shapes --threads 2 --types Q4_K_M --passages 5 \\
+        --card --cpu-buffers plain
+
+The 8B shape needs about 16 GB of disk for the checkpoint, 16 GB for the BF16 GGUF (it can be
+deleted once the quantized files exist) and 5 GB for Q4_K_M; its transformers bf16 run peaks
+at about 16 GB of RAM.
 
 ``--repeat N`` runs every path N times, in rounds, and keeps each path's fastest run
-(this VM's speed drifts with other load). ``--build-only`` stops after building. Results go to ``<workdir>/<shape>-<passages>p.json``
-(``...p-plain.json`` with ``--cpu-buffers plain``) and are printed as markdown tables;
-``--tables FILE`` prints them again.
+(this VM's speed drifts with other load). ``--build-only`` stops after building. Results
+go to ``<workdir>/<shape>-<passages>p.json`` (``...p-plain.json`` with ``--cpu-buffers
+plain``) and are printed as markdown tables; ``--tables FILE`` prints them again.
 """
 
 from __future__ import annotations
