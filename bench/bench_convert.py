@@ -114,16 +114,21 @@ def _random_bf16(rng: np.random.Generator, n: int, one_d: bool, f, chunk: int = 
 
 
 def write_checkpoint(out: Path, layers: int, shards: int, vocab_gguf: Path, seed: int = 0) -> Path:
-    """Stream a random bf16 checkpoint to ``out`` (one tensor in memory at a time)."""
+    """Stream a random bf16 checkpoint of the 8B shape (``layers`` blocks) to ``out``."""
+    cfg = dict(LLAMA31_8B, num_hidden_layers=layers)
+    return write_random_checkpoint(out, cfg, tensor_shapes(cfg), shards, vocab_gguf, seed)
+
+
+def write_random_checkpoint(out: Path, cfg: dict, shapes: list, shards: int, vocab_gguf: Path, seed: int = 0) -> Path:
+    """Stream a random bf16 checkpoint with config ``cfg`` and tensors ``shapes`` [(name, shape)]
+    to ``out`` in ``shards`` safetensors files (one tensor in memory at a time); kept if it exists."""
     from dear_local_convert.standins.tiny_llama3 import write_llama3_tokenizer
 
-    cfg = dict(LLAMA31_8B, num_hidden_layers=layers)
     if (out / "config.json").is_file():
         return out
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shapes = tensor_shapes(cfg)
     total = sum(int(np.prod(s)) * 2 for _, s in shapes)
     per_shard = total / shards
     groups: list[list] = [[]]

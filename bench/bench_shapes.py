@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -63,7 +62,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_convert import LLAMA31_8B, _random_bf16, tensor_shapes  # noqa: E402
+from bench_convert import LLAMA31_8B, tensor_shapes, write_random_checkpoint  # noqa: E402
 
 # meta-llama/Llama-3.2-1B-Instruct's config.json (tied embeddings, head_dim 64, rope factor 32).
 LLAMA32_1B = {
@@ -122,48 +121,8 @@ def shape_tensors(cfg: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def write_checkpoint(out: Path, cfg: dict, shards: int, vocab_gguf: Path, seed: int = 0) -> Path:
-    """A random bf16 checkpoint with config ``cfg``, streamed one tensor at a time (as bench_convert's)."""
-    from dear_local_convert.standins.tiny_llama3 import write_llama3_tokenizer
-
-    if (out / "config.json").is_file():
-        return out
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shapes = shape_tensors(cfg)
-    total = sum(int(np.prod(s)) * 2 for _, s in shapes)
-    groups: list[list] = [[]]
-    size = 0
-    for name, shape in shapes:
-        nbytes = int(np.prod(shape)) * 2
-        if size + nbytes > total / shards * len(groups) and groups[-1] and len(groups) < shards:
-            groups.append([])
-        groups[-1].append((name, shape))
-        size += nbytes
-    rng = np.random.default_rng(seed)
-    weight_map = {}
-    for i, group in enumerate(groups):
-        fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        header, offset = {"__metadata__": {"format": "pt"}}, 0
-        for name, shape in group:
-            n = int(np.prod(shape)) * 2
-            header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
-            offset += n
-            weight_map[name] = fname
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)
-        with open(tmp / fname, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
-            for name, shape in group:
-                _random_bf16(rng, int(np.prod(shape)), len(shape) == 1, f)
-        print(f"  wrote {fname} ({offset / 1e9:.2f} GB)", flush=True)
-    (tmp / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    write_llama3_tokenizer(vocab_gguf, tmp)
-    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-    tmp.rename(out)
-    return out
+    """A random bf16 checkpoint with config ``cfg``, streamed one tensor at a time (bench_convert's writer)."""
+    return write_random_checkpoint(out, cfg, shape_tensors(cfg), shards, vocab_gguf, seed)
 
 
 def build(shape: str, work: Path, types: list[str], threads: int, log: dict) -> dict[str, Path]:
