@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -66,6 +67,27 @@ def atomic_path(final: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, suffix: str = ".partial") -> Iterator[Path]:
+    """Yield an empty temporary directory next to ``final``; on success it replaces ``final``.
+
+    A leftover temporary directory from an earlier crash is cleared first. On any
+    exception the temporary directory is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    tmp = final.with_name(final.name + suffix)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -13,7 +13,11 @@ import ctypes
 from pathlib import Path
 from typing import Callable, Iterator
 
-GGML_LOG_LEVEL_ERROR = 3
+# ggml's `enum ggml_log_level` in the llama.cpp that llama-cpp-python 0.3.36 vendors
+# (ggml/include/ggml.h): NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the last line).
+# llama-cpp-python's own _logger.py still carries the older numbering (ERROR 3), so it is not used.
+GGML_LOG_LEVEL_ERROR = 4
+GGML_LOG_LEVEL_CONT = 5
 
 
 class LogCapture:
@@ -21,12 +25,17 @@ class LogCapture:
         import llama_cpp
 
         self.errors: list[str] = []
+        last = [0]
 
         @llama_cpp.llama_log_callback
         def callback(level, text, user_data):
             line = text.decode("utf-8", "replace")
-            if level == GGML_LOG_LEVEL_ERROR:
+            if level == GGML_LOG_LEVEL_CONT and last[0] == GGML_LOG_LEVEL_ERROR and self.errors:
+                self.errors[-1] = (self.errors[-1] + line).strip()
+            elif level == GGML_LOG_LEVEL_ERROR:
                 self.errors.append(line.strip())
+            if level != GGML_LOG_LEVEL_CONT:
+                last[0] = level
             if on_line is not None:
                 on_line(line)
 

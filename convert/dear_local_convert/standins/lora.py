@@ -10,10 +10,10 @@ zero, which would make every adapter a no-op).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from dear_local.errors import missing_extra
+from dear_local.fileio import atomic_dir
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -48,9 +48,6 @@ def random_lora(
     except ImportError as exc:
         raise missing_extra(exc.name or "peft", "convert") from exc
 
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     cfg = LoraConfig(
         r=r, lora_alpha=alpha, target_modules=list(target_modules) if not isinstance(target_modules, str) else target_modules,
@@ -65,12 +62,6 @@ def random_lora(
     peft_model.peft_config["default"].base_model_name_or_path = base_model_name or str(base_dir)
     if dtype == "bf16":
         peft_model.to(torch.bfloat16)
-    try:
+    with atomic_dir(out_dir) as tmp:
         peft_model.save_pretrained(tmp, save_embedding_layers=False)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

@@ -17,10 +17,10 @@ The result is cached: built once into ``<dir>.partial`` and renamed.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from dear_local.errors import missing_extra
+from dear_local.fileio import atomic_dir
 from dear_local.settings import get_settings
 
 STANDIN = "smollm2-135m-instruct"
@@ -53,17 +53,9 @@ def standin_checkpoint(cache_dir: str | Path | None = None, *, gguf_path: str | 
 
         gguf_path = store.pull(f"{STANDIN}:{STANDIN_QUANT}")
     gguf_path = Path(gguf_path)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:
         _build(gguf_path, tmp)
         (tmp / COMPLETE).write_text(f"built from {gguf_path.name}\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -74,7 +66,7 @@ def _build(gguf_path: Path, out: Path) -> None:
     except ImportError as exc:
         raise missing_extra(exc.name or "transformers", "convert") from exc
 
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(
         gguf_path.parent,
         gguf_file=gguf_path.name,

@@ -17,10 +17,10 @@ transformers-4.x style of the real DeAR checkpoint (``rope_theta`` plus
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from dear_local.errors import missing_extra
+from dear_local.fileio import atomic_dir
 
 COMPLETE = ".dear-local-complete"
 BOS = "<|begin_of_text|>"
@@ -76,19 +76,10 @@ def build_tiny_llama3(out_dir: str | Path, vocab_gguf: str | Path, *, seed: int 
     out = Path(out_dir).expanduser()
     if (out / COMPLETE).is_file():
         return out
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    with atomic_dir(out) as tmp:
         write_llama3_tokenizer(Path(vocab_gguf), tmp)
         _write_model(tmp, seed)
         (tmp / COMPLETE).write_text("tiny llama-3.1\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
