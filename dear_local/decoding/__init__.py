@@ -39,28 +39,17 @@ def decode(backend: Backend, profile: Profile, prompt_ids: list[int], n: int) ->
             with a template/tokenizer whose id tokens cannot be told apart.
     """
     tmpl = profile.tmpl
-    if isinstance(backend, RemoteModel):
-        return _decode_remote(backend, profile, prompt_ids, n)
+    remote = isinstance(backend, RemoteModel)  # an inference server: the same modes over HTTP (.remote)
     if profile.decoding == "greedy":
         stop = completion_check(backend, n, tmpl.id_base)
-        return greedy(backend, prompt_ids, profile.max_new_tokens(n), stop), None
+        run = remote_greedy if remote else greedy
+        return run(backend, prompt_ids, profile.max_new_tokens(n), stop), None
     if profile.decoding == "constrained":
-        return constrained(backend, prompt_ids, n, tmpl.id_base), None
+        run = remote_constrained if remote else constrained
+        return run(backend, prompt_ids, n, tmpl.id_base), None
     if profile.decoding == "first-token":
-        return first_token(backend, tmpl, prompt_ids, n)
-    raise _unknown_mode(profile)
-
-
-def _decode_remote(backend, profile: Profile, prompt_ids: list[int], n: int):
-    """:func:`decode` on an inference server (see :mod:`.remote`)."""
-    tmpl = profile.tmpl
-    if profile.decoding == "greedy":
-        stop = completion_check(backend, n, tmpl.id_base)
-        return remote_greedy(backend, prompt_ids, profile.max_new_tokens(n), stop), None
-    if profile.decoding == "constrained":
-        return remote_constrained(backend, prompt_ids, n, tmpl.id_base), None
-    if profile.decoding == "first-token":
-        return remote_first_token(backend, tmpl, prompt_ids, n)
+        run = remote_first_token if remote else first_token
+        return run(backend, tmpl, prompt_ids, n)
     raise _unknown_mode(profile)
 
 
