@@ -17,6 +17,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
+from .decoding.remote import RemoteModel
 from .formats.request import Request
 from .reranker import Reranker, RerankResponse
 
@@ -24,9 +25,6 @@ Done = Callable[[int, Request, RerankResponse], None]
 
 
 def _rerank_one(reranker: Reranker, req: Request, top_n: int | None, on_window) -> RerankResponse:
-    rebind = getattr(reranker.backend, "rebind", None)
-    if rebind is not None:
-        rebind()  # each query starts on the least-used server
     return reranker.rerank(req.query, req.documents, top_n=top_n, on_window=on_window)
 
 
@@ -48,7 +46,7 @@ def run_batch(
         whatever a query raised first (``ServerError``, ``ContextOverflowError``, ...), after
         handing back every query that finished.
     """
-    if in_flight <= 1 or not hasattr(reranker.backend, "rebind"):
+    if in_flight <= 1 or not isinstance(reranker.backend, RemoteModel):
         for pos, req in requests:
             on_done(pos, req, _rerank_one(reranker, req, top_n, on_window))
         return

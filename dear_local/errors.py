@@ -88,7 +88,10 @@ class ServerError(DearLocalError):
     """
 
     exit_code = 1
-    status: int | None = None
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class GateFailure(DearLocalError):

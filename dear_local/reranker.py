@@ -7,6 +7,7 @@ from typing import Callable
 
 from .backends.base import Backend
 from .contract import Profile
+from .decoding.remote import RemoteModel
 from .engine import Ranking, WindowResult, rank_documents
 from .errors import UserInputError
 from .run_options import RunOptions
@@ -166,6 +167,8 @@ class Reranker:
             )
         if top_n is not None and top_n < 1:
             raise UserInputError(f"top_n must be at least 1, got {top_n}")
+        if isinstance(self.backend, RemoteModel):
+            self.backend.rebind()  # each query starts on the least-used server, its windows stay there
         ranking = rank_documents(self.backend, self.profile, query, list(documents), on_window)
         n = len(documents)
         if ranking.scores is not None:

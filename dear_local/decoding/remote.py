@@ -51,6 +51,10 @@ class RemoteModel(ABC):
     def top(self, ids: list[int], candidates: list[int], fresh: bool = False) -> dict[int, float]:
         """Log-probabilities (up to one shared constant) of each of ``candidates`` after ``ids``."""
 
+    @abstractmethod
+    def rebind(self) -> None:
+        """A new query starts on this thread: let its requests go to the least-used server."""
+
 
 def _generation(out, text, reason, requests, t0, t1, t2, extra=None) -> Generation:
     return Generation(token_ids=out, text=text, stop_reason=reason, model_calls=requests,

@@ -23,8 +23,8 @@ from .protocols import LlamaServer, OpenAI, protocol_for
 PROBE_TEXT = "Rank the passages [0] to [19]: [12] > [3] > [0]. Query: café 2024?\n"
 
 
-def _engine_llama_server(fleet: Fleet, server: Server) -> dict:
-    props = fleet.request("GET", "/props", server=server)
+def _engine_llama_server(props: dict) -> dict:
+    """What llama-server's ``GET /props`` says about its engine and model."""
     settings = props.get("default_generation_settings") or {}
     return {"engine": "llama-server", "version": str(props.get("build_info", "unknown")),
             "model": str(props.get("model_path") or props.get("model_alias") or ""),
@@ -32,6 +32,7 @@ def _engine_llama_server(fleet: Fleet, server: Server) -> dict:
 
 
 def _engine_openai(fleet: Fleet, server: Server) -> dict:
+    """What an OpenAI-protocol server's ``/v1/models`` and ``/version`` say about its engine and model."""
     models = fleet.request("GET", "/v1/models", server=server).get("data") or [{}]
     first = models[0]
     try:
@@ -44,15 +45,19 @@ def _engine_openai(fleet: Fleet, server: Server) -> dict:
             "slots": 1}
 
 
-def detect_protocol(fleet: Fleet, server: Server) -> str:
-    """``llama-server`` when ``GET /props`` answers as llama.cpp does, else ``openai``."""
-    try:
-        props = fleet.request("GET", "/props", server=server)
-    except ServerError as exc:
-        if getattr(exc, "status", None) is None:  # no answer at all, not a refusal
-            raise
-        return "openai"
-    return "llama-server" if "default_generation_settings" in props else "openai"
+def engine_info(fleet: Fleet, server: Server, protocol: str) -> tuple[str, dict]:
+    """The protocol (``auto`` resolved: ``llama-server`` when ``GET /props`` answers as llama.cpp
+    does, else ``openai``) and what ``server`` says about its engine and model."""
+    if protocol in ("auto", "llama-server"):
+        try:
+            props = fleet.request("GET", "/props", server=server)
+        except ServerError as exc:
+            if exc.status is None or protocol == "llama-server":  # no answer at all, not a refusal
+                raise
+            props = {}
+        if "default_generation_settings" in props or protocol == "llama-server":
+            return "llama-server", _engine_llama_server(props)
+    return "openai", _engine_openai(fleet, server)
 
 
 class RemoteBackend(Backend, RemoteModel):
@@ -75,9 +80,7 @@ class RemoteBackend(Backend, RemoteModel):
         for attr in ("n_vocab", "add_bos", "bos_token", "eos_token", "eog_ids", "chat_template"):
             setattr(self, attr, getattr(tokenizer, attr))
         self._lock = threading.Lock()
-        first = fleet.servers[0]
-        name = detect_protocol(fleet, first) if protocol == "auto" else protocol
-        info = (_engine_llama_server if name == "llama-server" else _engine_openai)(fleet, first)
+        name, info = engine_info(fleet, fleet.servers[0], protocol)
         self.protocol = protocol_for(name, served_model or (info["model"] if name == "openai" else ""))
         self.engine = info
         self.n_ctx = info["n_ctx"] or tokenizer.n_ctx
@@ -154,7 +157,7 @@ class RemoteBackend(Backend, RemoteModel):
                 got = self.protocol.read_top(self._complete(self.protocol.top(ids, k, fresh)))
                 fresh = False  # asked again with a larger k: the prompt is in the cache now
             except ServerError as exc:
-                if isinstance(self.protocol, OpenAI) and getattr(exc, "status", None) == 400 and "logprobs" in str(exc):
+                if isinstance(self.protocol, OpenAI) and exc.status == 400 and "logprobs" in str(exc):
                     raise ServerError(
                         f"{exc}\nfirst-token decoding asks for up to {k} log-probabilities; start vLLM with "
                         "--max-logprobs -1 (or at least the vocabulary size), or use --decoding constrained"

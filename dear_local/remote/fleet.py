@@ -141,17 +141,17 @@ class Fleet:
         if resp.status_code in RETRY_STATUS:
             raise _Retryable(f"HTTP {resp.status_code}")
         if resp.status_code >= 400:
-            err = ServerError(f"{server.url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}")
-            err.status = resp.status_code  # the server answered: it is up, and refused this request
-            raise err
+            # the server answered: it is up, and refused this request
+            raise ServerError(f"{server.url}{path} refused the request (HTTP {resp.status_code}): {resp.text[:300]}",
+                              status=resp.status_code)
         try:
             return resp.json()
         except ValueError:
             raise ServerError(f"{server.url}{path} did not answer JSON: {resp.text[:200]!r}") from None
 
     def _with_retries(self, server: Server, method: str, path: str, body: dict | None) -> dict:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
+        delay, attempt = self.backoff, 0
+        while True:
             self.stats.requests += 1
             server.requests += 1
             try:
@@ -162,10 +162,10 @@ class Fleet:
                 server.last_error = str(exc)
                 if attempt == self.retries:
                     raise
-                self.stats.retries += 1
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
+            self.stats.retries += 1
+            time.sleep(delay)
+            delay *= 2
 
     def request(self, method: str, path: str, body: dict | None = None, *, server: Server | None = None) -> dict:
         """Send one request (to ``server``, or this thread's server), moving it on failure.

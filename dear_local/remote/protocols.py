@@ -17,7 +17,7 @@ Three kinds of request cover the three decoding modes (see :mod:`dear_local.deco
   the raw logits over the whole vocabulary (``first-token`` mode).
 
 This module only builds and reads JSON, so the shapes are tested without a server
-(``tests/test_remote_protocols.py``, against the shapes vLLM and llama.cpp document).
+(``tests/test_remote_fast.py``, against the shapes vLLM and llama.cpp document).
 """
 
 from __future__ import annotations
@@ -61,7 +61,16 @@ def _id_from_text(token: str) -> int:
     )
 
 
-class LlamaServer:
+class _Protocol:
+    """What both protocols share: reading a ``/tokenize`` answer."""
+
+    @staticmethod
+    def read_tokens(body: dict) -> list[int]:
+        """The ids of a ``/tokenize`` answer (``{"tokens": [ids]}``, or with pieces ``[{id, piece}]``)."""
+        return [int(t["id"]) if isinstance(t, dict) else int(t) for t in body.get("tokens", [])]
+
+
+class LlamaServer(_Protocol):
     """llama.cpp's native protocol (``llama-server``)."""
 
     name = "llama-server"
@@ -105,11 +114,8 @@ class LlamaServer:
     def tokenize(self, text: str) -> tuple[str, dict]:
         return "/tokenize", {"content": text, "add_special": False, "parse_special": True}
 
-    def read_tokens(self, body: dict) -> list[int]:
-        return read_tokens(body)
 
-
-class OpenAI:
+class OpenAI(_Protocol):
     """The OpenAI-compatible completions protocol (vLLM, SGLang, llama-server's ``/v1``)."""
 
     name = "openai"
@@ -178,14 +184,6 @@ class OpenAI:
         if self.model:
             body["model"] = self.model
         return "/tokenize", body
-
-    def read_tokens(self, body: dict) -> list[int]:
-        return read_tokens(body)
-
-
-def read_tokens(body: dict) -> list[int]:
-    """The ids of a ``/tokenize`` answer (``{"tokens": [ids]}``, or with pieces ``[{id, piece}]``)."""
-    return [int(t["id"]) if isinstance(t, dict) else int(t) for t in body.get("tokens", [])]
 
 
 def protocol_for(name: str, model: str = ""):

@@ -77,9 +77,6 @@ class RerankService:
                     raise Abandoned()
 
             checkpoint()
-            rebind = getattr(reranker.backend, "rebind", None)
-            if rebind is not None:
-                rebind()  # a server backend: this request starts on the least-used server
             return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint)
 
         try:
