@@ -126,3 +126,30 @@ def test_output_names_follow_the_store_layout(tmp_path):
     bf16 = output_path(tmp_path, "dear-8b-listwise", "bf16")
     assert bf16.name == "dear-8b-listwise-BF16.gguf"
     assert output_file(bf16, tmp_path, "Q4_K_M").name == "dear-8b-listwise-Q4_K_M.gguf"
+
+
+# ggml's log levels in the llama.cpp that llama-cpp-python 0.3.36 vendors: DEBUG 1, INFO 2, WARN 3,
+# ERROR 4, CONT 5 (a line that continues the previous message, at that message's level).
+_LOG_LINES = st.lists(st.tuples(st.integers(1, 5), st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)), max_size=12)
+
+
+@given(lines=_LOG_LINES)
+def test_log_capture_keeps_exactly_the_error_messages(lines):
+    """Every ERROR message is kept whole (its CONT lines joined), and nothing at any other level."""
+    pytest.importorskip("llama_cpp")
+    from dear_local_convert.llama_cpp_lib import LogCapture
+
+    seen: list[str] = []
+    capture = LogCapture(seen.append)
+    want: list[str] = []
+    level_of_message = 0
+    for level, text in lines:
+        capture._callback(level, text.encode("utf-8"), None)
+        if level != 5:
+            level_of_message = level
+            if level == 4:
+                want.append(text)
+        elif level_of_message == 4 and want:
+            want[-1] += text
+    assert capture.errors == [w.strip() for w in want]
+    assert seen == [t for _, t in lines]

@@ -24,22 +24,27 @@ class LogCapture:
     def __init__(self, on_line: Callable[[str], None] | None = None):
         import llama_cpp
 
-        self.errors: list[str] = []
-        last = [0]
+        self._errors: list[str] = []  # each error message as logged, its CONT lines joined
+        last = [0]  # the level of the message being logged
 
         @llama_cpp.llama_log_callback
         def callback(level, text, user_data):
             line = text.decode("utf-8", "replace")
-            if level == GGML_LOG_LEVEL_CONT and last[0] == GGML_LOG_LEVEL_ERROR and self.errors:
-                self.errors[-1] = (self.errors[-1] + line).strip()
-            elif level == GGML_LOG_LEVEL_ERROR:
-                self.errors.append(line.strip())
             if level != GGML_LOG_LEVEL_CONT:
                 last[0] = level
+                if level == GGML_LOG_LEVEL_ERROR:
+                    self._errors.append("")
+            if last[0] == GGML_LOG_LEVEL_ERROR and self._errors:
+                self._errors[-1] += line
             if on_line is not None:
                 on_line(line)
 
         self._callback = callback  # keep a reference while llama.cpp holds the pointer
+
+    @property
+    def errors(self) -> list[str]:
+        """The error messages llama.cpp logged, stripped of surrounding whitespace."""
+        return [e.strip() for e in self._errors]
 
     def __enter__(self) -> "LogCapture":
         import llama_cpp
