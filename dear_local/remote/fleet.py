@@ -184,7 +184,10 @@ class Fleet:
                 tried.add(server.url)
                 self.stats.errors.append(f"{server.url}: {exc}")
                 if pinned:
-                    raise ServerError(f"{server.url} does not answer: {exc}") from None
+                    raise ServerError(
+                        f"{server.url} does not answer: {exc}; check that the server is running and "
+                        "reachable from here, and that --server gives its address and port"
+                    ) from None
                 self.stats.failovers += 1
                 self._release(server)
                 self._local.server = None
