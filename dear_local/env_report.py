@@ -39,6 +39,7 @@ def collect() -> dict:
     from . import __version__
     from .backends.loader import choose_cpu_buffers, cpu_features, llama_system_info
     from .errors import UserInputError
+    from .redact import redact_settings
     from .settings import get_settings
 
     info = llama_system_info()
@@ -61,7 +62,8 @@ def collect() -> dict:
             "logical cores": cores,
             "llama.cpp default (decode / prompt)": f"{max(cores // 2, 1)} / {cores}",
         },
-        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("DEAR_LOCAL_")},
+        # secret-like settings (API keys, tokens, passwords) as "*** (set)", URL credentials masked
+        "settings": redact_settings({k: v for k, v in sorted(os.environ.items()) if k.startswith("DEAR_LOCAL_")}),
         "cpu buffers": buffers,
     }
 

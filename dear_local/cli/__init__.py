@@ -42,6 +42,14 @@ def _register() -> None:
 _register()
 
 
+def _safe(message: str) -> str:
+    """An error message as printed: secrets and URL credentials masked, control characters escaped."""
+    from ..redact import redact
+    from ..terminal import printable
+
+    return printable(redact(message), keep_newlines=True)
+
+
 def main() -> None:
     """Entry point of the ``dear-local`` console script.
 
@@ -56,7 +64,7 @@ def main() -> None:
     except DearLocalError as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_safe(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -65,7 +73,7 @@ def main() -> None:
         if debug:
             raise
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
+            f"error: unexpected {type(exc).__name__}: {_safe(str(exc))} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
             err=True,
         )
         sys.exit(1)

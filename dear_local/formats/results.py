@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator
 
+from ..terminal import printable
 from .rank_llm import result_record
 from .trec import run_line
 
@@ -57,9 +58,10 @@ def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
             yield json_line(result_record(req, [r.index for r in resp.results], [r.score for r in resp.results]))
         else:
             statuses = ", ".join(sorted(set(resp.statuses))) or "ok"
-            yield f"query {req.qid}: {req.query}  [{profile.template}/{profile.decoding}; parse: {statuses}]"
+            # table text goes to a terminal: control characters and escape sequences are shown escaped
+            yield f"query {printable(req.qid)}: {printable(req.query)}  [{profile.template}/{profile.decoding}; parse: {statuses}]"
             yield f"{'rank':>4}  {'doc':>5}  {'score':>5}  text"
             for r in resp.results:
                 text = " ".join(r.text.split())
-                yield f"{r.rank + 1:>4}  {req.docids[r.index]:>5}  {r.score:5.3f}  {text[:70]}"
+                yield f"{r.rank + 1:>4}  {printable(req.docids[r.index]):>5}  {r.score:5.3f}  {printable(text[:70])}"
             yield ""
