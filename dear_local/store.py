@@ -101,20 +101,86 @@ class Resolved:
     quant: str | None
 
 
+def _canonical_quant(m: Manifest, quant: str) -> str:
+    """``quant`` as the manifest spells it, matched case-insensitively (``q8_0`` is ``Q8_0``)."""
+    for known in m.known_quants():
+        if known.lower() == quant.lower():
+            return known
+    raise UnknownModelError(f"unknown quant {quant!r} for {m.name}; choose one of: {', '.join(m.known_quants())}")
+
+
+def _recorded_files(m: Manifest):
+    """``(quant, bytes, sha256)`` of every file the manifest pins or a local build recorded."""
+    for quant, src in m.quants.items():
+        if src.get("bytes") and src.get("sha256"):
+            yield quant, int(src["bytes"]), src["sha256"]
+    built = m.dir / "manifest.json"
+    if built.is_file():
+        import json
+
+        try:
+            entries = json.loads(built.read_text(encoding="utf-8")).get("files", [])
+        except (OSError, ValueError, AttributeError):
+            return
+        for e in entries if isinstance(entries, list) else []:
+            if isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str):
+                yield str(e.get("type", "")), e["bytes"], e["sha256"]
+
+
+def identify(path: Path) -> tuple[Manifest | None, str | None]:
+    """The manifest and quant a ``.gguf`` passed by path belongs to, or ``(None, None)``.
+
+    A file is known when it is one of the store's own files (same inode), or when its size and
+    sha256 match a file a manifest pins (a pulled quant) or a local build recorded in its
+    ``manifest.json``. The file is hashed only when its size matches, so an unknown file costs
+    one ``stat``.
+    """
+    for m in list_manifests():
+        for quant in m.known_quants():
+            candidate = m.gguf_path(quant)
+            try:
+                if candidate.is_file() and candidate.samefile(path):
+                    return m, quant
+            except OSError:
+                continue
+    size = path.stat().st_size
+    digest = None
+    for m in list_manifests():
+        for quant, n_bytes, sha in _recorded_files(m):
+            if n_bytes == size:
+                digest = digest or sha256_file(path)
+                if digest == sha:
+                    return m, quant
+    return None, None
+
+
 def resolve(ref: str) -> Resolved:
-    """Turn a model reference into a local file (which must exist)."""
+    """Turn a model reference into a local file (which must exist).
+
+    ``ref`` is a ``.gguf`` path or ``NAME[:QUANT]`` (names and quants match case-insensitively).
+    A path that is a known model's file (see :func:`identify`) carries that model's manifest,
+    and so its profile.
+
+    Raises:
+        UnknownModelError: an empty reference, an unknown name or quant.
+        ModelNotFoundError: the file is missing, is a directory, or is not downloaded or built yet.
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise UnknownModelError(
+            f"no model given ({ref!r}): pass a .gguf file or NAME[:QUANT] from `dear-local models`"
+        )
     if looks_like_path(ref):
         path = Path(ref).expanduser()
+        if path.is_dir():
+            raise ModelNotFoundError(f"{path} is a directory; pass the .gguf file in it")
         if not path.is_file():
             raise ModelNotFoundError(f"model file {path} does not exist; check the path")
-        return Resolved(path, None, None)
-    name, quant = split_ref(ref)
+        manifest, quant = identify(path)
+        return Resolved(path, manifest, quant)
+    name, quant = split_ref(ref.strip())
+    name = next((n for n in _load_manifests() if n.lower() == name.lower()), name)
     m = get_manifest(name)
-    quant = quant or m.default_quant
-    if quant not in m.known_quants():
-        raise UnknownModelError(
-            f"unknown quant {quant!r} for {name}; choose one of: {', '.join(m.known_quants())}"
-        )
+    quant = _canonical_quant(m, quant or m.default_quant)
     path = m.gguf_path(quant)
     if not path.is_file():
         how = (

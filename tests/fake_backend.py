@@ -43,6 +43,11 @@ def input_order(n: int) -> list[int]:
     return list(range(n))
 
 
+def no_answer(n: int) -> list[int]:
+    """A model whose answer holds no ranking (for a file named ``*noanswer*``): it ends the turn at once."""
+    return []
+
+
 class FakeBackend(Backend):
     """A scripted stand-in for a model; ``script(n)`` gives the window positions in answer order."""
 
@@ -51,7 +56,11 @@ class FakeBackend(Backend):
     def __init__(self, path: str | Path | None = None, *, script: Callable[[int], list[int]] | None = None,
                  n_ctx: int | None = 32768, **_load_options) -> None:
         self.model_label = Path(path).name if path else "fake"
-        self.script = script or (input_order if "identity" in self.model_label else reverse_order)
+        self.script = script or (
+            input_order if "identity" in self.model_label
+            else no_answer if "noanswer" in self.model_label
+            else reverse_order
+        )
         self.n_ctx = n_ctx or 32768
         self.n_vocab = 256 + len(SPECIALS)
         self.add_bos = True

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidModelFileError, ModelNotFoundError
 from .base import Backend
+from .limits import check_load_settings
 from .loader import choose_cpu_buffers, open_llama
 
 GGUF_MAGIC = b"GGUF"
@@ -62,7 +63,8 @@ class LlamaCppBackend(Backend):
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: a missing or unloadable file or adapter.
-        UserInputError: an unknown ``cpu_buffers`` mode.
+        UserInputError: an unknown ``cpu_buffers`` mode, or a load setting out of range
+            (:func:`check_load_settings`).
     """
 
     name = "llama.cpp"
@@ -84,6 +86,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         self._llama_cpp = llama_cpp
+        check_load_settings(n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_batch=n_batch)
         path = check_gguf_file(model_path)
         self.model_label = path.name if lora is None else f"{path.name} + {Path(lora).name}"
         self.path = path

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..backends.limits import MAX_CTX, MAX_THREADS
 from ..contract import DECODING_MODES
 from ..run_options import RunOptions
 
@@ -36,11 +37,17 @@ DecodingOption = Annotated[
 ]
 WindowOption = Annotated[Optional[int], typer.Option("--window", help="Passages per window (default 20).")]
 StrideOption = Annotated[Optional[int], typer.Option("--stride", help="Window stride (default 10).")]
-ThreadsOption = Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: llama.cpp's choice).")]
-GpuLayersOption = Annotated[
-    int, typer.Option("--gpu-layers", help="Layers to offload to a GPU, if llama.cpp was built with one.")
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option("--threads", min=1, max=MAX_THREADS, help="CPU threads (default: llama.cpp's choice)."),
 ]
-NCtxOption = Annotated[Optional[int], typer.Option("--n-ctx", help="Context size (default: sized from the profile).")]
+GpuLayersOption = Annotated[
+    int, typer.Option("--gpu-layers", min=-1, help="Layers to offload to a GPU, if llama.cpp was built with one (-1: all).")
+]
+NCtxOption = Annotated[
+    Optional[int],
+    typer.Option("--n-ctx", min=1, max=MAX_CTX, help="Context size in tokens (default: sized from the profile)."),
+]
 CpuBuffersOption = Annotated[
     Optional[CpuBuffers],
     typer.Option(

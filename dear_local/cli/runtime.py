@@ -87,6 +87,10 @@ def rerank(
     request_timeout: RequestTimeoutOption = 120.0,
     lora: LoraOption = None,
     lora_scale: LoraScaleOption = 1.0,
+    strict: bool = typer.Option(
+        False, "--strict",
+        help="Fail (exit 1) instead of warning when a quarter or more of the windows gave no readable ranking.",
+    ),
 ) -> None:
     """Rerank documents for a query with a local GGUF model, or on inference servers (--server).
 
@@ -123,13 +127,19 @@ def rerank(
             typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
             skip = sink.done_positions
             todo = [(i, r) for i, r in todo if i not in skip]
-    _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()))
+    _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()), strict)
     if sink is not None:
         sink.finish()
 
 
-def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int) -> None:
-    """Rerank ``todo`` (input position, request) pairs, writing each query as it finishes."""
+def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int, strict: bool = False) -> None:
+    """Rerank ``todo`` (input position, request) pairs, writing each query as it finishes.
+
+    Unparsed answers are tallied over the run (:mod:`dear_local.answer_check`): past the threshold
+    a warning goes to stderr at the end, or, with ``strict``, the run stops before writing the
+    query that crossed it.
+    """
+    from ..answer_check import ParseTally, UnparsedAnswersError
     from ..batch import run_batch
     from ..formats.results import render
     from ..progress import bar
@@ -138,9 +148,13 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
     fleet = getattr(reranker.backend, "fleet", None)
     total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for _, r in todo)
     done = 0
+    tally = ParseTally()
 
     def finished(pos: int, req, resp) -> None:
         nonlocal done
+        tally.add(resp.statuses)
+        if strict and tally.failing:
+            raise UnparsedAnswersError(f"query {req.qid}: " + tally.message(strict_hint=False))
         lines = list(render([(req, resp)], fmt, p))
         if sink is None:
             typer.echo("\n".join(lines))
@@ -159,6 +173,8 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
                 sink.close()
                 typer.echo(f"stopped with {len(sink.done)} queries written to {sink.partial}; run the same "
                            "command again to resume", err=True)
+    if tally.failing:
+        typer.echo(f"warning: {tally.message()}", err=True)
 
 
 def _warn_truncated(outputs, profile) -> None:

@@ -1,0 +1,201 @@
+"""Hostile input to the CLI's shared layers: secrets, terminal escapes, model references, load
+settings and runs whose answers do not parse (issue 22, findings 1, 2, 12 and 17).
+
+Each test covers a class of inputs, mostly as a hypothesis property over real code paths
+(``dear-local env``'s report, the CLI's error printer, the table renderer, the model store).
+"""
+
+from __future__ import annotations
+
+import json
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dear_local.errors import ModelNotFoundError, UnknownModelError, UserInputError
+
+# Secret values long enough to be masked anywhere (short ones are masked only as whole settings).
+SECRETS = st.text(alphabet=string.ascii_letters + string.digits + "-_.~!$", min_size=6, max_size=24)
+SECRET_NAMES = st.sampled_from([
+    "DEAR_LOCAL_API_KEY", "DEAR_LOCAL_SERVER_API_KEY", "DEAR_LOCAL_TOKEN", "DEAR_LOCAL_HF_TOKEN",
+    "DEAR_LOCAL_PASSWORD", "DEAR_LOCAL_CLIENT_SECRET", "DEAR_LOCAL_APIKEY", "DEAR_LOCAL_AUTH",
+])
+PROFILE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PROFILE
+@given(name=SECRET_NAMES, value=SECRETS, url_password=SECRETS)
+def test_env_report_never_shows_a_secret_setting_or_url_password(name, value, url_password, monkeypatch):
+    from dear_local.env_report import collect, format_report
+
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEAR_LOCAL_SERVER", f"http://admin:{url_password}@127.0.0.1:8080/v1")
+    report = collect()
+    for text in (format_report(report), json.dumps(report)):
+        assert value not in text and url_password not in text
+        assert name in text  # the setting is named, so a bug report still says it was set
+    assert report["settings"][name] == "*** (set)"
+
+
+@PROFILE
+@given(password=SECRETS, user=st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8),
+       scheme=st.sampled_from(["http", "https", "HTTP"]))
+def test_errors_never_echo_credentials_from_a_server_url(password, user, scheme, cli, fake_gguf):
+    url = f"{scheme}://{user}:{password}@127.0.0.1:1"
+    code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--server", url, "--request-timeout", "1",
+                         stdin="a\nb\n")
+    assert code != 0 and err.startswith("error:")
+    assert password not in out + err
+
+
+@PROFILE
+@given(name=SECRET_NAMES, value=SECRETS)
+def test_errors_never_echo_a_secret_setting(name, value, cli, monkeypatch):
+    # a model path that embeds the secret: the "does not exist" error would quote it
+    monkeypatch.setenv(name, value)
+    code, _, err = cli("rerank", "-m", f"/nonexistent/{value}.gguf", "-q", "q", stdin="a\n")
+    assert code == 2 and err.startswith("error:") and value not in err
+
+
+CONTROL = st.characters(codec="utf-8", categories=["Cc"]) | st.sampled_from(
+    ["\u202e", "\u2066", "\u200f", "\u2028", "\u2029", "\x1b]0;pwned\x07", "\x1b[2J", "\x9b31m"]
+)
+
+
+@PROFILE
+@given(parts=st.lists(st.text(max_size=5) | CONTROL, min_size=1, max_size=8))
+def test_table_output_never_carries_a_control_character(parts, cli, fake_gguf, tmp_path):
+    text = "".join(parts)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"query": "q" + text, "documents": ["plain", "x" + text]}) + "\n", encoding="utf-8")
+    code, out, err = cli("rerank", "-m", str(fake_gguf), "--jsonl", str(docs))
+    assert code == 0, err
+    for line in out.splitlines():
+        assert not any(c in line for c in "\x1b\x07\x9b\r\x08\u202e\u2066\u200f\u2028\u2029"), line
+        assert all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in line), repr(line)
+
+
+@PROFILE
+@given(secret=SECRETS, ctrl=CONTROL)
+def test_error_lines_show_control_characters_escaped(secret, ctrl, cli):
+    code, _, err = cli("rerank", "-m", f"/nonexistent/x{ctrl}y.gguf", "-q", "q", stdin="a\n")
+    assert code == 2
+    (line,) = err.splitlines()
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+
+
+# -- model references --------------------------------------------------------------------------------
+
+
+@PROFILE
+@given(ref=st.text(alphabet=" \t\n\r\x0b\x0c", max_size=4))
+def test_an_empty_model_reference_is_refused_by_name(ref, cli):
+    from dear_local.store import resolve
+
+    with pytest.raises(UnknownModelError, match="no model given"):
+        resolve(ref)
+    code, _, err = cli("rerank", "-m", ref, "-q", "q", stdin="a\n")
+    assert code == 2 and "no model given" in err
+
+
+@PROFILE
+@given(name_case=st.sampled_from([str.lower, str.upper, str.title]), quant_case=st.sampled_from([str.lower, str.upper]))
+def test_names_and_quants_match_whatever_their_case(name_case, quant_case, temp_home):
+    from dear_local.store import get_manifest, resolve
+
+    m = get_manifest("smollm2-135m-instruct")
+    for quant in m.known_quants():
+        path = m.gguf_path(quant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"GGUF")
+        got = resolve(f"{name_case(m.name)}:{quant_case(quant)}")
+        assert (got.manifest.name, got.quant, got.path) == (m.name, quant, path)
+
+
+def test_a_directory_is_not_a_model_file(tmp_path):
+    from dear_local.store import resolve
+
+    with pytest.raises(ModelNotFoundError, match="is a directory"):
+        resolve(str(tmp_path))
+
+
+def test_a_gguf_passed_by_path_gets_the_profile_of_the_manifest_that_records_it(tmp_path, temp_home):
+    """A copy of a built quant, by path, is matched by size and sha256 to the build's manifest.json."""
+    from dear_local.fileio import sha256_file
+    from dear_local.store import get_manifest, resolve
+
+    m = get_manifest("smollm2-135m-instruct")
+    copy = tmp_path / "renamed.gguf"
+    copy.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF" + bytes(reversed(range(256))) * 8)  # same size, other bytes
+    assert resolve(str(copy)).manifest is None
+    m.dir.mkdir(parents=True)
+    (m.dir / "manifest.json").write_text(json.dumps({"files": [
+        {"file": f"{m.name}-Q8_0.gguf", "type": "Q8_0", "bytes": copy.stat().st_size, "sha256": sha256_file(copy)},
+    ]}), encoding="utf-8")
+    got = resolve(str(copy))
+    assert got.manifest is m and got.quant == "Q8_0" and got.manifest.profile.template == "rankgpt-chat"
+    assert resolve(str(other)).manifest is None
+    store_file = m.gguf_path("Q6_K")
+    store_file.write_bytes(b"GGUF")  # the store's own file, by path: matched without hashing
+    assert resolve(str(store_file)).quant == "Q6_K"
+
+
+# -- llama.cpp load settings -------------------------------------------------------------------------
+
+BAD_INTS = st.integers(max_value=0) | st.integers(min_value=(1 << 20) + 1) | st.sampled_from([True, 1.5, "4"])
+
+
+@PROFILE
+@given(n_ctx=BAD_INTS)
+def test_a_bad_context_size_is_refused_by_its_argument_name(n_ctx, tmp_path):
+    from dear_local.backends.llama import LlamaCppBackend
+
+    with pytest.raises(UserInputError, match="^n_ctx must be a whole number"):
+        LlamaCppBackend(tmp_path / "never-opened.gguf", n_ctx=n_ctx)
+
+
+@PROFILE
+@given(n_threads=st.integers(max_value=0) | st.integers(min_value=1025) | st.sampled_from([False, 2.0]))
+def test_a_bad_thread_count_is_refused_by_its_argument_name(n_threads, tmp_path):
+    from dear_local.backends.llama import LlamaCppBackend
+
+    with pytest.raises(UserInputError, match="^n_threads must be a whole number"):
+        LlamaCppBackend(tmp_path / "never-opened.gguf", n_threads=n_threads)
+
+
+@pytest.mark.parametrize("flag,value", [("--threads", "0"), ("--threads", "-5"), ("--n-ctx", "-1"),
+                                         ("--n-ctx", "0"), ("--gpu-layers", "-2")])
+def test_bad_load_flags_are_refused_naming_the_flag(flag, value, cli, fake_gguf):
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", flag, value, stdin="a\n")
+    assert code == 2 and flag in err and "corrupt" not in err
+
+
+# -- answers that do not parse -----------------------------------------------------------------------
+
+
+@given(statuses=st.lists(st.sampled_from(["ok", "wrong_format", "repetition", "missing_documents"]), max_size=40))
+def test_parse_tally_fails_exactly_from_a_quarter_of_unreadable_windows(statuses):
+    from dear_local.answer_check import ParseTally
+
+    tally = ParseTally()
+    tally.add(statuses)
+    bad = statuses.count("wrong_format")
+    assert tally.failing == (bad > 0 and 4 * bad >= len(statuses))
+
+
+def test_a_run_of_unreadable_answers_warns_and_strict_makes_it_an_error(cli, tmp_path, fake_gguf):
+    model = tmp_path / "noanswer-Q4_K_M.gguf"
+    model.write_bytes(fake_gguf.read_bytes())
+    code, out, err = cli("rerank", "-m", str(model), "-q", "q", "--format", "trec", stdin="a\nb\nc\n")
+    assert code == 0 and len(out.splitlines()) == 3
+    assert "warning: 1 of 1 windows (100%) gave no ranking" in err and "--template" in err
+    out_file = tmp_path / "run.trec"
+    code, out, err = cli("rerank", "-m", str(model), "-q", "q", "--format", "trec", "--strict",
+                         "--out", str(out_file), stdin="a\nb\nc\n")
+    assert code == 1 and err.startswith("error: query 0: 1 of 1 windows") and not out_file.exists()
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--strict", stdin="a\nb\nc\n")
+    assert code == 0 and "warning" not in err
