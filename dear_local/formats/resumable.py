@@ -224,8 +224,8 @@ class ResumableOutput:
             recorded = json.loads(lines[0]) if len(lines) > 1 else None
         except ValueError:
             recorded = None
-        if not isinstance(recorded, dict):
-            return self._start_over()  # empty, or cut short before its first line was whole: nothing done yet
+        if not isinstance(recorded, dict) or not {"format", "model"} <= recorded.keys():
+            return self._start_over()  # empty, cut short before its first line was whole, or not a run key: nothing done yet
         if recorded != key:
             changed = sorted(KEY_NAMES.get(k, k) for k in key.keys() | recorded.keys() if recorded.get(k) != key.get(k))
             raise UserInputError(
