@@ -267,6 +267,15 @@ def test_the_same_job_resumes_and_default_depth_is_the_same_job_as_depth_100(cli
     assert out.read_text() == whole
 
 
+def test_another_job_with_no_query_written_yet_just_starts_over(tmp_path):
+    out = tmp_path / "run.trec"
+    ResumableOutput(out, run_key("trec", "old.gguf", {}, ["a"], None)).close()  # killed before query 1
+    sink = ResumableOutput(out, run_key("trec", "new.gguf", {}, ["a"], None))
+    assert sink.done == []
+    sink.write("a", ["a Q0 d 1 1 dear-local"])
+    assert sink.finish().read_text() == "a Q0 d 1 1 dear-local\n"
+
+
 # -- #10 ids written to run lines ------------------------------------------------------------------
 
 

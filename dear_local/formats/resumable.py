@@ -11,7 +11,7 @@ it at any point and start it again: the result holds every query exactly once, i
 
 The journal's first line records everything the output depends on (see :func:`run_key`); a
 restart with anything different is refused with the names of what changed, and ``--force``
-starts over. A journal that is empty, or whose first line is cut short or unreadable, holds
+starts over (a journal of another job that holds no finished query is simply started over). A journal that is empty, or whose first line is cut short or unreadable, holds
 nothing done yet: the run starts from the first query. Journal lines after the first one that
 is cut short, unreadable or inconsistent (a length beyond ``OUT.partial``, an unknown query)
 are dropped.
@@ -226,6 +226,8 @@ class ResumableOutput:
             recorded = None
         if not isinstance(recorded, dict) or not {"format", "model"} <= recorded.keys():
             return self._start_over()  # empty, cut short before its first line was whole, or not a run key: nothing done yet
+        if recorded != key and len(lines) <= 2:
+            return self._start_over()  # another job, but not one query of it was written: nothing to keep
         if recorded != key:
             changed = sorted(KEY_NAMES.get(k, k) for k in key.keys() | recorded.keys() if recorded.get(k) != key.get(k))
             raise UserInputError(
