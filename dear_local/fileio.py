@@ -84,7 +84,8 @@ def write_errors(path: str | Path, hint: str = "free some space, or write somewh
     """Turn an ``OSError`` raised while writing ``path`` into one line naming the file and the fix.
 
     Raises:
-        DiskFullError: the disk or the quota is full (ENOSPC, EDQUOT); names the disk and its free space.
+        DiskFullError: the disk or the quota is full (ENOSPC, EDQUOT); names the disk, its free space
+            and ``hint`` (what to do).
         UserInputError: any other ``OSError`` (permissions, a read-only file system, a directory in the way).
     """
     try:
@@ -94,7 +95,7 @@ def write_errors(path: str | Path, hint: str = "free some space, or write somewh
     except OSError as exc:
         if exc.errno in NO_SPACE:
             raise disk_full_error(path, exc, hint) from None
-        raise UserInputError(f"cannot write {path} ({exc.strerror or exc}); {hint}") from None
+        raise UserInputError(f"cannot write {path} ({exc.strerror or exc}); check the path and its permissions") from None
 
 
 def stdout_name() -> str:
@@ -126,6 +127,7 @@ def check_writable(folder: str | Path, *, option: str = "--out", target: str | P
 
     Raises:
         UserInputError: naming ``target`` (default: the folder), the reason, and ``option`` to change.
+        DiskFullError: the disk holding ``folder`` has no room left (not even for a new file).
     """
     folder = Path(folder)
     try:
@@ -134,6 +136,9 @@ def check_writable(folder: str | Path, *, option: str = "--out", target: str | P
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        if exc.errno in NO_SPACE:
+            shown = target if target is not None else folder
+            raise disk_full_error(shown, exc, f"free some space, or choose another {option}") from None
         shown = f"write {target}" if target is not None else f"write to {folder}"
         raise UserInputError(f"cannot {shown} ({exc.strerror or exc}); choose a writable {option}") from None
 
