@@ -224,7 +224,7 @@ class ResumableOutput:
             recorded = json.loads(lines[0]) if len(lines) > 1 else None
         except ValueError:
             recorded = None
-        if not isinstance(recorded, dict) or not {"format", "model"} <= recorded.keys():
+        if not isinstance(recorded, dict) or not recorded:
             return self._start_over()  # empty, cut short before its first line was whole, or not a run key: nothing done yet
         if recorded != key and len(lines) <= 2:
             return self._start_over()  # another job, but not one query of it was written: nothing to keep
