@@ -18,10 +18,53 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
 from .decoding.remote import RemoteModel
+from .errors import UserInputError
+from .formats.ids import check_line_id
 from .formats.request import Request
-from .reranker import Reranker, RerankResponse
+from .reranker import MAX_DOCUMENTS, Reranker, RerankResponse
 
 Done = Callable[[int, Request, RerankResponse], None]
+
+
+def check_requests(requests: list[Request], fmt: str, depth: int | None = None) -> None:
+    """Refuse a batch that would fail or write a broken file part way, before any query runs.
+
+    ``fmt`` is the output format; ``depth`` the ``--depth`` given (None when not given). Input
+    record ``N`` counts from 1, in input order.
+
+    Raises ``UserInputError`` naming the record and the query id for:
+
+    - a query id used by two records, or a docid listed twice for one query (their lines would
+      be ambiguous in every format);
+    - with ``fmt == "trec"``, a query id or docid that is empty or holds whitespace or a control
+      character (see ``formats.ids``), which would break the run file's columns;
+    - a query with more than ``MAX_DOCUMENTS`` documents (naming ``--depth``).
+    """
+    first: dict[str, int] = {}
+    for n, req in enumerate(requests, 1):
+        where = f'input record {n} (query "{req.qid}")'
+        if req.qid in first:
+            raise UserInputError(
+                f'query id "{req.qid}" is used by input records {first[req.qid]} and {n}; give each query its own qid'
+            )
+        first[req.qid] = n
+        if len(req.documents) > MAX_DOCUMENTS:
+            cut = f" after --depth {depth}" if depth is not None else ""
+            raise UserInputError(
+                f"{where} has {len(req.documents)} documents{cut}, more than the limit of {MAX_DOCUMENTS}; "
+                f"pass --depth {MAX_DOCUMENTS} (or less) to rerank each query's first documents"
+            )
+        if fmt == "trec":
+            check_line_id(req.qid, f"{where}: the query id")
+        seen: dict[str, int] = {}
+        for j, docid in enumerate(req.docids):
+            if fmt == "trec":
+                check_line_id(docid, f"{where}: the docid of document {j + 1}")
+            if docid in seen:
+                raise UserInputError(
+                    f'{where} lists docid "{docid}" twice (documents {seen[docid]} and {j + 1}); remove the duplicate'
+                )
+            seen[docid] = j + 1
 
 
 def _rerank_one(reranker: Reranker, req: Request, top_n: int | None, on_window) -> RerankResponse:

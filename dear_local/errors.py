@@ -58,6 +58,12 @@ class DownloadError(DearLocalError):
     """A download failed or its checksum did not match."""
 
 
+class DiskFullError(DearLocalError, OSError):
+    """No space left (or the quota is used up) on the disk a file is written to; the message names the disk."""
+
+    exit_code = 1
+
+
 class ConversionError(DearLocalError):
     """A checkpoint cannot be converted (architecture, tokenizer, shards, output dir)."""
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
+from .formats.ids import id_text
 from .formats.request import Request
 from .textcheck import check_text
 
@@ -97,8 +98,8 @@ def _record(r, i: int, source: str, query: str | None) -> Request:
         if not isinstance(hits, list) or not all(isinstance(h, dict) and "content" in h for h in hits):
             raise UserInputError(f'{where}: "hits" must be a list of objects with "content"')
         docs = [str(h["content"]) for h in hits]
-        docids = [str(h.get("docid", j)) for j, h in enumerate(hits)]
-        qid = str(r.get("qid", hits[0].get("qid", i) if hits else i))
+        docids = [id_text(h.get("docid", j), f"{where}: the docid of hit {j + 1}") for j, h in enumerate(hits)]
+        qid = id_text(r.get("qid", hits[0].get("qid", i) if hits else i), f"{where}: the qid")
     elif "documents" in r:
         raw = r["documents"]
         if not isinstance(raw, list):
@@ -107,7 +108,7 @@ def _record(r, i: int, source: str, query: str | None) -> Request:
         if not all(isinstance(d, str) for d in docs):
             raise UserInputError(f'{where}: every document must be a string or {{"text": ...}}')
         docids = [str(j) for j in range(len(docs))]
-        qid = str(r.get("qid", i))
+        qid = id_text(r.get("qid", i), f"{where}: the qid")
     else:
         raise UserInputError(f'{where} has neither "hits" nor "documents"')
     check_text(qid, f"{where}: the qid")

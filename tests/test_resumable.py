@@ -74,7 +74,7 @@ def test_a_finished_file_is_not_overwritten_without_force(tmp_path):
     assert out.read_text() == "mine\n"
 
 
-def test_the_cli_resumes_an_interrupted_run(cli, fake_gguf, tmp_path):
+def test_the_cli_resumes_an_interrupted_run(cli, fake_gguf, tmp_path, monkeypatch):
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text("".join(
         json.dumps({"query": f"query {i}", "hits": [{"content": f"p{j}", "docid": f"{i}-{j}"} for j in range(4)]}) + "\n"
@@ -86,15 +86,28 @@ def test_the_cli_resumes_an_interrupted_run(cli, fake_gguf, tmp_path):
     out = tmp_path / "run.trec"
     code, _, err = cli(*args, "--out", str(out))
     assert code == 0 and out.read_text() == whole, err
-    # Interrupt by hand: keep the journal's first two queries, and half of the third's lines.
-    out.rename(tmp_path / "done.trec")
-    first_two = "".join(whole.splitlines(keepends=True)[:8])
+    out.unlink()
+    # Ctrl-C as the third query starts: two queries are written
+    import dear_local.batch as batch
+
+    real, calls = batch._rerank_one, []
+
+    def one(*a, **kw):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(batch, "_rerank_one", one)
+        code, _, err = cli(*args, "--out", str(out))
+    assert code == 130 and "stopped with 2 queries" in err, err
+    # and a kill cut the third query short: half its lines, half a journal line
     partial, journal = tmp_path / "run.trec.partial", tmp_path / "run.trec.partial.journal"
-    partial.write_text(first_two + whole.splitlines(keepends=True)[8][:10], encoding="utf-8")
-    profile = json.loads(cli(*args, "--format", "json")[1].splitlines()[0])["profile"]
-    key = run_key("trec", str(fake_gguf), profile, ["0", "1", "2", "3", "4"], None)
-    journal.write_text(json.dumps(key) + "\n" + json.dumps(["0", len(first_two) // 2]) + "\n"
-                       + json.dumps(["1", len(first_two)]) + "\n", encoding="utf-8")
+    with open(partial, "a", encoding="utf-8") as f:
+        f.write(whole.splitlines(keepends=True)[8][:10])
+    with open(journal, "a", encoding="utf-8") as f:
+        f.write(json.dumps(["2", 10**4, 2])[:7])
     code, _, err = cli(*args, "--out", str(out))
     assert code == 0, err
     assert "resuming" in err and "2 of 5" in err

@@ -99,15 +99,18 @@ def rerank(
     runs on llama-server, vLLM or SGLang (repeat --server for a fleet), several queries at once;
     --model names the local GGUF whose tokenizer builds the prompts.
     """
-    from ..fileio import refuse_overwrite
+    from ..batch import check_requests
     from ..reranker import Reranker
 
-    if out is not None:
-        from ..fileio import check_writable
+    if out is not None:  # before the inputs are read and the model loads
+        from ..fileio import check_writable, refuse_output_file
+        from ..formats.resumable import refuse_busy
 
-        refuse_overwrite(out, force)
-        check_writable(out.parent, target=out)  # before the model loads
+        refuse_output_file(out, force)
+        check_writable(out.parent, target=out)
+        refuse_busy(out)
     requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
+    check_requests(requests, fmt.value, depth)  # ids, duplicates, document counts: before any query runs
     reranker = Reranker.from_options(model, run_options(
         template=template, decoding=decoding, window=window, stride=stride,
         n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
@@ -118,11 +121,16 @@ def rerank(
     todo = list(enumerate(requests))
     sink = None
     if out is not None:
-        from ..formats.resumable import ResumableOutput, run_key
+        from ..formats.resumable import ResumableOutput
 
-        shown = model if lora is None else f"{model} + {lora} x{lora_scale}"  # another adapter is another run
-        key = run_key(fmt.value, shown, p.to_dict(), [r.qid for r in requests], top_n)
-        sink = ResumableOutput(out, key, force=force)
+        qids = [r.qid for r in requests]
+        if run is not None and depth is None:
+            from ..formats.first_stage import DEFAULT_DEPTH
+
+            depth = DEFAULT_DEPTH  # the same job as --depth 100
+        key = _run_key(reranker, model, fmt.value, requests, top_n, depth=depth, skip_missing=skip_missing,
+                       lora=lora, lora_scale=lora_scale, served_model=served_model)
+        sink = ResumableOutput(out, key, force=force, qids=qids)
         if sink.done:
             typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
             skip = sink.done_positions
@@ -130,6 +138,28 @@ def rerank(
     _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()), strict)
     if sink is not None:
         sink.finish()
+
+
+def _run_key(reranker, model: str, fmt: str, requests: list, top_n, **options) -> dict:
+    """Everything the output of ``rerank --out`` depends on, for the resume journal."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from ..formats.resumable import file_identity, requests_digest, run_key
+    from ..store import resolve
+
+    p = reranker.profile
+    template = json.dumps(dataclasses.asdict(p.tmpl), sort_keys=True)
+    lora, lora_scale = options.pop("lora"), options.pop("lora_scale")
+    return run_key(
+        fmt, model, p.to_dict(), [r.qid for r in requests], top_n,
+        inputs_sha256=requests_digest(requests),
+        model_file=file_identity(resolve(model).path),
+        template_text=hashlib.sha256(template.encode("utf-8")).hexdigest(),
+        lora=None if lora is None else {"adapter": file_identity(lora), "scale": lora_scale},
+        **options,
+    )
 
 
 def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int, strict: bool = False) -> None:
@@ -141,6 +171,7 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
     """
     from ..answer_check import ParseTally, UnparsedAnswersError
     from ..batch import run_batch
+    from ..fileio import stdout_errors
     from ..formats.results import render
     from ..progress import bar
 
@@ -157,7 +188,8 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
             raise UnparsedAnswersError(f"query {req.qid}: " + tally.message(strict_hint=False))
         lines = list(render([(req, resp)], fmt, p))
         if sink is None:
-            typer.echo("\n".join(lines))
+            with stdout_errors("free some space, or pass --out FILE (a run that stops resumes)"):
+                typer.echo("\n".join(lines))
         else:
             sink.write(req.qid, lines, pos)
         _warn_truncated([(req, resp)], p)
