@@ -10,11 +10,16 @@ Three shapes are read:
 
 Every record of a file must have the file's shape; a record of none of them gets one message
 that lists all three.
+
+Every shape checks its fields the same way (:func:`text_field`, :func:`id_field`): a text (a query,
+a passage, a title) must be a JSON string, and an id (qid, docid) a string or an integer; null, a
+number, a list, an object or a boolean is refused with the record and the field named, never
+turned into text such as ``"None"`` or ``"['x']"``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import UserInputError
 from .request import Request
@@ -24,6 +29,37 @@ SHAPES = {
     "rankgpt": '{"query", "hits": [{"content", "docid"}]} (RankGPT)',
     "documents": '{"query", "documents": ["..."]}',
 }
+
+def json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages: ``null``, ``a boolean``, ``a number`` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def text_field(value: Any, where: str, name: str) -> str:
+    """``value`` when it is a string; else ``UserInputError`` naming ``where`` and the field ``name``."""
+    if not isinstance(value, str):
+        raise UserInputError(f'{where}: "{name}" must be a string, not {json_type(value)}')
+    return value
+
+
+def id_field(value: Any, where: str, name: str) -> str:
+    """``value`` as text when it is a string or an integer; else ``UserInputError`` naming the field."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserInputError(f'{where}: "{name}" must be a string or an integer, not {json_type(value)}')
+    return str(value)
+
 
 _KEYS = (("candidates", "rank_llm"), ("hits", "rankgpt"), ("documents", "documents"))
 
