@@ -116,23 +116,23 @@ def test_the_bounded_cut_equals_the_full_text_cut_on_any_text(llama3_vocab, temp
     assert cut_passage(llama3_vocab, tmpl, text, first_chars_per_token=first) == full_text_cut(llama3_vocab, tmpl, text)
 
 
-@pytest.mark.parametrize("doc", [
-    "x" * 4_000_000,
-    "巴黎是法国的首都" * 500_000,
-    "abc def " * 500_000,
-    " " * 3_000_000 + "word " * 100,
+@pytest.mark.parametrize("doc,cut_short", [
+    ("x" * 4_000_000, True),
+    ("巴黎是法国的首都" * 500_000, True),
+    ("abc def " * 500_000, True),
+    (" " * 3_000_000 + "word " * 100, False),
 ])
-def test_a_4_mb_document_costs_what_its_cap_costs(llama3_vocab, doc):
+def test_a_4_mb_document_costs_what_its_cap_costs(llama3_vocab, doc, cut_short):
     tmpl = get_template("rankgpt-chat")
     rec = Recording(llama3_vocab)
     start = time.perf_counter()
     cut = cut_passage(rec, tmpl, doc)
     seconds = time.perf_counter() - start
-    assert cut.truncated == (len(doc.split()) > 300 or len(llama3_vocab.tokenize(cut.text, add_bos=False)) >= 640)
+    assert cut.truncated == cut_short
     assert doc.lstrip().startswith(cut.text.split(" ")[0])
     assert seconds < 1.0, seconds
-    if doc.strip(" ") == doc:  # no whitespace run to skip: nothing past a few times the cap is tokenized
-        assert rec.longest <= 8 * 4 * tmpl.max_passage_tokens, rec.longest
+    if cut_short:  # nothing near the document's length is ever tokenized
+        assert rec.longest <= 200_000, rec.longest
 
 
 def test_the_template_word_cut_is_applied_first(llama3_vocab):
