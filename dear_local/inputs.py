@@ -7,32 +7,110 @@ from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
-from .formats.ids import id_text
 from .formats.request import Request
 from .textcheck import check_text
 
-__all__ = ["Request", "jsonl_requests", "lines_request", "read_text"]
+__all__ = ["Request", "jsonl_requests", "lines_request", "open_input", "read_lines_request", "read_text"]
+
+
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some editors write first; dropped
 
 
 def _decode(data: bytes, source: str) -> str:
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserInputError(
-            f"{source} is not valid UTF-8 (byte {exc.start}); convert it first, e.g. "
-            f"`iconv -f latin1 -t utf-8`"
+            f"{source} is not valid UTF-8 (byte {exc.start + (3 if data.startswith(BOM) else 0)}); "
+            "convert it first, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
 
 
+def open_input(path: str | Path, stdin: IO[bytes] | None = None) -> IO[bytes]:
+    """An input file opened for reading bytes: ``-`` is stdin, and a pipe works like a file.
+
+    Named pipes, ``/dev/stdin`` and shell process substitution (``<(cmd)``) are read as they
+    stream. Raises ``UserInputError`` for a missing path, a directory, or a file that cannot be
+    opened (naming the reason).
+    """
+    if str(path) == "-":
+        if stdin is None:
+            raise UserInputError("- means stdin, but no stdin was given; pipe the input or pass a file")
+        return stdin
+    p = Path(path)
+    if p.is_dir():
+        raise UserInputError(f"{p} is a directory; pass a file")
+    if not p.exists():
+        raise UserInputError(f"{p} does not exist; check the path")
+    try:
+        return open(p, "rb")
+    except OSError as exc:
+        raise UserInputError(f"{p} could not be opened: {exc.strerror or exc}; check the file") from None
+
+
 def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:
+    """The whole text of ``path`` (``-`` or ``None``: ``stdin``), UTF-8 with a leading BOM dropped.
+
+    Raises ``UserInputError`` for no input at all, a path that cannot be read, or bytes that
+    are not UTF-8.
+    """
     if path is None:
         if stdin is None:
             raise UserInputError("no documents given; pass --docs FILE, --jsonl FILE or pipe them on stdin")
         return _decode(stdin.read(), "stdin")
-    p = Path(path)
-    if not p.is_file():
-        raise UserInputError(f"{p} does not exist; check the path")
-    return _decode(p.read_bytes(), str(p))
+    source = "stdin" if str(path) == "-" else str(path)
+    f = open_input(path, stdin)
+    try:
+        data = f.read()
+    except OSError as exc:
+        raise UserInputError(f"{source} could not be read: {exc.strerror or exc}; check the file") from None
+    finally:
+        if f is not stdin:
+            f.close()
+    return _decode(data, source)
+
+
+def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: str | None) -> Request:
+    """:func:`lines_request` read line by line from ``path`` (``-`` or ``None``: ``stdin``).
+
+    Only the documents are kept, never the whole file as well, and a line that is not UTF-8
+    is reported by its number. Raises what :func:`read_text` and :func:`lines_request` raise.
+    """
+    _check_query(query)
+    if path is None and stdin is None:
+        read_text(None, None)  # raises: no documents given
+    source = "stdin" if path is None or str(path) == "-" else str(path)
+    f = stdin if path is None else open_input(path, stdin)
+    docs, docids = [], []
+    try:
+        for number, raw in enumerate(f):
+            if number == 0:
+                raw = raw.removeprefix(BOM)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserInputError(
+                    f"{source} line {number + 1} is not valid UTF-8 (byte {exc.start}); convert it first, "
+                    "e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
+            line = line.removesuffix("\n").removesuffix("\r")
+            if line.strip():
+                docs.append(line)
+                docids.append(str(number))
+    except OSError as exc:
+        raise UserInputError(f"{source} could not be read: {exc.strerror or exc}; check the file") from None
+    finally:
+        if f is not stdin:
+            f.close()
+    return Request(qid="q0", query=query, documents=docs, docids=docids)
+
+
+def _check_query(query: str | None) -> None:
+    if query is None:
+        raise UserInputError("--query is required with --docs or stdin input")
+    if not query.strip():
+        raise UserInputError("the query is empty; pass a non-empty --query")
+    check_text(query, "--query")
 
 
 def lines_request(text: str, query: str | None) -> Request:
@@ -43,11 +121,8 @@ def lines_request(text: str, query: str | None) -> Request:
     lines (empty or only whitespace) are skipped but keep their number, so a
     docid names the same line whatever surrounds it.
     """
-    if query is None:
-        raise UserInputError("--query is required with --docs or stdin input")
-    if not query.strip():
-        raise UserInputError("the query is empty; pass a non-empty --query")
-    check_text(query, "--query")
+    _check_query(query)
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of document 0
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the file's final newline ends the last line; it starts none
@@ -65,6 +140,7 @@ def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Req
 
     A file holding one JSON array of such records (rank_llm's retrieve_results files) works too.
     """
+    text = text.removeprefix("\ufeff")  # a byte-order mark (read_text drops it already)
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -86,31 +162,45 @@ def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Req
 
 
 def _record(r, i: int, source: str, query: str | None) -> Request:
+    """One RankGPT ``hits`` or ``documents`` record; fields are checked as ``formats.shapes`` says."""
+    from .formats.shapes import id_field, json_type, text_field
+
     where = f"{source} record {i + 1}"
     if not isinstance(r, dict):
         raise UserInputError(f"{where} is not a JSON object")
-    q = query or r.get("query")
-    if not isinstance(q, str):
+    if query:
+        q = query
+    elif "query" not in r:
         raise UserInputError(f'{where} has no "query" string; add one or pass --query')
+    else:
+        q = text_field(r["query"], where, "query")
     check_text(q, "--query" if query else f"{where}: the query")
     if "hits" in r:
         hits = r["hits"]
         if not isinstance(hits, list) or not all(isinstance(h, dict) and "content" in h for h in hits):
             raise UserInputError(f'{where}: "hits" must be a list of objects with "content"')
-        docs = [str(h["content"]) for h in hits]
-        docids = [id_text(h.get("docid", j), f"{where}: the docid of hit {j + 1}") for j, h in enumerate(hits)]
-        qid = id_text(r.get("qid", hits[0].get("qid", i) if hits else i), f"{where}: the qid")
+        docs = [text_field(h["content"], f"{where} hit {j + 1}", "content") for j, h in enumerate(hits)]
+        docids = [id_field(h.get("docid", j), f"{where} hit {j + 1}", "docid") for j, h in enumerate(hits)]
+        qid = r["qid"] if "qid" in r else hits[0].get("qid", i) if hits else i
     elif "documents" in r:
         raw = r["documents"]
         if not isinstance(raw, list):
-            raise UserInputError(f'{where}: "documents" must be a list')
-        docs = [d["text"] if isinstance(d, dict) and "text" in d else d for d in raw]
-        if not all(isinstance(d, str) for d in docs):
-            raise UserInputError(f'{where}: every document must be a string or {{"text": ...}}')
+            raise UserInputError(f'{where}: "documents" must be a list of strings (or {{"text": ...}} objects)')
+        docs = []
+        for j, d in enumerate(raw):
+            if isinstance(d, dict) and "text" in d:
+                docs.append(text_field(d["text"], f"{where} document {j + 1}", "text"))
+            elif not isinstance(d, str):
+                raise UserInputError(
+                    f'{where} document {j + 1} must be a string or {{"text": "..."}}, not {json_type(d)}'
+                )
+            else:
+                docs.append(d)
         docids = [str(j) for j in range(len(docs))]
-        qid = id_text(r.get("qid", i), f"{where}: the qid")
+        qid = r.get("qid", i)
     else:
         raise UserInputError(f'{where} has neither "hits" nor "documents"')
+    qid = id_field(qid, where, "qid")
     check_text(qid, f"{where}: the qid")
     for j, d in enumerate(docs):
         check_text(d, f"{where}: document {j}")

@@ -84,18 +84,73 @@ def spellable(backend: Backend, text: str) -> str:
     return "".join(ch for ch in text if not set(ch.encode("utf-8", "surrogatepass")) & set(missing))
 
 
-def cut_passage(backend: Backend, tmpl: Template, text: str) -> Passage:
+# How much of a passage is read: text is cut to a prefix before anything costly runs on it
+# (removing unspellable characters, the template's cut, tokenizing), so a document of any size
+# costs about what its first few thousand tokens cost. See ``cut_passage``.
+FIRST_CHARS_PER_TOKEN = 4  # the first prefix read: this many characters per token of the cap
+MARGIN_TOKENS = 64  # tokens past the cap that the prefix must yield before its end is trusted
+
+
+def _head(tmpl: Template, text: str, size: int) -> str:
+    """``text[:size]``, shortened so it does not end inside an occurrence of ``tmpl.strip_prefix``."""
+    head = text[:size]
+    prefix = tmpl.strip_prefix
+    for k in range(min(len(prefix) - 1, len(head)), 0, -1):
+        if head.endswith(prefix[:k]) and text[size - k : size - k + len(prefix)] == prefix:
+            return head[:-k]
+    return head
+
+
+def cut_passage(
+    backend: Backend, tmpl: Template, text: str, *, first_chars_per_token: int = FIRST_CHARS_PER_TOKEN
+) -> Passage:
     """Cut ``text`` as the template's source does, then to ``tmpl.max_passage_tokens`` tokens.
 
     The token cut keeps whole characters: its tokens' bytes are decoded and a
     character split between two tokens is dropped, and the result tokenizes
     to at most the cap on its own.
+
+    Cost: bounded by the cap, not by ``text``. Only a prefix ``head`` of the text is read,
+    starting at ``first_chars_per_token * cap`` characters and doubled until one of these holds:
+
+    1. ``head`` is the whole text: the cut is the plain one.
+    2. The template's own cut drops part of ``head`` (more than 300 characters, or more than
+       300 words). Removing unspellable characters works character by character, so the
+       cleaned ``head`` is a prefix of the cleaned text; ``head`` never ends inside an
+       occurrence of the template's ``strip_prefix``, so removing it keeps that true. A cut
+       to N characters, or to N words when word N+1 has begun (so word N was followed by
+       whitespace), is then the same on the prefix as on the whole: the snippet is exact.
+    3. The snippet of ``head`` tokenizes to at least ``cap + MARGIN_TOKENS`` tokens. By (2)'s
+       argument that snippet is a prefix of the whole text's snippet (a word cut to fewer than
+       N words keeps whole words, the last possibly partial, so it is a prefix too). A
+       tokenizer splits text into pre-tokens (words, digit groups, space runs, punctuation)
+       by looking at most a character ahead, and merges within each pre-token; the text
+       past the end of ``head`` can change only the tokens of the pre-token it continues,
+       and within one pre-token a BPE merge decision reaches back only through a chain of
+       ever-higher-priority neighbouring merges, a few tokens in practice. With a margin of
+       64 tokens past the cap, the first ``cap`` tokens are those of the whole snippet, so
+       the cut to ``cap`` tokens is the same. Every token covers at least one byte, so the
+       first ``cap + MARGIN_TOKENS`` tokens are reached once ``head`` holds that many
+       characters (times the longest token, for text of long tokens): the loop ends after
+       at most a bounded number of doublings whatever the length of ``text``.
+       ``tests/test_inputs_hostile.py`` checks the equality against the full-text cut
+       on random texts, with and without spaces, at several starting sizes.
+
+    A document that is mostly whitespace makes (2) and (3) wait for its first words; the cost
+    is then a few linear passes of string slicing, never the tokenizer on the whole text.
     """
-    text = spellable(backend, text)
-    snippet = tmpl.snippet(text)
-    truncated = tmpl.is_cut(text)
     cap = tmpl.max_passage_tokens
-    ids = backend.tokenize(snippet, add_bos=False, special=False)
+    size = max(1, first_chars_per_token) * cap
+    while True:
+        whole = size >= len(text)
+        head = text if whole else _head(tmpl, text, size)
+        clean = spellable(backend, head)
+        truncated = tmpl.is_cut(clean)
+        snippet = tmpl.snippet(clean)
+        ids = backend.tokenize(snippet, add_bos=False, special=False)
+        if whole or truncated or len(ids) >= cap + MARGIN_TOKENS:
+            break
+        size *= 2
     if len(ids) > cap:
         truncated = True
         keep = cap

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .backends.base import Backend
 from .contract import Profile
@@ -47,6 +48,43 @@ class RerankResponse:
 
     def __getitem__(self, i):
         return self.results[i]
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def check_call(query: Any, documents: Any, top_n: Any, top_name: str = "top_n") -> list[str]:
+    """Check the arguments of :meth:`Reranker.rerank` before any work; return ``documents`` as a list.
+
+    The messages use the Python argument names (``query``, ``documents``, ``top_name``).
+    ``documents`` may be any iterable of ``str`` (a list, a tuple, a generator, which is read
+    once); a ``str``, ``bytes`` or a mapping is refused, since iterating it would rank its
+    characters or keys. Raises :class:`UserInputError`.
+    """
+    if not isinstance(query, str) or not query.strip():
+        shown = "an empty or blank str" if isinstance(query, str) else _type_name(query)
+        raise UserInputError(f"query must be a non-empty str, got {shown}")
+    if isinstance(documents, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(documents, Iterable):
+        raise UserInputError(
+            f"documents must be a list of str (one item per document), got {_type_name(documents)}"
+        )
+    docs = []
+    for i, d in enumerate(documents):
+        if not isinstance(d, str):
+            raise UserInputError(f"documents[{i}] must be a str, got {_type_name(d)}")
+        docs.append(d)
+        if len(docs) > MAX_DOCUMENTS:
+            raise UserInputError(
+                f"documents holds more than the limit of {MAX_DOCUMENTS}; "
+                "rerank a shortlist (e.g. a retriever's top 100)"
+            )
+    if not docs:
+        raise UserInputError("documents is empty; pass at least one str")
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        shown = repr(top_n) if isinstance(top_n, (int, float)) else _type_name(top_n)
+        raise UserInputError(f"{top_name} must be None or an int of at least 1, got {shown}")
+    return docs
 
 
 def rank_scores(n: int) -> list[float]:
@@ -154,22 +192,23 @@ class Reranker:
         passage cap); ``windows`` hold every window's raw answer, token ids and parse
         status. ``on_window`` is called after each window (for progress bars).
 
+        ``query`` is a non-empty ``str``; ``documents`` any iterable of ``str`` (a generator is
+        read once), but not a ``str``, ``bytes`` or dict; ``top_n`` ``None`` or an ``int`` >= 1.
+        All of this is checked before any work.
+
         Raises:
-            UserInputError: an empty query, no documents, more than 1,000 documents, a
-                ``top_n`` below 1, or text that is not valid Unicode (a lone surrogate),
-                naming the query or the document's index.
+            UserInputError: a query that is not a non-empty str, documents that are not an
+                iterable of str (named by index), none or more than 1,000 documents, a
+                ``top_n`` that is not an int of at least 1, or text that is not valid
+                Unicode (a lone surrogate), naming the query or the document's index.
             ContextOverflowError: a window whose prompt cannot fit the context.
         """
-        if len(documents) > MAX_DOCUMENTS:
-            raise UserInputError(
-                f"{len(documents)} documents is more than the limit of {MAX_DOCUMENTS}; "
-                "rerank a shortlist (e.g. a retriever's top 100)"
-            )
-        if top_n is not None and top_n < 1:
-            raise UserInputError(f"top_n must be at least 1, got {top_n}")
+        documents = check_call(query, documents, top_n)
+        if on_window is not None and not callable(on_window):
+            raise UserInputError(f"on_window must be a callable or None, got {_type_name(on_window)}")
         if isinstance(self.backend, RemoteModel):
             self.backend.rebind()  # each query starts on the least-used server, its windows stay there
-        ranking = rank_documents(self.backend, self.profile, query, list(documents), on_window)
+        ranking = rank_documents(self.backend, self.profile, query, documents, on_window)
         n = len(documents)
         if ranking.scores is not None:
             scores = [ranking.scores[i] for i in ranking.order]
@@ -191,6 +230,7 @@ class Reranker:
         with rank (the first-token probability under ``first-token`` decoding); at most
         ``top_k`` items. Raises what :meth:`rerank` raises.
         """
+        documents = check_call(query, documents, top_k, "top_k")
         out = []
         for r in self.rerank(query, documents, top_n=top_k).results:
             item = {"corpus_id": r.index, "score": r.score}

@@ -240,10 +240,11 @@ def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> l
     elif topics is not None or corpus is not None or skip_missing:
         raise UserInputError("--topics, --corpus and --skip-missing go with --run; pass the first-stage run too")
     elif jsonl is not None:
-        requests = inputs.jsonl_requests(inputs.read_text(jsonl), str(jsonl), query)
+        source = "stdin" if str(jsonl) == "-" else str(jsonl)
+        requests = inputs.jsonl_requests(inputs.read_text(jsonl, sys.stdin.buffer), source, query)
     else:
-        stdin = sys.stdin.buffer if docs is None and not sys.stdin.isatty() else None
-        requests = [inputs.lines_request(inputs.read_text(docs, stdin), query)]
+        stdin = sys.stdin.buffer if str(docs) == "-" or (docs is None and not sys.stdin.isatty()) else None
+        requests = [inputs.read_lines_request(docs, stdin, query)]
     if not requests:
         raise UserInputError(f"{jsonl} holds no records")
     if depth is not None and run is None:

@@ -11,11 +11,15 @@ reports how much repair that took as one of rank_llm's statuses:
   is read instead, as rank_llm's own parser does).
 
 An answer is read as *runs*: bracketed ids such as ``[3]`` joined by nothing
-but separators. A separator is whitespace (newlines included), ``>``, a comma,
-a semicolon, ``|``, an arrow (``->``, ``→``, ``=>`` ...), a dash or bullet, or
-a list marker (``2.``, ``2)``, ``(2)``, ``#2``, ``Rank 2:``). So
-``[3] > [1] > [2]``, ``[3], [1], [2]``, ``[3] → [1] → [2]`` and
-``1. [3]\\n2. [1]\\n3. [2]`` are all the run 3, 1, 2. A list whose items go on
+but separators. A separator is whitespace (newlines included), ``>`` (``>>``),
+a comma, a semicolon, ``|``, an arrow (``->``, ``→``, ``=>`` ...), a dash or
+bullet, a list marker (``2.``, ``2)``, ``(2)``, ``#2``, ``Rank 2:``), or one of
+the connective words that only ever order a list: ``and``, ``then``, ``next``,
+``finally``, ``lastly``, ``followed by``, ``after that`` (any case, in any
+combination, e.g. ``, and then finally``). So ``[3] > [1] > [2]``,
+``[3], [1], [2]``, ``[3] → [1] → [2]``, ``[3], then [1] and finally [2]`` and
+``1. [3]\\n2. [1]\\n3. [2]`` are all the run 3, 1, 2. Any other word (``[3] is
+best, then [1]``), a full stop or ``...`` ends a run. A list whose items go on
 after their id (``1. [3] Paris is ...\\n2. [1] ...``) is a run too: a line
 that starts with a list marker and an id continues the run of the line just
 before it when that line also started with one (after a label such as
@@ -23,7 +27,11 @@ before it when that line also started with one (after a label such as
 
 Chain-of-thought is skipped: text up to the last ``</think>`` is dropped, and
 of several runs the last one naming two or more ids is the answer (a lone
-``[x]`` is used only when there is nothing else). Missing ids are appended in
+``[x]`` is used only when there is nothing else). Reasoning that mentions ids
+before the ranking (``[0] is about bananas. [1] and [2] are about Paris. So:
+[1] > [2] > [0]``) therefore parses to the final ranking, while an answer whose
+ids are joined by connectives (``Most relevant first: [4], then [2], [0]``)
+is one run and keeps its first id. Missing ids are appended in
 input order; repeats and out-of-range ids are dropped.
 """
 
@@ -42,8 +50,8 @@ _ID = re.compile(r"\[\s*(\d+)\s*\]")
 _NUM = re.compile(r"\d+")
 _THINK_END = "</think>"
 # What may stand between two ids of one run, one piece at a time: a list
-# marker, or whitespace and ordering or listing punctuation. No
-# letters (other than a "Rank 2" marker) and no bare full stop, so prose and
+# marker, whitespace and ordering or listing punctuation, or a connective word. No
+# other letters (than a "Rank 2" marker) and no bare full stop, so prose and
 # "..." end a run. Pieces are matched one after another without backtracking,
 # so a long gap costs linear time.
 _SEPARATOR_PIECE = re.compile(
@@ -53,6 +61,7 @@ _SEPARATOR_PIECE = re.compile(
       | \#\d+\s*[.):]?                                     # #2
       | (?:rank(?:ed)?|no\.?)\s*\#?\d+\s*[.):\-]?         # Rank 2:  No. 2
       | [\s>,;|/=\-*+\u2013\u2014\u2022\u00b7\u00bb\u227b\u2192\u21d2\u2794\u279c-\u279e\u27a1\u27f6\u27f9]+
+      | \b(?:and|then|next|finally|lastly|followed\s+by|after\s+that)\b  # connectives of a list
     """,
     re.IGNORECASE | re.VERBOSE,
 )

@@ -21,6 +21,23 @@ from ..errors import UserInputError
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp", "Zs"})
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type, for messages: ``null``, ``a boolean``, ``a number`` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
 def id_text(value: Any, what: str) -> str:
     """``value`` (a JSON string or integer) as id text; ``what`` names it in the error.
 
@@ -30,8 +47,7 @@ def id_text(value: Any, what: str) -> str:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    shown = "null" if value is None else type(value).__name__
-    raise UserInputError(f"{what} must be a string or an integer, not {shown}; give each id as a JSON string")
+    raise UserInputError(f"{what} must be a string or an integer, not {json_type(value)}; give each id as a JSON string")
 
 
 def bad_char(text: str) -> str | None:

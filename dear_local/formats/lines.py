@@ -6,7 +6,9 @@ multi-GB file is never held in memory and a bad byte is reported with its line n
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import sys
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -16,20 +18,30 @@ from ..errors import UserInputError
 def open_binary(path: str | Path) -> IO[bytes]:
     """Open ``path`` for reading bytes, through gzip when it ends in ``.gz``.
 
-    Raises ``UserInputError`` when the file does not exist.
+    ``-`` is stdin; named pipes, ``/dev/stdin`` and ``<(cmd)`` are read as they stream.
+    Raises ``UserInputError`` when the file does not exist, is a directory, or cannot be opened.
     """
+    if str(path) == "-":
+        return sys.stdin.buffer
     p = Path(path)
-    if not p.is_file():
+    if p.is_dir():
+        raise UserInputError(f"{p} is a directory; pass a file")
+    if not p.exists():
         raise UserInputError(f"{p} does not exist; check the path")
-    return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+    try:
+        return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
+    except OSError as exc:
+        raise UserInputError(f"{p} could not be opened: {exc.strerror or exc}; check the file") from None
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line number from 1, line without its line ending)`` for every line of ``path``.
 
     Raises ``UserInputError`` for a missing file, a line that is not UTF-8, or a corrupt gzip file.
+    A UTF-8 byte-order mark before the first line is dropped.
     """
-    with open_binary(path) as f:
+    f = open_binary(path)
+    with contextlib.nullcontext(f) if f is sys.stdin.buffer else f:
         n = 0
         try:
             for n, raw in enumerate(f, 1):

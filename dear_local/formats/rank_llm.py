@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from ..errors import UserInputError
 from .request import Request
+from .shapes import id_field, text_field
 
 DOC_TEXT_FIELDS = ("text", "segment", "contents", "content", "body", "passage")
 
@@ -47,7 +48,7 @@ def doc_text(doc: Any, where: str) -> str:
     """The passage text of a rank_llm ``doc`` object (or a Pyserini/BEIR corpus record).
 
     Raises ``UserInputError`` when ``doc`` is not an object, holds none of the text fields, or
-    holds a text or title that is not a string.
+    holds a text or title that is not a string (a null title counts as none; see ``formats.shapes``).
     """
     if not isinstance(doc, dict):
         raise UserInputError(f'{where}: "doc" must be a JSON object such as {{"contents": "..."}}')
@@ -60,12 +61,9 @@ def doc_text(doc: Any, where: str) -> str:
             f"{where} has no passage text; put it under one of "
             + ", ".join(f'"{k}"' for k in DOC_TEXT_FIELDS)
         )
-    if not isinstance(text, str):
-        raise UserInputError(f'{where}: "{key}" must be a string')
+    text = text_field(text, where, key)
     title = doc.get("title")
-    if title:
-        if not isinstance(title, str):
-            raise UserInputError(f'{where}: "title" must be a string')
+    if title is not None and text_field(title, where, "title"):
         text = f"Title: {title} Content: {text}"
     return text
 
@@ -77,8 +75,10 @@ def request_from_record(record: dict, where: str, query: str | None = None) -> R
     ``UserInputError`` for a missing or mistyped ``query``, ``candidates``, ``docid`` or ``doc``.
     """
     q = record.get("query")
-    if not isinstance(q, dict) or not isinstance(q.get("text"), str) or not _is_id(q.get("qid")):
+    if not isinstance(q, dict) or "text" not in q or "qid" not in q:
         raise UserInputError(f'{where}: "query" must be an object {{"text": "...", "qid": "..."}}')
+    text_field(q["text"], where, "query.text")
+    id_field(q["qid"], where, "query.qid")
     candidates = record.get("candidates")
     if not isinstance(candidates, list):
         raise UserInputError(f'{where}: "candidates" must be a list of {{"docid", "score", "doc"}} objects')

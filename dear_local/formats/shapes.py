@@ -10,13 +10,19 @@ Three shapes are read:
 
 Every record of a file must have the file's shape; a record of none of them gets one message
 that lists all three.
+
+Every shape checks its fields the same way (:func:`text_field`, :func:`id_field`): a text (a query,
+a passage, a title) must be a JSON string, and an id (qid, docid) a string or an integer; null, a
+number, a list, an object or a boolean is refused with the record and the field named, never
+turned into text such as ``"None"`` or ``"['x']"``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import UserInputError
+from .ids import id_text, json_type
 from .request import Request
 
 SHAPES = {
@@ -24,6 +30,18 @@ SHAPES = {
     "rankgpt": '{"query", "hits": [{"content", "docid"}]} (RankGPT)',
     "documents": '{"query", "documents": ["..."]}',
 }
+
+def text_field(value: Any, where: str, name: str) -> str:
+    """``value`` when it is a string; else ``UserInputError`` naming ``where`` and the field ``name``."""
+    if not isinstance(value, str):
+        raise UserInputError(f'{where}: "{name}" must be a string, not {json_type(value)}')
+    return value
+
+
+def id_field(value: Any, where: str, name: str) -> str:
+    """``value`` as id text (see :func:`~dear_local.formats.ids.id_text`); the error names ``where`` and ``name``."""
+    return id_text(value, f'{where}: "{name}"')
+
 
 _KEYS = (("candidates", "rank_llm"), ("hits", "rankgpt"), ("documents", "documents"))
 
