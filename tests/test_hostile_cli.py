@@ -199,6 +199,6 @@ def test_a_run_of_unreadable_answers_warns_and_strict_makes_it_an_error(cli, tmp
     out_file = tmp_path / "run.trec"
     code, out, err = cli("rerank", "-m", str(model), "-q", "q", "--format", "trec", "--strict",
                          "--out", str(out_file), stdin="a\nb\nc\n")
-    assert code == 1 and "\nerror: query 0: 1 of 1 windows" in err and not out_file.exists()
+    assert code == 1 and "\nerror: query q0: 1 of 1 windows" in err and not out_file.exists()
     code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--strict", stdin="a\nb\nc\n")
     assert code == 0 and "warning" not in err
