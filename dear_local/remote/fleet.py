@@ -68,28 +68,38 @@ class _Connection:
 
         self.http = httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                                  headers=headers, auth=auth)
-        self.streams: weakref.WeakSet = weakref.WeakSet()
+        self._streams: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()  # the watchdog's thread and the request's thread both touch the streams
         self.cut_off = False
 
     def trace(self, event: str, info: dict) -> None:
-        """httpx's ``trace`` extension: keep every network stream a request opens."""
+        """httpx's ``trace`` extension: keep every network stream a request opens (TCP, then TLS)."""
         stream = info.get("return_value") if event.endswith(".complete") else None
-        if stream is not None and hasattr(stream, "get_extra_info"):
-            self.streams.add(stream)
+        if stream is None or not hasattr(stream, "get_extra_info"):
+            return
+        with self._lock:
+            self._streams.add(stream)
+            if self.cut_off:  # connected after the deadline: cut this one too
+                _shut(stream)
 
     def cut(self) -> None:
         """Shut this client's sockets down: a read blocked on any of them returns at once."""
-        self.cut_off = True
-        for stream in list(self.streams):
-            try:
-                sock = stream.get_extra_info("socket")
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        with self._lock:
+            self.cut_off = True
+            for stream in list(self._streams):
+                _shut(stream)
 
     def close(self) -> None:
         self.http.close()
+
+
+def _shut(stream) -> None:
+    try:
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already, or its descriptor moved to the TLS socket
+        pass
 
 
 class Server:
