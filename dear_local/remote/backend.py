@@ -33,7 +33,7 @@ def _text(value, default: str = "") -> str:
 
 
 def _ctx(value, what: str) -> int:
-    """A context size from a reply: 0 when absent (the local model's then), else 1 to 2**31 - 1."""
+    """A context size from a reply, 0 to 2**31 - 1; 0 (or absent) means unknown: the local model's is used."""
     return 0 if value is None else replies.count(value, what, 0, MAX_CTX)
 
 
