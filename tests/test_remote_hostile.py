@@ -43,7 +43,7 @@ DOCS = ["Paris is the capital of France.", "Bananas are yellow.", "The Eiffel To
 ANSWER = "[3] > [2] > [1]"  # rankgpt-chat ids are 1-based
 PROPS = {"default_generation_settings": {"n_ctx": 4096}, "total_slots": 1, "build_info": "b-fake",
          "model_path": "fake.gguf"}
-PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _one_line_server_error(exc: BaseException) -> str:
