@@ -87,7 +87,7 @@ ServedModelOption = Annotated[
     typer.Option("--served-model", help="Model name an openai-protocol server expects (default: the first it lists)."),
 ]
 RequestTimeoutOption = Annotated[
-    float, typer.Option("--request-timeout", min=1.0, help="Seconds to wait for one server request before retrying.")
+    float, typer.Option("--request-timeout", min=1.0, help="Seconds one server request may take in all, answer included (a total deadline).")
 ]
 LoraOption = Annotated[
     Optional[str],

@@ -16,7 +16,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..contract import Template
 from ..contract.constraint import CLOSE, OPEN, canonical_answer
-from ..errors import UnknownProfileError
+from ..errors import InvalidModelFileError, UnknownProfileError
 from .result import Generation
 
 def id_token_paths(backend: Backend, template: Template, n: int) -> tuple[list[int], list[list[int]]]:
@@ -136,15 +136,31 @@ def branch_logp(children: list[int], values: np.ndarray) -> dict[int, float]:
     """Log-probabilities of the ``children`` tokens renormalised among themselves.
 
     ``values`` are their logits, or log-probabilities over any larger set (a constant
-    shift does not change the result).
+    shift does not change the result); ``-inf`` is a probability of 0. When every child
+    has probability 0 (a server's log-probabilities can underflow to ``-inf``), the
+    children tie: each gets ``1/len(children)``. So at least one child always gets a finite
+    log-probability, and every score ``rank_paths`` makes from these is a number.
+
+    Raises:
+        InvalidModelFileError: a value is NaN or +inf: the model's logits are broken.
     """
-    return dict(zip(children, _log_softmax(np.asarray(values)).tolist()))
+    values = np.asarray(values, dtype=np.float64)
+    if np.isnan(values).any() or np.isposinf(values).any():
+        raise InvalidModelFileError(
+            "the model's scores for the id tokens are not numbers (NaN or infinity): its weights or their "
+            "quantization are broken; try another quant of the model, or the BF16 file"
+        )
+    if np.isneginf(values).all():
+        values = np.zeros_like(values)
+    return dict(zip(children, _log_softmax(values).tolist()))
 
 
 def rank_paths(template: Template, paths: list[list[int]], logp_at: dict) -> tuple[str, list[float]]:
     """The canonical answer and per-position probabilities from each branch point's log-probabilities.
 
-    An id's log-probability is the sum along its token path; ties go to the lower id.
+    An id's log-probability is the sum along its token path; ties go to the lower id. With
+    ``logp_at`` from :func:`branch_logp` (each branch's best child finite) the probabilities
+    are numbers in [0, 1] that sum to 1.
     """
     n = len(paths)
     logp = np.array([sum(logp_at[tuple(p[:d])][p[d]] for d in range(len(p))) for p in paths])

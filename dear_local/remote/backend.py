@@ -12,37 +12,57 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
-
 from ..backends.base import Backend
 from ..decoding.remote import RemoteModel
 from ..errors import ServerError
+from . import replies
 from .fleet import Fleet, Server
 from .protocols import LlamaServer, OpenAI, protocol_for
 
 PROBE_TEXT = "Rank the passages [0] to [19]: [12] > [3] > [0]. Query: café 2024?\n"
 
 
+MAX_CTX = 2**31 - 1  # llama.cpp's n_ctx is an int32
+
+
+def _text(value, default: str = "") -> str:
+    """A name or version from a reply, as plain text (anything but a string or number gives ``default``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return default
+    return str(value)[:200]
+
+
+def _ctx(value, what: str) -> int:
+    """A context size from a reply, 0 to 2**31 - 1; 0 (or absent) means unknown: the local model's is used."""
+    return 0 if value is None else replies.count(value, what, 0, MAX_CTX)
+
+
 def _engine_llama_server(props: dict) -> dict:
     """What llama-server's ``GET /props`` says about its engine and model."""
-    settings = props.get("default_generation_settings") or {}
-    return {"engine": "llama-server", "version": str(props.get("build_info", "unknown")),
-            "model": str(props.get("model_path") or props.get("model_alias") or ""),
-            "n_ctx": int(settings.get("n_ctx") or 0), "slots": int(props.get("total_slots") or 1)}
+    settings = props.get("default_generation_settings")
+    settings = {} if settings is None else replies.obj(settings, "/props default_generation_settings")
+    slots = props.get("total_slots")
+    return {"engine": "llama-server", "version": _text(props.get("build_info"), "unknown"),
+            "model": _text(props.get("model_path") or props.get("model_alias")),
+            "n_ctx": _ctx(settings.get("n_ctx"), "/props default_generation_settings.n_ctx"),
+            "slots": 1 if slots is None else replies.count(slots, "/props total_slots", 1, 2**20)}
 
 
 def _engine_openai(fleet: Fleet, server: Server) -> dict:
     """What an OpenAI-protocol server's ``/v1/models`` and ``/version`` say about its engine and model."""
-    models = fleet.request("GET", "/v1/models", server=server).get("data") or [{}]
-    first = models[0]
+    models = replies.items(fleet.request("GET", "/v1/models", server=server, probe=True).get("data") or [{}],
+                           "/v1/models data")
+    first = replies.obj(models[0] if models else {}, "/v1/models data[0]")
     try:
-        version = fleet.request("GET", "/version", server=server).get("version", "unknown")
+        version = fleet.request("GET", "/version", server=server, probe=True).get("version", "unknown")
     except ServerError:
         version = "unknown"
-    owner = str(first.get("owned_by") or "openai-compatible")
-    return {"engine": owner, "version": str(version), "model": str(first.get("id", "")),
-            "n_ctx": int(first.get("max_model_len") or (first.get("meta") or {}).get("n_ctx_train") or 0),
-            "slots": 1}
+    meta = first.get("meta") or {}
+    n_ctx = first.get("max_model_len")
+    if n_ctx is None and isinstance(meta, dict):
+        n_ctx = meta.get("n_ctx_train")
+    return {"engine": _text(first.get("owned_by")) or "openai-compatible", "version": _text(version, "unknown"),
+            "model": _text(first.get("id")), "n_ctx": _ctx(n_ctx, "/v1/models data[0].max_model_len"), "slots": 1}
 
 
 def engine_info(fleet: Fleet, server: Server, protocol: str) -> tuple[str, dict]:
@@ -50,7 +70,7 @@ def engine_info(fleet: Fleet, server: Server, protocol: str) -> tuple[str, dict]
     does, else ``openai``) and what ``server`` says about its engine and model."""
     if protocol in ("auto", "llama-server"):
         try:
-            props = fleet.request("GET", "/props", server=server)
+            props = fleet.request("GET", "/props", server=server, probe=True)
         except ServerError as exc:
             if exc.status is None or protocol == "llama-server":  # no answer at all, not a refusal
                 raise
@@ -81,7 +101,8 @@ class RemoteBackend(Backend, RemoteModel):
             setattr(self, attr, getattr(tokenizer, attr))
         self._lock = threading.Lock()
         name, info = engine_info(fleet, fleet.servers[0], protocol)
-        self.protocol = protocol_for(name, served_model or (info["model"] if name == "openai" else ""))
+        self.protocol = protocol_for(name, served_model or (info["model"] if name == "openai" else ""),
+                                     tokenizer.n_vocab)
         self.engine = info
         self.n_ctx = info["n_ctx"] or tokenizer.n_ctx
         self.model_label = f"{getattr(tokenizer, 'model_label', '')} on {info['engine']} {info['version']}".strip()
@@ -97,14 +118,14 @@ class RemoteBackend(Backend, RemoteModel):
         text = self.probe_text()
         path, body = self.protocol.tokenize(text)
         try:
-            theirs = self.protocol.read_tokens(self.fleet.request("POST", path, body, server=server))
+            theirs = self.protocol.read_tokens(self.fleet.request("POST", path, body, server=server, probe=True))
         except ServerError as exc:
-            raise ServerError(f"{server.url} could not be checked: {exc}") from None
+            raise ServerError(f"{server.label} could not be checked: {exc}") from None
         ours = self.tok.tokenize(text, add_bos=False, special=True)
         if theirs != ours:
             at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
             raise ServerError(
-                f"{server.url} serves a different tokenizer from {self.tok.model_label or 'the local model'}: "
+                f"{server.label} serves a different tokenizer from {self.tok.model_label or 'the local model'}: "
                 f"the probe text's ids differ from position {at} (here {ours[at:at + 5]}, there {theirs[at:at + 5]}); "
                 "serve the same model (any quant of it), or pass the matching --model"
             )
@@ -135,26 +156,38 @@ class RemoteBackend(Backend, RemoteModel):
             return self.tok.token_text(tok)
 
     # -- the model: requests ------------------------------------------------------------
-    def _complete(self, body: dict) -> dict:
-        return self.fleet.request("POST", self.protocol.completion_path, body)
+    def _complete(self, body: dict, read):
+        """Send a completion request and ``read`` its answer; a bad answer names the server."""
+        reply = self.fleet.request("POST", self.protocol.completion_path, body)
+        try:
+            return read(reply)
+        except ServerError as exc:
+            raise ServerError(f"{self.fleet.thread_server_label()}: {exc}") from None
 
     def generate(self, ids: list[int], max_tokens: int) -> tuple[list[int], str]:
-        got = self.protocol.read_generate(self._complete(self.protocol.generate(ids, max_tokens)), self.eog_ids)
+        got = self._complete(self.protocol.generate(ids, max_tokens),
+                             lambda reply: self.protocol.read_generate(reply, self.eog_ids))
         return got.token_ids, got.stop_reason
 
     def pick(self, ids: list[int], allowed: list[int], fresh: bool = False) -> int:
-        return self.protocol.read_pick(self._complete(self.protocol.pick(ids, allowed, fresh)))
+        return self._complete(self.protocol.pick(ids, allowed, fresh), self.protocol.read_pick)
 
     def top(self, ids: list[int], candidates: list[int], fresh: bool = False) -> dict[int, float]:
         """Ask for the top ``k`` log-probabilities, ``k`` growing until every candidate is among them.
 
-        With a server that caps ``k`` (vLLM's ``--max-logprobs``, 20 by default) the cap
-        must cover the candidates the model ranks lowest; the error says so.
+        Returns each candidate's log-probability: a number at most 0, or ``-inf`` where the
+        server says its probability is 0.
+
+        Raises:
+            ServerError: the server refused, answered something that is not log-probabilities
+                of token ids, or left a candidate out even when asked for the whole vocabulary.
+                With a server that caps ``k`` (vLLM's ``--max-logprobs``, 20 by default) the cap
+                must cover the candidates the model ranks lowest; the error says so.
         """
-        k = max(2 * len(candidates), 20)
+        k = min(max(2 * len(candidates), 20), self.n_vocab)
         while True:
             try:
-                got = self.protocol.read_top(self._complete(self.protocol.top(ids, k, fresh)))
+                got = self._complete(self.protocol.top(ids, k, fresh), self.protocol.read_top)
                 fresh = False  # asked again with a larger k: the prompt is in the cache now
             except ServerError as exc:
                 if isinstance(self.protocol, OpenAI) and exc.status == 400 and "logprobs" in str(exc):
@@ -163,8 +196,15 @@ class RemoteBackend(Backend, RemoteModel):
                         "--max-logprobs -1 (or at least the vocabulary size), or use --decoding constrained"
                     ) from None
                 raise
-            if all(c in got for c in candidates) or k >= self.n_vocab:
-                return {c: got.get(c, -np.inf) for c in candidates}
+            if all(c in got for c in candidates):
+                return {c: got[c] for c in candidates}
+            if k >= self.n_vocab:
+                missing = [c for c in candidates if c not in got]
+                raise ServerError(
+                    f"{self.fleet.thread_server_label()}: asked for the log-probabilities of all {k} tokens, the "
+                    f"server left out {len(missing)} of the ids' tokens (such as {missing[0]}): it caps how many "
+                    "log-probabilities it returns; lift the cap (vLLM: --max-logprobs -1) or use --decoding constrained"
+                )
             k = min(k * 8, self.n_vocab)
 
     # -- what a local backend does that a server backend cannot ------------------------

@@ -17,15 +17,17 @@ Three kinds of request cover the three decoding modes (see :mod:`dear_local.deco
   the raw logits over the whole vocabulary (``first-token`` mode).
 
 This module only builds and reads JSON, so the shapes are tested without a server
-(``tests/test_remote_fast.py``, against the shapes vLLM and llama.cpp document).
+(``tests/test_remote_fast.py``, against the shapes vLLM and llama.cpp document). Every value
+read from a reply is checked with :mod:`.replies` (ids in the vocabulary, log-probabilities
+that are numbers), so a broken server gives a :class:`ServerError`, never bad ids for llama.cpp.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..errors import ServerError
+from . import replies
 
 BIAS = 100.0  # added to the allowed tokens' logits; vLLM clamps logit_bias to [-100, 100]
 PROTOCOLS = ("llama-server", "openai")
@@ -40,34 +42,44 @@ class Generated:
     stop_reason: str
 
 
-def _num(value) -> float:
-    """A log-probability from JSON: servers write -inf (a probability of 0) as null."""
-    return -math.inf if value is None else float(value)
-
-
-def _token_id(entry: dict) -> int:
-    """The id of a logprobs entry: llama.cpp's ``id``, or vLLM's ``token_id:N`` token text."""
-    if "id" in entry:
-        return int(entry["id"])
-    return _id_from_text(entry.get("token", ""))
-
-
-def _id_from_text(token: str) -> int:
-    if isinstance(token, str) and token.startswith("token_id:"):
-        return int(token[len("token_id:"):])
-    raise ServerError(
-        f"the server answered token {token!r} without its id; with vLLM, dear-local asks for "
-        "return_tokens_as_token_ids, which needs vLLM 0.6 or newer"
-    )
-
-
 class _Protocol:
-    """What both protocols share: reading a ``/tokenize`` answer."""
+    """What both protocols share: the vocabulary size replies are checked against, and reading a
+    ``/tokenize`` answer. ``n_vocab``: the local tokenizer's vocabulary size (None: any int32 id)."""
 
-    @staticmethod
-    def read_tokens(body: dict) -> list[int]:
-        """The ids of a ``/tokenize`` answer (``{"tokens": [ids]}``, or with pieces ``[{id, piece}]``)."""
-        return [int(t["id"]) if isinstance(t, dict) else int(t) for t in body.get("tokens", [])]
+    name = ""
+
+    def __init__(self, n_vocab: int | None = None) -> None:
+        self.n_vocab = n_vocab
+
+    def _id(self, value, what: str) -> int:
+        return replies.token_id(value, what, self.n_vocab)
+
+    def _entry_id(self, entry, what: str) -> int:
+        """The id of a logprobs entry: llama.cpp's ``id``, or vLLM's ``token_id:N`` token text."""
+        entry = replies.obj(entry, what)
+        if "id" in entry:
+            return self._id(entry["id"], f"{what}.id")
+        return replies.id_from_text(entry.get("token", ""), f"{what}.token", self.n_vocab)
+
+    def _top_map(self, entries, what: str) -> dict[int, float]:
+        """``{id: logprob}`` of a list of ``{id, logprob}`` entries."""
+        return {self._entry_id(e, f"{what}[{i}]"): replies.logprob(replies.obj(e, f"{what}[{i}]").get("logprob"),
+                                                                      f"{what}[{i}].logprob")
+                for i, e in enumerate(replies.items(entries, what))}
+
+    def read_tokens(self, body: dict) -> list[int]:
+        """The ids of a ``/tokenize`` answer (``{"tokens": [ids]}``, or with pieces ``[{id, piece}]``).
+
+        Raises:
+            ServerError: no ``tokens`` array, or an entry that is not a token id.
+        """
+        if "tokens" not in replies.obj(body, "/tokenize"):
+            raise replies.bad("/tokenize", body, 'an object with "tokens"')
+        out = []
+        for i, t in enumerate(replies.items(body["tokens"], "/tokenize tokens")):
+            what = f"/tokenize tokens[{i}]"
+            out.append(self._id(replies.obj(t, what).get("id") if isinstance(t, dict) else t, what))
+        return out
 
 
 class LlamaServer(_Protocol):
@@ -87,8 +99,15 @@ class LlamaServer(_Protocol):
     def generate(self, ids: list[int], max_tokens: int) -> dict:
         return self._body(ids, max_tokens, True)
 
+    def _tokens(self, body) -> list[int]:
+        body = replies.obj(body, "/completion")
+        if "tokens" not in body:
+            raise ServerError("llama-server's /completion answer has no tokens; it needs return_tokens "
+                              "(llama.cpp b4000 or newer)")
+        return replies.token_ids(body["tokens"], "/completion tokens", self.n_vocab)
+
     def read_generate(self, body: dict, eog: frozenset[int]) -> Generated:
-        toks = [int(t) for t in body.get("tokens") or []]
+        toks = self._tokens(body)
         reason = "eog" if body.get("stop_type") in ("eos", "word") else "budget"
         return Generated([t for t in toks if t not in eog], reason)
 
@@ -96,19 +115,20 @@ class LlamaServer(_Protocol):
         return self._body(ids, 1, fresh, logit_bias=[[t, BIAS] for t in allowed])
 
     def read_pick(self, body: dict) -> int:
-        toks = body.get("tokens") or []
+        toks = self._tokens(body)
         if not toks:
             raise ServerError("llama-server answered a one-token request with no token")
-        return int(toks[0])
+        return toks[0]
 
     def top(self, ids: list[int], k: int, fresh: bool = False) -> dict:
         return self._body(ids, 1, fresh, n_probs=k, post_sampling_probs=False)
 
     def read_top(self, body: dict) -> dict[int, float]:
-        probs = body.get("completion_probabilities") or []
-        if not probs:
+        probs = replies.obj(body, "/completion").get("completion_probabilities") or []
+        if not replies.items(probs, "/completion completion_probabilities"):
             raise ServerError("llama-server sent no completion_probabilities; is it older than b4000?")
-        return {_token_id(e): _num(e.get("logprob")) for e in probs[0].get("top_logprobs", [])}
+        first = replies.obj(probs[0], "/completion completion_probabilities[0]")
+        return self._top_map(first.get("top_logprobs", []), "/completion completion_probabilities[0].top_logprobs")
 
     # -- start-up checks --------------------------------------------------------
     def tokenize(self, text: str) -> tuple[str, dict]:
@@ -121,7 +141,8 @@ class OpenAI(_Protocol):
     name = "openai"
     completion_path = "/v1/completions"
 
-    def __init__(self, model: str = "") -> None:
+    def __init__(self, model: str = "", n_vocab: int | None = None) -> None:
+        super().__init__(n_vocab)
         self.model = model  # the served model name; vLLM needs it in every request
 
     def _body(self, ids: list[int], max_tokens: int, logprobs: int, **extra) -> dict:
@@ -137,17 +158,24 @@ class OpenAI(_Protocol):
 
     @staticmethod
     def _choice(body: dict) -> dict:
-        try:
-            return body["choices"][0]
-        except (KeyError, IndexError, TypeError):
-            raise ServerError(f"the server's completion has no choices: {str(body)[:200]}") from None
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise ServerError(f"the server's completion has no choices: {replies.show(body)}")
+        return replies.obj(choices[0], "/v1/completions choices[0]")
+
+    @staticmethod
+    def _logprobs(choice: dict) -> dict:
+        return replies.obj(choice.get("logprobs") or {}, "/v1/completions choices[0].logprobs")
 
     def _sampled(self, choice: dict) -> list[int]:
-        lp = choice.get("logprobs") or {}
+        lp = self._logprobs(choice)
+        what = "/v1/completions choices[0].logprobs"
         if "content" in lp:  # llama-server's shape: [{id, token, logprob, top_logprobs}]
-            return [_token_id(e) for e in lp["content"]]
+            return [self._entry_id(e, f"{what}.content[{i}]")
+                    for i, e in enumerate(replies.items(lp["content"], f"{what}.content"))]
         if "tokens" in lp:  # vLLM's (the legacy OpenAI shape): tokens as "token_id:N"
-            return [_id_from_text(t) for t in lp["tokens"]]
+            return [replies.id_from_text(t, f"{what}.tokens[{i}]", self.n_vocab)
+                    for i, t in enumerate(replies.items(lp["tokens"], f"{what}.tokens"))]
         raise ServerError("the server's completion has no logprobs; it must support logprobs on /v1/completions")
 
     def read_generate(self, body: dict, eog: frozenset[int]) -> Generated:
@@ -169,14 +197,18 @@ class OpenAI(_Protocol):
         return self._body(ids, 1, k)
 
     def read_top(self, body: dict) -> dict[int, float]:
-        lp = self._choice(body).get("logprobs") or {}
+        lp = self._logprobs(self._choice(body))
+        what = "/v1/completions choices[0].logprobs"
         if "content" in lp:
-            first = lp["content"][0] if lp["content"] else {}
-            return {_token_id(e): _num(e.get("logprob")) for e in first.get("top_logprobs", [])}
+            content = replies.items(lp["content"], f"{what}.content")
+            first = replies.obj(content[0], f"{what}.content[0]") if content else {}
+            return self._top_map(first.get("top_logprobs", []), f"{what}.content[0].top_logprobs")
         tops = lp.get("top_logprobs") or []
-        if not tops:
+        if not replies.items(tops, f"{what}.top_logprobs"):
             raise ServerError("the server's completion has no top_logprobs")
-        return {_id_from_text(tok): _num(v) for tok, v in (tops[0] or {}).items()}
+        first = replies.obj(tops[0] or {}, f"{what}.top_logprobs[0]")
+        return {replies.id_from_text(tok, f"{what}.top_logprobs[0] key", self.n_vocab):
+                replies.logprob(v, f"{what}.top_logprobs[0][{tok!r}]") for tok, v in first.items()}
 
     def tokenize(self, text: str) -> tuple[str, dict]:
         # vLLM reads prompt/add_special_tokens; llama-server (which also serves /v1) content/parse_special.
@@ -186,10 +218,11 @@ class OpenAI(_Protocol):
         return "/tokenize", body
 
 
-def protocol_for(name: str, model: str = ""):
-    """The protocol object for ``name`` (``llama-server`` or ``openai``)."""
+def protocol_for(name: str, model: str = "", n_vocab: int | None = None):
+    """The protocol object for ``name`` (``llama-server`` or ``openai``); replies are checked
+    against a vocabulary of ``n_vocab`` tokens."""
     if name == "llama-server":
-        return LlamaServer()
+        return LlamaServer(n_vocab)
     if name == "openai":
-        return OpenAI(model)
+        return OpenAI(model, n_vocab)
     raise ServerError(f"unknown server protocol {name!r}; use one of {', '.join(PROTOCOLS)}")
