@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 
 from dear_local.errors import ModelNotFoundError, UnknownModelError, UserInputError
 
-# Secret values long enough to be masked anywhere (short ones are masked only as whole settings).
-SECRETS = st.text(alphabet=string.ascii_letters + string.digits + "-_.~!$", min_size=6, max_size=24)
+# Secret values long enough to be masked anywhere (short ones are masked only as whole settings),
+# with a marker so that a value cannot occur in the report by chance ("000000", "llama.").
+SECRETS = st.text(alphabet=string.ascii_letters + string.digits + "-_.~!$", min_size=3, max_size=24).map(
+    lambda s: "Zq9" + s
+)
 SECRET_NAMES = st.sampled_from([
     "DEAR_LOCAL_API_KEY", "DEAR_LOCAL_SERVER_API_KEY", "DEAR_LOCAL_TOKEN", "DEAR_LOCAL_HF_TOKEN",
     "DEAR_LOCAL_PASSWORD", "DEAR_LOCAL_CLIENT_SECRET", "DEAR_LOCAL_APIKEY", "DEAR_LOCAL_AUTH",

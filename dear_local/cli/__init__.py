@@ -13,6 +13,7 @@ import typer
 
 from ..errors import DearLocalError
 from ..settings import get_settings
+from .messages import safe
 
 app = typer.Typer(
     name="dear-local",
@@ -42,14 +43,6 @@ def _register() -> None:
 _register()
 
 
-def _safe(message: str) -> str:
-    """An error message as printed: secrets and URL credentials masked, control characters escaped."""
-    from ..redact import redact
-    from ..terminal import printable
-
-    return printable(redact(message), keep_newlines=True)
-
-
 def main() -> None:
     """Entry point of the ``dear-local`` console script.
 
@@ -64,7 +57,7 @@ def main() -> None:
     except DearLocalError as exc:
         if debug:
             raise
-        typer.echo(f"error: {_safe(str(exc))}", err=True)
+        typer.echo(f"error: {safe(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -73,7 +66,7 @@ def main() -> None:
         if debug:
             raise
         typer.echo(
-            f"error: unexpected {type(exc).__name__}: {_safe(str(exc))} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
+            f"error: unexpected {type(exc).__name__}: {safe(str(exc))} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
             err=True,
         )
         sys.exit(1)

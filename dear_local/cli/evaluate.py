@@ -8,6 +8,9 @@ from typing import List
 
 import typer
 
+from ..terminal import printable
+from .messages import warn
+
 
 def evaluate(
     runs: List[Path] = typer.Argument(..., help="TREC run files (qid Q0 docid rank score tag), e.g. the first-stage run and the reranked one."),
@@ -29,16 +32,14 @@ def evaluate(
     results = [evaluate_run(str(path), run_scores(read_run(path)), judgments, relevance_level) for path in runs]
     for r in results:
         if r.unjudged:
-            typer.echo(
-                f"warning: {len(r.unjudged)} queries of {r.name} have no judgments in {qrels} and are left out "
-                f"(e.g. {', '.join(r.unjudged[:5])})",
-                err=True,
+            warn(
+                f"{len(r.unjudged)} queries of {r.name} have no judgments in {qrels} and are left out "
+                f"(e.g. {', '.join(r.unjudged[:5])})"
             )
         if r.unretrieved:
-            typer.echo(
-                f"warning: {r.name} has no results for {len(r.unretrieved)} judged queries; they are left out "
-                f"of its mean, as trec_eval does without -c (e.g. {', '.join(r.unretrieved[:5])})",
-                err=True,
+            warn(
+                f"{r.name} has no results for {len(r.unretrieved)} judged queries; they are left out "
+                f"of its mean, as trec_eval does without -c (e.g. {', '.join(r.unretrieved[:5])})"
             )
     labels = [label for _, label in MEASURES]
     if as_json:
@@ -59,7 +60,7 @@ def evaluate(
             ],
         }, indent=2))
         return
-    width = max(len("run"), *(len(r.name) for r in results))
+    width = max(len("run"), *(len(printable(r.name)) for r in results))
     header = f"{'run':<{width}}  {'queries':>7}  " + "  ".join(f"{label:>{max(len(label), 6)}}" for label in labels)
 
     def row(first: str, count: str, values: dict[str, float]) -> str:
@@ -68,17 +69,17 @@ def evaluate(
         )
 
     if per_query:
-        qwidth = max(len("qid"), *(len(q) for r in results for q in r.per_query))
+        qwidth = max(len("qid"), *(len(printable(q)) for r in results for q in r.per_query))
         typer.echo(f"{'qid':<{qwidth}}  " + header)
         qids = list(dict.fromkeys(q for r in results for q in r.per_query))
         for q in qids:
             for r in results:
                 if q in r.per_query:
-                    typer.echo(f"{q:<{qwidth}}  " + row(r.name, "", r.per_query[q]))
+                    typer.echo(f"{printable(q):<{qwidth}}  " + row(printable(r.name), "", r.per_query[q]))
         typer.echo("")
     typer.echo(header)
     for r in results:
-        typer.echo(row(r.name, str(len(r.per_query)), r.mean))
+        typer.echo(row(printable(r.name), str(len(r.per_query)), r.mean))
 
 
 def register(app: typer.Typer) -> None:

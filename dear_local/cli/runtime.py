@@ -11,6 +11,7 @@ import typer
 
 from ..contract import list_templates, window_spans
 from ..errors import UserInputError
+from .messages import note, warn
 from .options import (
     CpuBuffersOption,
     LoraOption,
@@ -132,7 +133,7 @@ def rerank(
                        lora=lora, lora_scale=lora_scale, served_model=served_model)
         sink = ResumableOutput(out, key, force=force, qids=qids)
         if sink.done:
-            typer.echo(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written", err=True)
+            note(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written")
             skip = sink.done_positions
             todo = [(i, r) for i, r in todo if i not in skip]
     _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()), strict)
@@ -203,10 +204,10 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
         finally:
             if sink is not None and done < len(todo):
                 sink.close()
-                typer.echo(f"stopped with {len(sink.done)} queries written to {sink.partial}; run the same "
-                           "command again to resume", err=True)
+                note(f"stopped with {len(sink.done)} queries written to {sink.partial}; run the same "
+                     "command again to resume")
     if tally.failing:
-        typer.echo(f"warning: {tally.message()}", err=True)
+        warn(tally.message())
 
 
 def _warn_truncated(outputs, profile) -> None:
@@ -216,7 +217,7 @@ def _warn_truncated(outputs, profile) -> None:
     for req, resp in outputs:
         docids = [req.docids[i] for i, cut in enumerate(resp.ranking.truncated) if cut]
         if docids:
-            typer.echo(f"warning: query {req.qid}: {truncation_warning(profile.tmpl, docids, 'docid')}", err=True)
+            warn(f"query {req.qid}: {truncation_warning(profile.tmpl, docids, 'docid')}")
 
 
 def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> list:
@@ -235,7 +236,7 @@ def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> l
             raise UserInputError("--query does not go with --run; the queries come from --topics")
         requests = requests_from_run(
             run, topics, corpus, DEFAULT_DEPTH if depth is None else depth,
-            skip_missing=skip_missing, warn=lambda msg: typer.echo(f"warning: {msg}", err=True),
+            skip_missing=skip_missing, warn=warn,
         )
     elif topics is not None or corpus is not None or skip_missing:
         raise UserInputError("--topics, --corpus and --skip-missing go with --run; pass the first-stage run too")

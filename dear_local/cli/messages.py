@@ -1,0 +1,29 @@
+"""Every line the CLI writes to stderr (errors, warnings, notes) goes through :func:`safe`.
+
+Messages quote untrusted things: qids, docids, file names, server URLs and replies. ``safe``
+masks secrets and URL credentials (:mod:`dear_local.redact`) and shows control characters and
+escape sequences as visible escapes (:mod:`dear_local.terminal`), so no message can leak a key or
+drive the terminal.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ..redact import redact
+from ..terminal import printable
+
+
+def safe(message: str) -> str:
+    """``message`` as printed: secrets masked, control characters escaped, line breaks kept."""
+    return printable(redact(message), keep_newlines=True)
+
+
+def warn(message: str) -> None:
+    """``warning: MESSAGE`` on stderr."""
+    typer.echo(f"warning: {safe(message)}", err=True)
+
+
+def note(message: str) -> None:
+    """``MESSAGE`` on stderr (progress notes such as "resuming ...")."""
+    typer.echo(safe(message), err=True)
