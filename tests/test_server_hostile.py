@@ -47,7 +47,8 @@ MAX_BODY = 4096
 
 
 def _reranker(backend=None) -> Reranker:
-    return Reranker("fake", profile=Profile(template="rankgpt-chat", decoding="greedy"), backend=backend or FakeBackend())
+    profile = Profile(template="rankgpt-chat", decoding="greedy")
+    return Reranker("fake", profile=profile, backend=backend or FakeBackend())
 
 
 @contextmanager
@@ -189,14 +190,16 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 WRONG_FIELD = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(), st.just(""),
-                        st.just("  \n"), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
+                        st.just("  \n"), st.lists(st.integers(), max_size=3),
+                        st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
 
 
 @st.composite
 def invalid_bodies(draw) -> bytes:
     kind = draw(st.sampled_from(["wrong_types", "surrogate", "oversized", "not_json", "not_utf8", "deep", "form"]))
     if kind == "wrong_types":
-        body = {"query": draw(WRONG_FIELD), "documents": draw(st.one_of(WRONG_FIELD, st.lists(WRONG_FIELD, max_size=3)))}
+        documents = draw(st.one_of(WRONG_FIELD, st.lists(WRONG_FIELD, max_size=3)))
+        body = {"query": draw(WRONG_FIELD), "documents": documents}
         return json.dumps(body).encode()
     if kind == "surrogate":
         code = draw(st.integers(0xD800, 0xDFFF))

@@ -7,10 +7,10 @@ Endpoints:
 - ``GET /health``, ``GET /v1/models``, and the OpenAPI docs (``/docs``, ``/openapi.json``).
 
 Every error is JSON ``{"error": code, "message": text}``: 400 for a body that
-is not JSON (bodies are read as JSON whatever their ``Content-Type``), 401 for a missing or wrong key, 413 for a body over the limit,
-422 for a request that is JSON but not a valid rerank request, 429 (with
-``Retry-After``) when the queue is full, 503 while shutting down and 504 past
-the request timeout.
+is not JSON (bodies are read as JSON whatever their ``Content-Type``), 401 for a
+missing or wrong key, 413 for a body over the limit, 422 for a request that is
+JSON but not a valid rerank request, 429 (with ``Retry-After``) when the queue
+is full, 503 while shutting down and 504 past the request timeout.
 """
 
 from __future__ import annotations
@@ -198,7 +198,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             ctx = errors[0].get("ctx") or {}
-            return _error(400, "invalid_json", f"the body is not valid JSON ({ctx.get('error', 'parse error')}); {SEND_JSON}")
+            reason = ctx.get("error", "parse error")
+            return _error(400, "invalid_json", f"the body is not valid JSON ({reason}); {SEND_JSON}")
         details = [_describe(e) for e in errors]
         shown = "; ".join(details[:3]) + (f"; and {len(details) - 3} more" if len(details) > 3 else "")
         return _error(422, "invalid_request", f"invalid rerank request: {shown}", details=details)

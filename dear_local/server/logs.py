@@ -1,8 +1,8 @@
 """Keep secrets out of the server's logs: uvicorn's access and error logs and dear-local's own.
 
 A filter on every handler of uvicorn's loggers masks, in each record's message, arguments
-and traceback: the server's API key (in every spelling a log line can hold it), every secret-like setting in the environment (such as
-DEAR_LOCAL_SERVER_API_KEY), credentials in URLs, and secret-named query parameters in a
+and traceback: the server's API key (in every spelling a log line can hold it), every
+secret-like setting in the environment (such as DEAR_LOCAL_SERVER_API_KEY), credentials in URLs, and secret-named query parameters in a
 request path (``/v1/rerank?api_key=...``, which the access log would otherwise show).
 """
 
