@@ -73,6 +73,7 @@ def serve(
 
         raise missing_extra("fastapi", "serve") from None
     from ..server import ServerSettings, bind_warning, create_app
+    from ..server.runner import bound_port, listen
     from ..server.runner import serve as run
     from ..settings import get_settings
 
@@ -87,18 +88,36 @@ def serve(
         ),
         in_flight=in_flight or (4 * len(server) if server else 1),
     )
-    warning = bind_warning(settings.host, settings.api_key)
-    if warning:
-        typer.echo(f"warning: {warning}", err=True)
-    app = create_app(settings)
-    p = app.state.service.reranker.profile
-    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    typer.echo(
-        f"serving {settings.model_name} ({p.template}/{p.decoding}) on http://{shown}:{settings.port} "
-        f"(docs at /docs; key {'required' if settings.api_key else 'not required'})",
-        err=True,
+    # Bind before anything else, so a port in use is the only line printed; uvicorn gets these sockets.
+    sockets = listen(settings.host, settings.port)
+    try:
+        warning = bind_warning(settings.host, settings.api_key)
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
+        app = create_app(settings)
+        typer.echo(banner(settings, app.state.service.reranker.profile, bound_port(sockets)), err=True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    run(app, settings, sockets, log_level=log_level)
+
+
+def banner(settings, profile, port: int) -> str:
+    """The start-up line: model, profile, address and whether a key is needed (never the key itself);
+    ``--server`` URLs are shown with their credentials masked."""
+    from ..redact import redact, redact_url
+    from ..terminal import printable
+
+    host = settings.host.strip("[]")
+    shown = f"[{host}]" if ":" in host else host
+    servers = settings.run.servers
+    via = f" via {', '.join(redact_url(u) for u in servers)}" if servers else ""
+    line = (
+        f"serving {settings.model_name} ({profile.template}/{profile.decoding}) on http://{shown}:{port}{via} "
+        f"(docs at /docs; key {'required' if settings.api_key else 'not required'})"
     )
-    run(app, settings, log_level=log_level)
+    return printable(redact(line, [settings.api_key or ""]))
 
 
 def register(app: typer.Typer) -> None:

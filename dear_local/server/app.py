@@ -7,27 +7,27 @@ Endpoints:
 - ``GET /health``, ``GET /v1/models``, and the OpenAPI docs (``/docs``, ``/openapi.json``).
 
 Every error is JSON ``{"error": code, "message": text}``: 400 for a body that
-is not JSON, 401 for a missing or wrong key, 413 for a body over the limit,
-422 for a request that is JSON but not a valid rerank request, 429 (with
-``Retry-After``) when the queue is full, 503 while shutting down and 504 past
-the request timeout.
+is not JSON (bodies are read as JSON whatever their ``Content-Type``), 401 for a
+missing or wrong key, 413 for a body over the limit, 422 for a request that is
+JSON but not a valid rerank request, 429 (with ``Retry-After``) when the queue
+is full, 503 while shutting down and 504 past the request timeout.
 """
 
 from __future__ import annotations
 
-import hmac
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..reranker import Reranker
+from .auth import require_key
 from .config import ServerSettings
+from .json_body import JsonBodies
 from .limits import BodySizeLimit
 from .schemas import (
     ErrorBody,
@@ -62,6 +62,7 @@ _ERRORS = {
     503: ("shutting_down", "The server is shutting down."),
     504: ("timeout", "The request took longer than --timeout."),
 }
+SEND_JSON = "send the request as a JSON object (Content-Type: application/json)"
 RERANK_RESPONSES = {code: {"model": ErrorBody, "description": desc} for code, (_, desc) in _ERRORS.items()}
 
 
@@ -94,6 +95,7 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
         lifespan=lifespan,
     )
     app.state.service = service
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
     _add_routes(app, service, settings)
@@ -104,7 +106,7 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
 def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) -> None:
     """The endpoints: ``/v1/rerank``, ``/v2/rerank``, ``/v1/models`` and ``/health``."""
     reranker = service.reranker
-    auth = [Depends(_auth_check(settings.api_key))] if settings.api_key else []
+    auth = [Depends(require_key(settings.api_key))] if settings.api_key else []
 
     @app.post(
         "/v1/rerank",
@@ -181,23 +183,6 @@ def _document_limits(app: FastAPI, max_documents: int) -> None:
     app.openapi = openapi
 
 
-def _auth_check(key: str):
-    bearer = HTTPBearer(auto_error=False, description="The server's API key, as `Authorization: Bearer <key>`.")
-    expected = key.encode("utf-8")
-
-    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
-        if credentials is None or not hmac.compare_digest(given, expected):
-            raise ApiError(
-                401, "unauthorized",
-                "this server needs an API key: send the header 'Authorization: Bearer <key>' with the key "
-                "it was started with (--api-key or DEAR_LOCAL_API_KEY)",
-                {"WWW-Authenticate": "Bearer"},
-            )
-
-    return check
-
-
 def _error(status: int, code: str, message: str, headers=None, details=None) -> JSONResponse:
     body = ErrorBody(error=code, message=message, details=details)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
@@ -213,7 +198,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             ctx = errors[0].get("ctx") or {}
-            return _error(400, "invalid_json", f"the body is not valid JSON: {ctx.get('error', 'parse error')}")
+            reason = ctx.get("error", "parse error")
+            return _error(400, "invalid_json", f"the body is not valid JSON ({reason}); {SEND_JSON}")
         details = [_describe(e) for e in errors]
         shown = "; ".join(details[:3]) + (f"; and {len(details) - 3} more" if len(details) > 3 else "")
         return _error(422, "invalid_request", f"invalid rerank request: {shown}", details=details)
@@ -222,7 +208,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_request, exc: StarletteHTTPException):
         codes = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        message = str(exc.detail)
+        if exc.status_code == 400 and "body" in message:  # FastAPI's "error parsing the body": e.g. not UTF-8
+            message = f"the body is not valid JSON (it could not be read as UTF-8 JSON text); {SEND_JSON}"
+        return _error(exc.status_code, code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(_request, exc: Exception):
@@ -233,5 +222,7 @@ def _describe(error: dict) -> str:
     loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
     if error.get("type") == "string_pattern_mismatch" and loc == "query":
         return "query: must not be empty or only whitespace"
+    if loc == "body" and error.get("type") in ("missing", "model_attributes_type", "dict_type"):
+        return f"body: {'missing' if error.get('type') == 'missing' else 'not a JSON object'}; {SEND_JSON}"
     msg = error.get("msg", "invalid")
     return f"{loc}: {msg.removeprefix('Value error, ')}"

@@ -7,7 +7,8 @@ settings before it loads the ``serve`` extra.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
 from ..errors import UserInputError
 from ..reranker import MAX_DOCUMENTS
@@ -38,7 +39,7 @@ class ServerSettings:
     model: str
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown, not even in a repr
     max_queue: int = DEFAULT_MAX_QUEUE
     timeout: float = DEFAULT_TIMEOUT
     max_documents: int = MAX_DOCUMENTS
@@ -47,6 +48,8 @@ class ServerSettings:
     in_flight: int = 1
 
     def __post_init__(self) -> None:
+        if self.api_key:
+            check_api_key(self.api_key)
         if self.in_flight < 1:
             raise UserInputError(f"--in-flight must be at least 1, got {self.in_flight}")
         if self.in_flight > 1 and not self.run.servers:
@@ -69,6 +72,37 @@ class ServerSettings:
         """The name the API reports for the served model (the file name for a path)."""
         name = self.model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
+def check_api_key(key: str) -> None:
+    """Refuse, with one line that never shows the key, a key no HTTP client can send back.
+
+    The server compares the key's UTF-8 bytes with the raw bytes of the ``Authorization``
+    header (see :mod:`.auth`), so any Unicode key works for a client that sends UTF-8
+    (curl does; Python's httpx needs the header as bytes). Refused at start-up:
+
+    - lone surrogates (a command-line argument that was not valid UTF-8): no bytes to compare;
+    - control characters (C0, DEL, C1; tabs and newlines included): HTTP servers refuse or
+      cut header values holding them, and a pasted key rarely means them;
+    - whitespace at either end: HTTP strips it from header values, so it could never match.
+
+    Raises ``UserInputError`` naming --api-key and DEAR_LOCAL_API_KEY.
+    """
+    where = "the API key (--api-key or DEAR_LOCAL_API_KEY)"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserInputError(f"{where} is not valid UTF-8 text; set a key of printable characters") from None
+    if any(unicodedata.category(c) == "Cc" for c in key):
+        raise UserInputError(
+            f"{where} holds a control character (such as a tab or newline), which an HTTP header cannot "
+            "carry; set a key of printable characters"
+        )
+    if key[0].isspace() or key[-1].isspace():
+        raise UserInputError(
+            f"{where} starts or ends with whitespace, which HTTP strips from headers, so no request could "
+            "match it; remove the surrounding whitespace"
+        )
 
 
 def is_loopback(host: str) -> bool:

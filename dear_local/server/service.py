@@ -13,6 +13,7 @@ import uuid
 
 from ..errors import ServerError, UserInputError
 from ..prompt import truncation_warning
+from ..redact import redact
 from ..reranker import RerankResponse, Reranker
 from .config import ServerSettings
 from .queue import Abandoned, QueueClosed, QueueFull, WorkQueue
@@ -119,7 +120,7 @@ class RerankService:
         except UserInputError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         except ServerError as exc:
-            log.warning("inference servers failed: %s", exc)
+            log.warning("inference servers failed: %s", redact(str(exc), [self.settings.api_key or ""]))
             raise ApiError(
                 503, "upstream_unavailable",
                 "the inference servers behind this API did not answer; retry later",
