@@ -19,6 +19,13 @@ UNPARSED = "wrong_format"
 THRESHOLD = 0.25
 
 
+CLI_FIX = (
+    "pass the model as NAME[:QUANT] so its manifest sets the profile, or choose --template "
+    "(see `dear-local templates`)"
+)
+SERVE_FIX = "start `dear-local serve` with the model as NAME[:QUANT] so its manifest sets the profile, or with --template"
+
+
 class UnparsedAnswersError(DearLocalError):
     """``--strict``: too many windows had no readable ranking."""
 
@@ -43,13 +50,11 @@ class ParseTally:
         """At least one window, and at least ``THRESHOLD`` of them, did not parse."""
         return self.unparsed > 0 and self.unparsed >= THRESHOLD * self.windows
 
-    def message(self, *, strict_hint: bool = True) -> str:
-        """What went wrong and what to do, in one line."""
+    def message(self, fix: str = CLI_FIX) -> str:
+        """What went wrong, and ``fix`` (in the caller's terms), in one line."""
         share = 100 * self.unparsed / max(self.windows, 1)
-        text = (
+        return (
             f"{self.unparsed} of {self.windows} windows ({share:.0f}%) gave no ranking the parser could read "
             f"({UNPARSED}); their documents keep the input order and their scores mean nothing. The prompt "
-            "template probably does not fit this model: pass the model as NAME[:QUANT] so its manifest sets "
-            "the profile, or choose --template (see `dear-local templates`)"
+            f"template probably does not fit this model: {fix}"
         )
-        return text + ("; --strict makes this an error" if strict_hint else "")

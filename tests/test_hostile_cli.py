@@ -205,3 +205,25 @@ def test_a_run_of_unreadable_answers_warns_and_strict_makes_it_an_error(cli, tmp
     assert code == 1 and "\nerror: query q0: 1 of 1 windows" in err and not out_file.exists()
     code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--strict", stdin="a\nb\nc\n")
     assert code == 0 and "warning" not in err
+
+
+def test_a_served_request_whose_answer_does_not_parse_says_so_in_meta_warnings():
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from fake_backend import FakeBackend, no_answer
+
+    from dear_local import Profile, Reranker
+    from dear_local.server import ServerSettings, create_app
+
+    def client(script):
+        reranker = Reranker("fake", profile=Profile(template="rankgpt-chat"), backend=FakeBackend(script=script))
+        return TestClient(create_app(ServerSettings(model="fake.gguf", timeout=30.0), reranker=reranker))
+
+    body = {"query": "q", "documents": ["a", "b", "c"]}
+    with client(no_answer) as c:
+        meta = c.post("/v1/rerank", json=body).json()["meta"]
+    assert meta["parse_status"] == ["wrong_format"]
+    (warning,) = meta["warnings"]
+    assert "1 of 1 windows (100%) gave no ranking" in warning and "dear-local serve" in warning
+    with client(None) as c:
+        assert c.post("/v1/rerank", json=body).json()["meta"]["warnings"] == []

@@ -15,8 +15,9 @@ from ..terminal import printable
 
 
 def safe(message: str) -> str:
-    """``message`` as printed: secrets masked, control characters escaped, line breaks kept."""
-    return printable(redact(message), keep_newlines=True)
+    """``message`` as printed, on one line: secrets masked, control characters (line breaks
+    included) escaped."""
+    return printable(redact(message))
 
 
 def warn(message: str) -> None:

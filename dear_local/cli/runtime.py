@@ -186,7 +186,7 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
         nonlocal done
         tally.add(resp.statuses)
         if strict and tally.failing:
-            raise UnparsedAnswersError(f"query {req.qid}: " + tally.message(strict_hint=False))
+            raise UnparsedAnswersError(f"query {req.qid}: " + tally.message())
         lines = list(render([(req, resp)], fmt, p))
         if sink is None:
             with stdout_errors("free some space, or pass --out FILE (a run that stops resumes)"):
@@ -207,7 +207,7 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
                 note(f"stopped with {len(sink.done)} queries written to {sink.partial}; run the same "
                      "command again to resume")
     if tally.failing:
-        warn(tally.message())
+        warn(tally.message() + "; --strict makes this an error")
 
 
 def _warn_truncated(outputs, profile) -> None:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from .messages import warn
 from .options import (
     CpuBuffersOption,
     LoraOption,
@@ -93,7 +94,7 @@ def serve(
     try:
         warning = bind_warning(settings.host, settings.api_key)
         if warning:
-            typer.echo(f"warning: {warning}", err=True)
+            warn(warning)
         app = create_app(settings)
         typer.echo(banner(settings, app.state.service.reranker.profile, bound_port(sockets)), err=True)
     except BaseException:

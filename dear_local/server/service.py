@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from ..errors import ServerError, UserInputError
+from ..answer_check import SERVE_FIX, ParseTally
 from ..prompt import truncation_warning
 from ..redact import redact
 from ..reranker import RerankResponse, Reranker
@@ -152,6 +153,10 @@ class RerankService:
         output_tokens = sum(len(w.output_ids) for w in resp.windows)
         cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
         warnings = [truncation_warning(tmpl, cut)] if cut else []
+        tally = ParseTally()
+        tally.add(resp.statuses)
+        if tally.failing:  # the order below is the input order, not the model's
+            warnings.append(tally.message(SERVE_FIX))
         return Meta(
             api_version=ApiVersion(version=version),
             billed_units=BilledUnits(input_tokens=input_tokens, output_tokens=output_tokens),
