@@ -182,7 +182,7 @@ def _summary(path: Path, buf, size: int, what: str) -> GGUFSummary:
     except _Corrupt as exc:
         raise InvalidModelFileError(f"{what} {path} is corrupt ({exc}); {_FIX}") from None
     data_start = -(-r.pos // alignment) * alignment
-    data_end = data_start
+    data_end = r.pos  # a file without tensors (a vocab-only GGUF) needs no padding after its metadata
     for name, dims, ggml_type, offset in tensors:
         n = 1
         for d in dims:
