@@ -61,8 +61,10 @@ class CallbackErrors:
 def hold_interrupts(errors: CallbackErrors | None = None) -> Iterator[CallbackErrors]:
     """Run a native call with SIGINT held: it sets ``errors.interrupted`` and is raised when the block ends.
 
-    Callback exceptions recorded in ``errors`` are raised then too, unless the block
-    itself raised. Outside the main thread (where Python cannot set signal
+    Callback exceptions recorded in ``errors`` are raised then too. When the block
+    raises because a callback asked the native call to stop (a model load cancelled by
+    its progress callback), the held exception or ``KeyboardInterrupt`` is raised in its
+    place, with the block's error as its cause. Outside the main thread (where Python cannot set signal
     handlers) only the callback errors are kept.
     """
     errors = errors if errors is not None else CallbackErrors()
@@ -76,6 +78,13 @@ def hold_interrupts(errors: CallbackErrors | None = None) -> Iterator[CallbackEr
         installed = True
     try:
         yield errors
+    except BaseException as exc:
+        if errors.failed:  # the call failed because a callback asked it to stop: say why it stopped
+            try:
+                errors.raise_pending()
+            except BaseException as pending:
+                raise pending from exc
+        raise
     finally:
         if installed:
             signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)

@@ -256,6 +256,21 @@ def test_log_capture_raises_what_its_line_handler_raised(llama3_vocab_gguf):
         assert vocab.tokenize("hello")
 
 
+def test_ctrl_c_during_a_model_load_cancels_it_through_the_progress_callback(standin_gguf):
+    import llama_cpp
+
+    from dear_local.backends.loader import _model_params
+
+    errors = CallbackErrors()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as info:
+        with hold_interrupts(errors), _model_params(True, errors):
+            errors.interrupted = True  # as the SIGINT handler sets it when Ctrl-C lands during the load
+            llama_cpp.Llama(model_path=str(standin_gguf), n_ctx=64, verbose=False)
+    assert isinstance(info.value.__cause__, ValueError)  # llama.cpp cancelled the load: no model was made
+    assert time.perf_counter() - t0 < 30
+
+
 # -- quantize ---------------------------------------------------------------------------------------
 
 
