@@ -48,7 +48,7 @@ def env(
         }
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
     if probe is not None and probe.refused is not None:
-        raise InvalidModelFileError(f"llama.cpp could not load {model}: {probe.refused}")
+        raise InvalidModelFileError(probe.refused)  # the child's own one-line reason, naming the file and the fix
     if probe is not None and not probe.ok:
         used = choose_cpu_buffers(probe.cpu_buffers).mode
         other = "plain" if used == "extra" else "extra"
