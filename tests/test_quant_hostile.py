@@ -319,7 +319,7 @@ def test_ctrl_c_during_quantize_stops_it_and_leaves_nothing(standin_bf16_gguf, t
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "Exception ignored" not in err and "Traceback" not in err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
     assert not out.exists(), list(out.iterdir())  # no output, no .partial, no manifest, no empty folder
     time.sleep(0.5)
     assert not partial.exists()  # the quantizer process is gone, not still writing
