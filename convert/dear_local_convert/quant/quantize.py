@@ -162,7 +162,9 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None, imatrix: Path | None, need: int) -> float:
+def _quantize_one(
+    src: Path, dest: Path, qtype: str, threads: int | None, imatrix: Path | None = None, need: int = 0
+) -> float:
     """Quantize in a child process (see :mod:`.worker`): Ctrl-C kills it and removes the partial file."""
     from dear_local.progress import bar
 
