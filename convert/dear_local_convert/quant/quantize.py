@@ -137,12 +137,12 @@ def _free_bytes(folder: Path) -> int:
 
 
 def _disk_full(out_dir: Path, qtype: str, need: int | None = None) -> QuantizeError:
-    free = _free_bytes(out_dir)
-    detail = f"; {qtype} needs at least {need / 1e9:.2f} GB" if need else ""
-    return QuantizeError(
-        f"the disk holding {out_dir} is full ({free / 1e9:.2f} GB free{detail}); "
-        "free some space or choose another --out"
+    """The error for a disk that is full (``need`` None) or has less free than ``need`` bytes."""
+    free = _free_bytes(out_dir) / 1e9
+    state = f"is full ({free:.2f} GB free)" if need is None else (
+        f"has {free:.2f} GB free and {qtype} needs at least {need / 1e9:.2f} GB"
     )
+    return QuantizeError(f"the disk holding {out_dir} {state}; free some space or choose another --out")
 
 
 def _worker_env() -> dict:
