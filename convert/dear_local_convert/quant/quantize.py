@@ -152,7 +152,8 @@ def _worker_env() -> dict:
 
     roots = [str(Path(m.__file__).resolve().parents[1]) for m in (dear_local_convert, dear_local)]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]))
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *inherited]))
     return env
 
 
