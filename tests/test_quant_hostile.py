@@ -338,6 +338,23 @@ def test_ctrl_c_during_quantize_stops_it_and_leaves_nothing(standin_bf16_gguf, t
     assert not partial.exists()  # the quantizer process is gone, not still writing
 
 
+def test_a_killed_quantize_leaves_no_quantizer_process_writing(standin_bf16_gguf, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("quantize", str(standin_bf16_gguf), "--types", "Q4_K_M", "--out", str(out), "--threads", "1")
+    partial = out / "smollm2-135m-instruct-Q4_K_M.gguf.partial"
+    deadline = time.monotonic() + 120
+    while not (partial.is_file() and partial.stat().st_size > 0) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the quantize never started writing"
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: the parent gets no chance to clean up; its quantizer process sees stdin close
+    proc.communicate()
+    deadline = time.monotonic() + 30
+    while partial.exists():
+        assert time.monotonic() < deadline, "the quantizer process kept writing after its parent died"
+        time.sleep(0.05)
+    assert not (out / "smollm2-135m-instruct-Q4_K_M.gguf").exists() and not (out / "manifest.json").exists()
+
+
 def _unshare_ok() -> bool:
     if not shutil.which("unshare"):
         return False
