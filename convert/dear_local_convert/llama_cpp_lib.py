@@ -3,7 +3,9 @@
 llama.cpp logs through one process-wide callback. :class:`LogCapture` swaps in
 its own for the duration of a call, hands each line to a function (the
 quantizer counts tensors from them) and keeps error lines for messages, then
-puts llama-cpp-python's callback back.
+puts llama-cpp-python's callback back. While it is active, Ctrl-C and any
+exception raised by that function are held (see :mod:`dear_local.native_calls`)
+and raised when the block ends, instead of being lost inside the ctypes callback.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ GGML_LOG_LEVEL_CONT = 5
 
 
 class LogCapture:
+    """``with LogCapture(on_line) as log: <llama.cpp call>``; then ``log.errors``.
+
+    An exception raised by ``on_line``, or a SIGINT during the block, is raised as the
+    block ends (a SIGINT as ``KeyboardInterrupt``).
+    """
+
     def __init__(self, on_line: Callable[[str], None] | None = None):
         import llama_cpp
 
+        from dear_local.native_calls import CallbackErrors
+
+        self.callback_errors = CallbackErrors()
+        self._held = None
         self._errors: list[str] = []  # each error message as logged, its CONT lines joined
         last = [0]  # the level of the message being logged
 
-        @llama_cpp.llama_log_callback
         def callback(level, text, user_data):
             line = text.decode("utf-8", "replace")
             if level != GGML_LOG_LEVEL_CONT:
@@ -39,7 +50,8 @@ class LogCapture:
             if on_line is not None:
                 on_line(line)
 
-        self._callback = callback  # keep a reference while llama.cpp holds the pointer
+        # keep a reference while llama.cpp holds the pointer
+        self._callback = llama_cpp.llama_log_callback(self.callback_errors.wrap(callback))
 
     @property
     def errors(self) -> list[str]:
@@ -49,6 +61,10 @@ class LogCapture:
     def __enter__(self) -> "LogCapture":
         import llama_cpp
 
+        from dear_local.native_calls import hold_interrupts
+
+        self._held = hold_interrupts(self.callback_errors)
+        self._held.__enter__()
         llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
         return self
 
@@ -57,6 +73,8 @@ class LogCapture:
         from llama_cpp import _logger
 
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        held, self._held = self._held, None
+        held.__exit__(*exc)  # raises a held Ctrl-C or callback exception when the block itself did not raise
 
 
 class Vocab:

@@ -103,19 +103,26 @@ def choose_cpu_buffers(requested: str | None = None, info: str | None = None) ->
 
 
 @contextmanager
-def _model_params(use_extra_bufts: bool):
+def _model_params(use_extra_bufts: bool, held=None):
     """Make llama-cpp-python's ``Llama`` start from params with ``use_extra_bufts`` set.
 
     ``Llama.__init__`` takes no argument for it, and builds its params from
-    ``llama_cpp.llama_model_default_params()``, looked up at call time.
+    ``llama_cpp.llama_model_default_params()``, looked up at call time. With ``held``
+    (a :class:`~dear_local.native_calls.CallbackErrors`), the load's progress callback
+    cancels the load once Ctrl-C has arrived.
     """
     import llama_cpp.llama_cpp as lib
 
     original = lib.llama_model_default_params
+    progress = None
+    if held is not None:  # kept referenced while llama.cpp may call it
+        progress = lib.llama_progress_callback(held.wrap(lambda fraction, user_data: not held.failed, False))
 
     def default_params():
         params = original()
         params.use_extra_bufts = use_extra_bufts
+        if progress is not None:
+            params.progress_callback = progress
         return params
 
     with _LOAD_LOCK:
@@ -148,7 +155,9 @@ def open_llama(
         from .lora import check_lora_file
 
         check_lora_file(lora)  # before the base loads
-    with _model_params(choice.use_extra_bufts):
+    from ..native_calls import hold_interrupts
+
+    with hold_interrupts() as held, _model_params(choice.use_extra_bufts, held):  # Ctrl-C cancels the load
         llm = llama_cpp.Llama(model_path=str(path), **kwargs)
     if lora is not None:
         from .lora import attach_lora

@@ -60,17 +60,20 @@ def _llama_log():
     import llama_cpp
     from llama_cpp import _logger
 
+    from ..native_calls import hold_interrupts
+
     lines: list[str] = []
+    with hold_interrupts() as errors:  # Ctrl-C or a callback error is raised after the native call
 
-    @llama_cpp.llama_log_callback
-    def callback(level, text, user_data):
-        lines.append(text.decode("utf-8", "replace").rstrip("\n"))
+        def callback(level, text, user_data):
+            lines.append(text.decode("utf-8", "replace").rstrip("\n"))
 
-    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    try:
-        yield lines
-    finally:
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        c_callback = llama_cpp.llama_log_callback(errors.wrap(callback))
+        llama_cpp.llama_log_set(c_callback, ctypes.c_void_p(0))
+        try:
+            yield lines
+        finally:
+            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:

@@ -3,7 +3,9 @@
 ``probe_model`` runs ``python -m dear_local.backends.probe PATH --cpu-buffers MODE``;
 the child prints one JSON line. A child killed by a signal (SIGSEGV, SIGILL,
 SIGABRT, ...) becomes a :class:`ProbeResult` with ``ok = False`` and the signal's
-name, never an exception in the parent.
+name, never an exception in the parent. A model llama.cpp refuses to load (no
+crash: a corrupt file, an unknown architecture) comes back with ``refused`` set to
+the child's error message.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class ProbeResult:
     detail: str
     signal: str | None = None
     seconds: float = 0.0
+    refused: str | None = None  # the error dear-local raised in the child (not a crash), e.g. an unloadable file
 
 
 def _signal_name(returncode: int) -> str | None:
@@ -61,10 +64,12 @@ def probe_model(path: str | Path, cpu_buffers: str | None = None, *, n_tokens: i
     if sig is not None:
         return ProbeResult(False, mode, f"llama.cpp was killed by {sig}", signal=sig, seconds=seconds)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {}
+    if "error" in out:
+        return ProbeResult(False, mode, out["error"], seconds=seconds, refused=out["error"])
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return ProbeResult(False, mode, f"exit {proc.returncode}: {tail}", seconds=seconds)
-    out = json.loads(lines[-1])
     return ProbeResult(True, out["cpu_buffers"], out["text"], seconds=seconds)
 
 
@@ -97,7 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-buffers", default="auto")
     ap.add_argument("--tokens", type=int, default=4)
     args = ap.parse_args(argv)
-    print(json.dumps(_run(args.path, args.cpu_buffers, args.tokens)), flush=True)
+    from ..errors import DearLocalError
+
+    try:
+        result = _run(args.path, args.cpu_buffers, args.tokens)
+    except (DearLocalError, ValueError) as exc:  # llama.cpp refused the file: no crash, a reason
+        print(json.dumps({"error": str(exc)}), flush=True)
+        return 3
+    print(json.dumps(result), flush=True)
     return 0
 
 

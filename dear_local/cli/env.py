@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -20,20 +21,25 @@ def env(
 ) -> None:
     """Print versions, llama.cpp's CPU features, threads, DEAR_LOCAL_* settings and the CPU buffer mode.
 
-    Paste the output into bug reports. With --model, a native crash while loading or
-    decoding is caught in the child process and reported with the setting to try.
+    Paste the output into bug reports. With --model, the file is first checked to be a
+    whole GGUF (a truncated or corrupt file is reported as such); a native crash while
+    loading or decoding is caught in the child process and reported with the setting to try.
     """
     from ..backends.loader import choose_cpu_buffers
     from ..env_report import collect, format_report
-    from ..errors import NativeCrashError
+    from ..errors import InvalidModelFileError, NativeCrashError
 
     report = collect()
     probe = None
     if model is not None:
         from ..backends.probe import probe_model
+        from ..gguf_file import check_gguf
         from ..store import resolve
 
-        path = resolve(model).path
+        # A folder or a damaged file is reported as such, not as a crash to work around with --cpu-buffers.
+        path = Path(model).expanduser()
+        path = path if path.exists() else resolve(model).path
+        check_gguf(path)
         probe = probe_model(path, cpu_buffers_value(cpu_buffers))
         report["model probe"] = {
             "model": str(path), "cpu buffers": probe.cpu_buffers, "ok": probe.ok,
@@ -41,6 +47,8 @@ def env(
             "seconds": round(probe.seconds, 2),
         }
     typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if probe is not None and probe.refused is not None:
+        raise InvalidModelFileError(probe.refused)  # the child's own one-line reason, naming the file and the fix
     if probe is not None and not probe.ok:
         used = choose_cpu_buffers(probe.cpu_buffers).mode
         other = "plain" if used == "extra" else "extra"

@@ -14,17 +14,23 @@ the llama.cpp build.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from dear_local.errors import QuantizeError, UserInputError
+from dear_local.errors import InvalidModelFileError, QuantizeError, UserInputError
 from dear_local.fileio import atomic_path, check_writable, sha256_file, write_text_atomic
 
 from dear_local_convert.to_gguf.writer import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
-from dear_local_convert.llama_cpp_lib import LogCapture
 
 # llama.cpp's llama_ftype values (include/llama.h). The types in NEEDS_IMATRIX
 # are refused without an importance matrix (see convert/imatrix_file.py).
@@ -41,7 +47,6 @@ NEEDS_IMATRIX = ("IQ3_M", "Q2_K_S", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_
 DEFAULT_LADDER = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K")
 MANIFEST = "manifest.json"
 _SOURCE_SUFFIX = re.compile(r"-(BF16|F16|F32)$", re.I)
-_TENSOR_LINE = re.compile(r"\[\s*(\d+)/\s*(\d+)\]")
 
 
 def parse_types(types: str | list[str]) -> list[str]:
@@ -106,42 +111,109 @@ def gguf_facts(path: Path) -> dict:
     }
 
 
-def _quantize_one(src: Path, dest: Path, qtype: str, threads: int | None, matrix=None) -> float:
-    import llama_cpp
+# Bits per weight of each type's main block format: a lower bound on its output
+# size (K-quant mixes keep some tensors wider), used to refuse a disk that cannot
+# hold it before spending minutes on it.
+_MIN_BITS = {
+    "F32": 32, "F16": 16, "BF16": 16, "Q8_0": 8.5, "Q6_K": 6.5625,
+    "Q5_K_M": 5.5, "Q5_K_S": 5.5, "Q5_1": 6, "Q5_0": 5.5,
+    "Q4_K_M": 4.5, "Q4_K_S": 4.5, "Q4_1": 5, "Q4_0": 4.5, "IQ4_XS": 4.25, "IQ4_NL": 4.5,
+    "Q3_K_L": 3.4375, "Q3_K_M": 3.4375, "Q3_K_S": 3.4375, "IQ3_M": 3.4375, "IQ3_S": 3.4375,
+    "IQ3_XS": 3.0625, "IQ3_XXS": 3.0625, "Q2_K": 2.625, "Q2_K_S": 2.625,
+    "IQ2_M": 2.5, "IQ2_S": 2.5, "IQ2_XS": 2.3125, "IQ2_XXS": 2.0625, "IQ1_M": 1.75, "IQ1_S": 1.5625,
+}  # fmt: skip
+_DISK_FULL_MARGIN = 64 << 20  # a disk with less free than this after a failed write is full
 
+
+def min_output_bytes(n_params: int, qtype: str) -> int:
+    """A lower bound on the bytes of ``qtype``'s output for a model of ``n_params`` weights."""
+    return int(n_params * _MIN_BITS[qtype] / 8)
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def _disk_full(out_dir: Path, qtype: str, need: int | None = None) -> QuantizeError:
+    """The error for a disk that is full (``need`` None) or has less free than ``need`` bytes."""
+    free = _free_bytes(out_dir) / 1e9
+    state = f"is full ({free:.2f} GB free)" if need is None else (
+        f"has {free:.2f} GB free and {qtype} needs at least {need / 1e9:.2f} GB"
+    )
+    return QuantizeError(f"the disk holding {out_dir} {state}; free some space or choose another --out")
+
+
+def _worker_env() -> dict:
+    """The child's environment: the parent's, with the folders dear_local and dear_local_convert come from."""
+    import dear_local
+    import dear_local_convert
+
+    roots = [str(Path(m.__file__).resolve().parents[1]) for m in (dear_local_convert, dear_local)]
+    env = dict(os.environ)
+    inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*roots, *inherited]))
+    return env
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _quantize_one(
+    src: Path, dest: Path, qtype: str, threads: int | None, imatrix: Path | None = None, need: int = 0
+) -> float:
+    """Quantize in a child process (see :mod:`.worker`): Ctrl-C kills it and removes the partial file."""
     from dear_local.progress import bar
 
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[qtype]
-    params.nthread = int(threads or 0)  # 0: all hardware threads
-    params.allow_requantize = False
-    params.quantize_output_tensor = True
-    params.only_copy = False
-    params.pure = False
-    params.keep_split = False
-    if matrix is not None:  # a convert.imatrix_file.QuantizeMatrix: it owns the buffers
-        params.imatrix = ctypes.cast(matrix.imatrix, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
-        params.kv_overrides = ctypes.cast(matrix.kv_overrides, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+    out_dir = dest.parent
+    if _free_bytes(out_dir) < need:
+        raise _disk_full(out_dir, qtype, need)
+    job = {"src": str(src), "dest": None, "type": qtype, "threads": threads,
+           "imatrix": str(imatrix) if imatrix is not None else None}
     t0 = time.perf_counter()
-    with atomic_path(dest) as tmp, bar(None, f"quantize {qtype}", unit="tensor") as pbar:
-
-        def on_line(line: str) -> None:
-            m = _TENSOR_LINE.search(line)
-            if m:
-                pbar.total = int(m.group(2))
-                pbar.update(int(m.group(1)) - pbar.n)
-
-        with LogCapture(on_line) as log:
-            rc = llama_cpp.llama_model_quantize(
-                str(src).encode(), str(tmp).encode(), ctypes.byref(params)
-            )
-        if rc != 0 or not tmp.is_file():
-            detail = "; ".join(log.errors[-3:]) or f"return code {rc}"
-            raise QuantizeError(
-                f"llama.cpp could not quantize {src.name} to {qtype}: {detail}. "
-                "Quantize from the BF16/F16/F32 GGUF that `dear-local convert` writes"
-            )
-    return time.perf_counter() - t0
+    with atomic_path(dest) as tmp, bar(None, f"quantize {qtype}", unit="tensor") as pbar, \
+            tempfile.TemporaryFile() as stderr:
+        job["dest"] = str(tmp)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dear_local_convert.quant.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True, env=_worker_env(),
+        )
+        try:
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+            result = None
+            for raw in proc.stdout:
+                try:
+                    msg = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue  # a stray line printed by a library
+                if "tensor" in msg:
+                    pbar.total = msg["total"]
+                    pbar.update(msg["tensor"] - pbar.n)
+                elif "rc" in msg:
+                    result = msg
+            rc = proc.wait()
+        finally:
+            _stop(proc)  # Ctrl-C or any error here: the child stops, and atomic_path removes the partial file
+        if result is not None and result["rc"] == 0 and tmp.is_file():
+            return time.perf_counter() - t0
+        free = _free_bytes(out_dir)
+        if free < _DISK_FULL_MARGIN or (result is not None and any("No space left" in e for e in result["errors"])):
+            raise _disk_full(out_dir, qtype)
+        if result is None:
+            stderr.seek(0)
+            tail = (stderr.read().decode("utf-8", "replace").strip().splitlines() or [f"exit code {rc}"])[-1]
+            detail = f"the quantizer process stopped ({tail})"
+        else:
+            detail = "; ".join(result["errors"][-3:]) or f"return code {result['rc']}"
+        raise QuantizeError(
+            f"llama.cpp could not quantize {src.name} to {qtype}: {detail}. "
+            "Quantize from the BF16/F16/F32 GGUF that `dear-local convert` writes"
+        )
 
 
 def load_manifest(path: Path) -> dict:
@@ -176,17 +248,31 @@ def file_entry(path: Path, qtype: str, build: dict, seconds: float | None = None
 
 def _output_files(src: Path, out_dir: Path, qtypes: list[str], force: bool) -> dict[str, Path]:
     """The file each type will be written to, after checking the input and that ``out_dir`` takes them."""
-    if not src.is_file():
+    from dear_local.gguf_file import check_gguf
+
+    if not src.exists():
         raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
-    with open(src, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise UserInputError(f"{src} is not a GGUF file")
+    check_gguf(src, what="input GGUF")  # a folder, an empty, foreign, corrupt or truncated file
     targets = {t: output_file(src, out_dir, t) for t in qtypes}
     clash = [p.name for t, p in targets.items() if p.exists() and not force and p.resolve() != src.resolve()]
     if clash:
         raise UserInputError(f"{', '.join(clash)} already exist(s) in {out_dir}; pass --force to overwrite")
     check_writable(out_dir)
     return targets
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    out = []
+    while not folder.exists() and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only succeeds on an empty folder
 
 
 def quantize(
@@ -214,9 +300,15 @@ def quantize(
     weight, sha256, provenance and the llama.cpp build. Each output goes through
     ``.partial`` and is renamed only when llama.cpp reports success.
 
+    Each type is quantized in a child process: Ctrl-C (``KeyboardInterrupt``) stops it,
+    removes its partial file and leaves the manifest without it. A run that made
+    ``out_dir`` and wrote nothing into it removes it again.
+
     Raises:
         UserInputError: an unknown type, an i-quant without a matrix, an existing output without ``force``.
-        QuantizeError: llama.cpp refused or failed (its log lines are in the message).
+        InvalidModelFileError: the input is not a whole GGUF (truncated, corrupt, empty, a folder).
+        QuantizeError: llama.cpp refused or failed (its log lines are in the message), or the
+            disk holding ``out_dir`` is full or cannot hold the output.
     """
     try:
         import llama_cpp  # noqa: F401
@@ -231,14 +323,34 @@ def quantize(
             f"{', '.join(need)} need(s) an importance matrix; make one with `dear-local imatrix CHECKPOINT "
             "--slice dl19-top20 --out imatrix.gguf` and pass --imatrix imatrix.gguf"
         )
+    created = _missing_folders(out_dir)
+    try:
+        return _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(out_dir, ", ".join(qtypes)) from None
+        raise
+    finally:
+        for folder in created:  # a failed or interrupted run leaves no empty folder behind
+            _remove_if_empty(folder)
+
+
+def _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file) -> dict:
     targets = _output_files(src, out_dir, qtypes, force)
-    matrix = None
     if imatrix is not None:
         from dear_local_convert.quant.imatrix_file import QuantizeMatrix
 
-        matrix = QuantizeMatrix(imatrix, src)
+        matrix = QuantizeMatrix(imatrix, src)  # checked here; the quantizer process loads it again
+    else:
+        matrix = None
     build = llama_cpp_build()
-    source = {"file": src.name, **{k: v for k, v in gguf_facts(src).items() if k.startswith("source_")}}
+    try:
+        facts = gguf_facts(src)
+    except (ValueError, IndexError, KeyError) as exc:  # gguf-py's reader on a file check_gguf let through
+        raise InvalidModelFileError(
+            f"input GGUF {src} is corrupt ({exc}); re-convert it with `dear-local convert`"
+        ) from None
+    source = {"file": src.name, **{k: v for k, v in facts.items() if k.startswith("source_")}}
     manifest_path = out_dir / MANIFEST
     manifest = load_manifest(manifest_path)
     files = {e["file"]: e for e in manifest.get("files", [])}
@@ -246,7 +358,8 @@ def quantize(
         if dest.exists() and dest.resolve() == src.resolve():
             entry = file_entry(dest, qtype, build)
         else:
-            seconds = _quantize_one(src, dest, qtype, threads, matrix)
+            need = min_output_bytes(facts["n_params"], qtype)
+            seconds = _quantize_one(src, dest, qtype, threads, matrix.path if matrix else None, need)
             entry = file_entry(dest, qtype, build, seconds)
             if matrix is not None:
                 entry["imatrix"] = matrix.manifest_entry()
