@@ -28,8 +28,14 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo
 _URL_QUERY_SECRET = re.compile(r"(?P<name>[?&;][^=&;#\s]*)=(?P<value>[^&;#\s]*)")
 
 
+# Shell variables whose names end like a secret's but hold the working directory.
+_NOT_SECRET = frozenset({"PWD", "OLDPWD"})
+
+
 def is_secret_name(name: str) -> bool:
     """Whether a setting called ``name`` holds a secret (case-insensitive, by its parts)."""
+    if name.upper() in _NOT_SECRET:
+        return False
     parts = [p for p in re.split(r"[^A-Za-z0-9]+", name.upper()) if p]
     return any(_SECRET_PART.search(p) for p in parts)
 

@@ -227,3 +227,17 @@ def test_a_served_request_whose_answer_does_not_parse_says_so_in_meta_warnings()
     assert "1 of 1 windows (100%) gave no ranking" in warning and "dear-local serve" in warning
     with client(None) as c:
         assert c.post("/v1/rerank", json=body).json()["meta"]["warnings"] == []
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_a_cut_short_gguf_is_reported_as_damaged_before_llama_cpp_opens_it(keep, llama3_vocab_gguf, tmp_path, cli):
+    from dear_local.backends.llama import LlamaCppBackend
+    from dear_local.errors import InvalidModelFileError
+
+    data = llama3_vocab_gguf.read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InvalidModelFileError, match="cut.gguf"):
+        LlamaCppBackend(cut)
+    code, _, err = cli("rerank", "-m", str(cut), "-q", "q", stdin="a\n")
+    assert code == 2 and err.startswith("error: model file") and "cpu-buffers" not in err

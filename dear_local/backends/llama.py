@@ -15,25 +15,20 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidModelFileError, ModelNotFoundError
+from ..gguf_file import check_gguf
 from .base import Backend
 from .limits import check_load_settings
 from .loader import choose_cpu_buffers, open_llama
 
-GGUF_MAGIC = b"GGUF"
-
-
 def check_gguf_file(path: str | Path) -> Path:
-    """Fail early, with a clear message, on a missing, non-GGUF or empty file."""
+    """Fail early, with a clear message, on a missing, non-GGUF, empty or truncated file.
+
+    See :func:`dear_local.gguf_file.check_gguf` for every case it tells apart.
+    """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelNotFoundError(f"model file {path} does not exist; check the path or run `dear-local pull`")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:4] != GGUF_MAGIC:
-        raise InvalidModelFileError(
-            f"{path} is not a GGUF file (it does not start with 'GGUF'); "
-            "convert a checkpoint with `dear-local convert` or download one with `dear-local pull`"
-        )
+    check_gguf(path)
     return path
 
 

@@ -17,8 +17,9 @@ import ctypes
 from pathlib import Path
 
 from ..errors import InvalidModelFileError, ModelNotFoundError, UserInputError
+from ..gguf_file import MAGIC as GGUF_MAGIC
+from ..gguf_file import check_gguf
 
-GGUF_MAGIC = b"GGUF"
 # Where dear-local records a LoRA adapter's provenance, in a merged model and in a GGUF adapter.
 KEY_LORA_REPO = "dear_local.lora.repo"
 KEY_LORA_REVISION = "dear_local.lora.revision"
@@ -47,6 +48,7 @@ def check_lora_file(path: str | Path) -> Path:
                 f"LoRA adapter {path} is not a GGUF file; convert a PEFT adapter with "
                 "`dear-local convert-lora ADAPTER --base BASE.gguf --out DIR`"
             )
+    check_gguf(path, what="LoRA adapter")  # empty, truncated or a corrupt table of contents
     return path
 
 
