@@ -82,6 +82,10 @@ class LlamaCppBackend(Backend):
 
         self._llama_cpp = llama_cpp
         check_load_settings(n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_batch=n_batch)
+        if lora is not None:  # the adapter's own mistakes first (a PEFT folder, a missing file)
+            from .lora import check_lora_file
+
+            check_lora_file(lora)
         path = check_gguf_file(model_path)
         self.model_label = path.name if lora is None else f"{path.name} + {Path(lora).name}"
         self.path = path
