@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
+from .formats.lines import open_binary
 from .formats.request import Request
 from .textcheck import check_text
 
@@ -27,25 +28,8 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def open_input(path: str | Path, stdin: IO[bytes] | None = None) -> IO[bytes]:
-    """An input file opened for reading bytes: ``-`` is stdin, and a pipe works like a file.
-
-    Named pipes, ``/dev/stdin`` and shell process substitution (``<(cmd)``) are read as they
-    stream. Raises ``UserInputError`` for a missing path, a directory, or a file that cannot be
-    opened (naming the reason).
-    """
-    if str(path) == "-":
-        if stdin is None:
-            raise UserInputError("- means stdin, but no stdin was given; pipe the input or pass a file")
-        return stdin
-    p = Path(path)
-    if p.is_dir():
-        raise UserInputError(f"{p} is a directory; pass a file")
-    if not p.exists():
-        raise UserInputError(f"{p} does not exist; check the path")
-    try:
-        return open(p, "rb")
-    except OSError as exc:
-        raise UserInputError(f"{p} could not be opened: {exc.strerror or exc}; check the file") from None
+    """An input file opened for reading bytes; see :func:`dear_local.formats.lines.open_binary`."""
+    return open_binary(path, stdin)
 
 
 def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:

@@ -152,14 +152,21 @@ def cut_passage(
             break
         size *= 2
     if len(ids) > cap:
-        truncated = True
-        keep = cap
-        while True:
-            snippet = b"".join(backend.token_bytes(t) for t in ids[:keep]).decode("utf-8", "ignore")
-            if keep == 0 or len(backend.tokenize(snippet, add_bos=False, special=False)) <= cap:
-                break
-            keep -= 1
+        return Passage(token_cut(backend, ids, cap), True)
     return Passage(snippet, truncated)
+
+
+def token_cut(backend: Backend, ids: list[int], cap: int) -> str:
+    """The text of the first tokens of ``ids`` that re-tokenizes to at most ``cap`` tokens.
+
+    Whole characters only: a character split between two tokens is dropped.
+    """
+    keep = cap
+    while True:
+        text = b"".join(backend.token_bytes(t) for t in ids[:keep]).decode("utf-8", "ignore")
+        if keep == 0 or len(backend.tokenize(text, add_bos=False, special=False)) <= cap:
+            return text
+        keep -= 1
 
 
 def render(backend: Backend, tmpl: Template, query: str, snippets: Sequence[str]) -> Rendered:

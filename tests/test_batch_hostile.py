@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from dear_local.fileio import atomic_path
 from dear_local.formats.ids import check_line_id, id_text
 from dear_local.formats.resumable import ResumableOutput, refuse_busy, run_key
 from dear_local.formats.trec import read_run, run_line
+from small_disk import in_small_disk, needs_tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -459,24 +459,6 @@ def test_a_record_over_the_document_limit_is_refused_before_any_query_runs(cli, 
 
 
 # -- #17 a full disk: one line naming the disk -----------------------------------------------------
-
-
-def can_mount_tmpfs() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-needs_tmpfs = pytest.mark.skipif(not can_mount_tmpfs(), reason="needs unprivileged mounts (unshare -rm) for a small tmpfs")
-
-
-def in_small_disk(disk: Path, size_kib: int, script: str, env: dict) -> subprocess.CompletedProcess:
-    """Run the shell ``script`` with a private ``size_kib`` KiB tmpfs mounted at ``disk``."""
-    disk.mkdir(exist_ok=True)
-    full = f"mount -t tmpfs -o size={size_kib}k tmpfs {disk} && {script}"
-    return subprocess.run(["unshare", "-rm", "sh", "-c", full], capture_output=True, text=True, env=env, timeout=300)
 
 
 def one_error_line(stderr: str) -> str:

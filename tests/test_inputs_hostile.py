@@ -25,7 +25,7 @@ from dear_local.errors import UserInputError
 from dear_local.formats.collection import read_corpus, read_topics
 from dear_local.formats.trec import read_run
 from dear_local.inputs import jsonl_requests, read_lines_request, read_text
-from dear_local.prompt import Passage, cut_passage, spellable
+from dear_local.prompt import Passage, cut_passage, spellable, token_cut
 from fake_backend import FakeBackend
 
 TEMPLATES = ["card", "rankgpt-chat"]
@@ -38,15 +38,9 @@ def full_text_cut(backend, tmpl, text: str) -> Passage:
     snippet = tmpl.snippet(text)
     truncated = tmpl.is_cut(text)
     cap = tmpl.max_passage_tokens
-    ids = backend.tokenize(snippet, add_bos=False, special=False)
+    ids = backend.tokenize(snippet, add_bos=False, special=False)  # the whole snippet, however long
     if len(ids) > cap:
-        truncated = True
-        keep = cap
-        while True:
-            snippet = b"".join(backend.token_bytes(t) for t in ids[:keep]).decode("utf-8", "ignore")
-            if keep == 0 or len(backend.tokenize(snippet, add_bos=False, special=False)) <= cap:
-                break
-            keep -= 1
+        return Passage(token_cut(backend, ids, cap), True)
     return Passage(snippet, truncated)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
 from dear_local.errors import InvalidModelFileError, ModelNotFoundError, QuantizeError
 from dear_local.gguf_file import GGML_TYPE_SIZES, check_gguf
+from small_disk import in_small_disk, needs_tmpfs
 from dear_local.native_calls import CallbackErrors, hold_interrupts
 
 gguf = pytest.importorskip("gguf")
@@ -355,26 +355,13 @@ def test_a_killed_quantize_leaves_no_quantizer_process_writing(standin_bf16_gguf
     assert not (out / "smollm2-135m-instruct-Q4_K_M.gguf").exists() and not (out / "manifest.json").exists()
 
 
-def _unshare_ok() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
 def _quantize_on_small_disk(src: Path, mount: Path, size_kib: int, qtype: str) -> subprocess.CompletedProcess:
     """`dear-local quantize` into a tmpfs of ``size_kib`` mounted at ``mount`` (in a private mount namespace)."""
-    mount.mkdir()
-    inner = (
-        f"mount -t tmpfs -o size={size_kib}k tmpfs {mount} && "
-        f"{sys.executable} -m dear_local quantize {src} --types {qtype} --out {mount}/q; "
-        f"echo left: $(ls -A {mount})"
-    )
-    return subprocess.run(["unshare", "-rm", "sh", "-c", inner], capture_output=True, text=True, timeout=600)
+    script = f"{sys.executable} -m dear_local quantize {src} --types {qtype} --out {mount}/q; echo left: $(ls -A {mount})"
+    return in_small_disk(mount, size_kib, script, timeout=600)
 
 
-@pytest.mark.skipif(not _unshare_ok(), reason="needs unshare -rm and tmpfs (a private mount namespace)")
+@needs_tmpfs
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_quantize_on_a_full_disk_names_the_disk(tiny_f32_gguf, tmp_path, when):
     from dear_local_convert.quant.quantize import gguf_facts, min_output_bytes

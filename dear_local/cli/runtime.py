@@ -118,7 +118,6 @@ def rerank(
         servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
         lora=lora, lora_scale=lora_scale,
     ))
-    p = reranker.profile
     todo = list(enumerate(requests))
     sink = None
     if out is not None:

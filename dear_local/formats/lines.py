@@ -15,14 +15,15 @@ from typing import IO, Iterator
 from ..errors import UserInputError
 
 
-def open_binary(path: str | Path) -> IO[bytes]:
+def open_binary(path: str | Path, stdin: IO[bytes] | None = None) -> IO[bytes]:
     """Open ``path`` for reading bytes, through gzip when it ends in ``.gz``.
 
-    ``-`` is stdin; named pipes, ``/dev/stdin`` and ``<(cmd)`` are read as they stream.
-    Raises ``UserInputError`` when the file does not exist, is a directory, or cannot be opened.
+    ``-`` is ``stdin`` (default: the process's standard input); named pipes, ``/dev/stdin`` and
+    ``<(cmd)`` are read as they stream. Raises ``UserInputError`` when the file does not exist,
+    is a directory, or cannot be opened.
     """
     if str(path) == "-":
-        return sys.stdin.buffer
+        return stdin if stdin is not None else sys.stdin.buffer
     p = Path(path)
     if p.is_dir():
         raise UserInputError(f"{p} is a directory; pass a file")
