@@ -12,11 +12,13 @@ reports how much repair that took as one of rank_llm's statuses:
 
 An answer is read as *runs*: bracketed ids such as ``[3]`` joined by nothing
 but separators. A separator is whitespace (newlines included), ``>`` (``>>``),
-a comma, a semicolon, ``|``, an arrow (``->``, ``→``, ``=>`` ...), a dash or
-bullet, a list marker (``2.``, ``2)``, ``(2)``, ``#2``, ``Rank 2:``), or one of
-the connective words that only ever order a list: ``and``, ``then``, ``next``,
-``finally``, ``lastly``, ``followed by``, ``after that`` (any case, in any
-combination, e.g. ``, and then finally``). So ``[3] > [1] > [2]``,
+a comma, a semicolon, ``|``, CJK list punctuation (``、``, ``，``, ``；``), an
+arrow (``->``, ``→``, ``=>`` ...), a dash or bullet, a list marker (``2.``,
+``2)``, ``(2)``, ``#2``, ``Rank 2:``), or one of the connective words that
+only ever order a list: ``and``, ``then``, ``next``, ``finally``, ``lastly``,
+``followed by``, ``after that`` and the ordinals ``first`` ... ``tenth`` and
+``last`` (any case, in any combination, e.g. ``, and then finally``, so
+``First [4], second [2], third [0]`` is one run). So ``[3] > [1] > [2]``,
 ``[3], [1], [2]``, ``[3] → [1] → [2]``, ``[3], then [1] and finally [2]`` and
 ``1. [3]\\n2. [1]\\n3. [2]`` are all the run 3, 1, 2. Any other word (``[3] is
 best, then [1]``), a full stop or ``...`` ends a run. A list whose items go on
@@ -25,14 +27,24 @@ that starts with a list marker and an id continues the run of the line just
 before it when that line also started with one (after a label such as
 ``Ranking:``, for the first line).
 
-Chain-of-thought is skipped: text up to the last ``</think>`` is dropped, and
-of several runs the last one naming two or more ids is the answer (a lone
-``[x]`` is used only when there is nothing else). Reasoning that mentions ids
-before the ranking (``[0] is about bananas. [1] and [2] are about Paris. So:
-[1] > [2] > [0]``) therefore parses to the final ranking, while an answer whose
-ids are joined by connectives (``Most relevant first: [4], then [2], [0]``)
-is one run and keeps its first id. Missing ids are appended in
-input order; repeats and out-of-range ids are dropped.
+Chain-of-thought is skipped: text up to the last ``</think>`` is dropped. Of
+several runs the answer is, in this order of preference:
+
+1. the last *complete* run, one that names every id exactly once, so a remark
+   after the ranking (``[4] > [2] > [0] > [1] > [3]. Note that [1] and [3]
+   are close.``) does not replace it;
+2. else the last complete *sentence*: the ids of one sentence (no ``.``, ``!``,
+   ``?`` or line break between them), when they name every id exactly once, so
+   a ranking in prose (``[4] is best, followed by [2], then [0], [1] and
+   [3].``) is read whole;
+3. else the last run naming two or more ids;
+4. else the last lone ``[x]``.
+
+Reasoning that mentions ids before the ranking (``[0] is about bananas. [1]
+and [2] are about Paris. So: [1] > [2] > [0]``) therefore parses to the final
+ranking. Missing ids are appended in input order; repeats and out-of-range ids
+are dropped. :attr:`Parsed.model_ids` says how many ids of the order came from
+the answer rather than from that repair.
 """
 
 from __future__ import annotations
@@ -60,8 +72,9 @@ _SEPARATOR_PIECE = re.compile(
       | \(\d+\)                                           # (2)
       | \#\d+\s*[.):]?                                     # #2
       | (?:rank(?:ed)?|no\.?)\s*\#?\d+\s*[.):\-]?         # Rank 2:  No. 2
-      | [\s>,;|/=\-*+\u2013\u2014\u2022\u00b7\u00bb\u227b\u2192\u21d2\u2794\u279c-\u279e\u27a1\u27f6\u27f9]+
-      | \b(?:and|then|next|finally|lastly|followed\s+by|after\s+that)\b  # connectives of a list
+      | [\s>,;|/=\-*+\u3001\uff0c\uff1b\u2013\u2014\u2022\u00b7\u00bb\u227b\u2192\u21d2\u2794\u279c-\u279e\u27a1\u27f6\u27f9]+
+      | \b(?:and|then|next|finally|lastly|followed\s+by|after\s+that  # connectives of a list
+           |first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last)\b
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -75,6 +88,7 @@ _LABEL = re.compile(r"[^\[\]\n:]{0,60}:")
 class Parsed:
     order: list[int]  # 0-based window positions, best first; always a permutation
     status: str
+    model_ids: int = 0  # how many leading ids of ``order`` the answer named (the rest were appended)
 
 
 def _joins(gap: str) -> bool:
@@ -124,13 +138,37 @@ def _runs(text: str) -> list[list[int]]:
     return runs
 
 
-def _answer_run(text: str) -> list[int] | None:
-    """The run that is the answer: the last one naming two or more ids, else the last one."""
+# Where a sentence ends: a full stop, "!" or "?" before a space or the end, CJK ones, a line break.
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)|[\u3002\uff01\uff1f\n]")
+
+
+def _sentences(text: str) -> list[list[int]]:
+    """The bracketed ids of each sentence of ``text`` that holds any, in order."""
+    out: list[list[int]] = []
+    prev_end = -1
+    for m in _ID.finditer(text):
+        if prev_end < 0 or _SENTENCE_END.search(text, prev_end, m.start()):
+            out.append([])
+        out[-1].append(int(m.group(1)))
+        prev_end = m.end()
+    return out
+
+
+def _complete(ids: list[int], n: int, id_base: int) -> bool:
+    return len(ids) == n and sorted(ids) == list(range(id_base, id_base + n))
+
+
+def _answer_run(text: str, n: int, id_base: int) -> list[int] | None:
+    """The run that is the answer, by the preferences of the module docstring; None: no bracketed id."""
     if _THINK_END in text:
         text = text.rsplit(_THINK_END, 1)[1]
     runs = _runs(text)
     if not runs:
         return None
+    for candidates in (runs, _sentences(text)):
+        complete = [r for r in candidates if _complete(r, n, id_base)]
+        if complete:
+            return complete[-1]
     multi = [r for r in runs if len(r) > 1]
     return (multi or runs)[-1]
 
@@ -141,7 +179,7 @@ def parse_ranking(text: str, n: int, id_base: int = 0) -> Parsed:
     ``id_base`` is the template's first id (0 or 1). See the module docstring
     for what counts as a run and what each status means.
     """
-    run = _answer_run(text)
+    run = _answer_run(text, n, id_base)
     if run is None:
         body = text.rsplit(_THINK_END, 1)[1] if _THINK_END in text else text
         raw = [int(m) - id_base for m in _NUM.findall(body)]
@@ -154,6 +192,7 @@ def parse_ranking(text: str, n: int, id_base: int = 0) -> Parsed:
         if 0 <= i < n and i not in seen:
             seen.add(i)
             order.append(i)
+    model_ids = len(order)
     missing = [i for i in range(n) if i not in seen]
     order.extend(missing)
 
@@ -167,12 +206,15 @@ def parse_ranking(text: str, n: int, id_base: int = 0) -> Parsed:
         status = MISSING_DOCUMENTS
     else:
         status = OK
-    return Parsed(order=order, status=status)
+    return Parsed(order=order, status=status, model_ids=model_ids)
 
 
 def is_complete(text: str, n: int, id_base: int = 0) -> bool:
-    """True once the answer run of ``text`` names every id exactly once."""
-    run = _answer_run(text)
-    if run is None or len(run) != n:
-        return False
-    return sorted(i - id_base for i in run) == list(range(n))
+    """True once a run of ``text`` (not a prose sentence) names every id exactly once.
+
+    Used to stop decoding early, so prose ids are not enough: reasoning that mentions every
+    passage once must not cut off the ranking that follows it.
+    """
+    if _THINK_END in text:
+        text = text.rsplit(_THINK_END, 1)[1]
+    return any(_complete(r, n, id_base) for r in _runs(text))

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def read_run(path: str | Path) -> dict[str, list[Retrieved]]:
     """Read a TREC run: ``{qid: [Retrieved, ...]}``, best first, queries in file order.
 
     Raises ``UserInputError`` for a missing or empty file, a line without six fields, a rank
-    or score that is not a number, or a document listed twice for one query.
+    or score that is not a finite number (nan and inf are refused), or a document listed twice for one query.
     """
     run: dict[str, list[Retrieved]] = {}
     seen: dict[str, set[str]] = {}
@@ -50,6 +51,11 @@ def read_run(path: str | Path) -> dict[str, list[Retrieved]]:
                 f"{path} line {n}: rank {rank!r} and score {score!r} must be numbers "
                 "(`qid Q0 docid rank score tag`)"
             ) from None
+        if not math.isfinite(entry.score):
+            raise UserInputError(
+                f"{path} line {n}: the score {score!r} is not a finite number; a run's scores must be "
+                "finite (fix or drop that line)"
+            )
         if docid in seen.setdefault(qid, set()):
             raise UserInputError(f"{path} line {n} lists document {docid} a second time for query {qid}; remove the duplicate")
         seen[qid].add(docid)
