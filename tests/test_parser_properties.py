@@ -105,7 +105,7 @@ def test_other_words_still_end_a_run():
 # A remark after a complete ranking that mentions some ids again, joined as a run of its own.
 REMARKS = [
     ". Note that {a} and {b} are close.",
-    "\n{a} and {b} are nearly tied.",
+    "\nAlso, {a} and {b} are nearly tied.",
     " ({a} > {b} was a hard call)",
     ". I am unsure about {a}, {b}.",
     "\nNote: {a} then {b} could swap.",
