@@ -35,6 +35,9 @@ class WindowResult:
     stop_reason: str
     scores: list[float] | None = None  # per window position, when the decoding mode gives them
     extra: dict = field(default_factory=dict)
+    # How many ids of ``order`` the model's answer named (the parser appended the rest);
+    # None for a window of one passage, which needs no answer.
+    model_ids: int | None = None
 
     def record(self, *, tokens: bool = False) -> dict:
         """The window as JSON, one shape for the CLI's ``--format json`` and the reference file.
@@ -112,6 +115,7 @@ def _rank_cut(backend: Backend, profile: Profile, query: str, passages: list[Pas
         stop_reason=gen.stop_reason,
         scores=scores,
         extra=gen.extra,
+        model_ids=parsed.model_ids,
     )
 
 

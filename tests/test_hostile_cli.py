@@ -183,14 +183,22 @@ def test_bad_load_flags_are_refused_naming_the_flag(flag, value, cli, fake_gguf)
 # -- answers that do not parse -----------------------------------------------------------------------
 
 
-@given(statuses=st.lists(st.sampled_from(["ok", "wrong_format", "repetition", "missing_documents"]), max_size=40))
-def test_parse_tally_fails_exactly_from_a_quarter_of_unreadable_windows(statuses):
+_WINDOW = st.tuples(st.sampled_from(["ok", "wrong_format", "repetition", "missing_documents"]),
+                    st.integers(0, 20), st.integers(1, 20))
+
+
+@given(windows=st.lists(_WINDOW, max_size=40))
+def test_parse_tally_fails_exactly_from_a_quarter_of_unreadable_windows(windows):
+    # A window is unreadable when it has no bracketed id, or when its answer gave fewer than two
+    # usable ids (one, for a window of one passage), whatever its status.
     from dear_local.answer_check import ParseTally
 
+    windows = [(status, min(ids, size), size) for status, ids, size in windows]
     tally = ParseTally()
-    tally.add(statuses)
-    bad = statuses.count("wrong_format")
-    assert tally.failing == (bad > 0 and 4 * bad >= len(statuses))
+    tally.add(windows)
+    bad = sum(status == "wrong_format" or ids < min(2, size) for status, ids, size in windows)
+    assert tally.unparsed == bad
+    assert tally.failing == (bad > 0 and 4 * bad >= len(windows))
 
 
 def test_a_run_of_unreadable_answers_warns_and_strict_makes_it_an_error(cli, tmp_path, fake_gguf):

@@ -183,7 +183,7 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
 
     def finished(pos: int, req, resp) -> None:
         nonlocal done
-        tally.add(resp.statuses)
+        tally.add(resp.windows)
         if strict and tally.failing:
             raise UnparsedAnswersError(f"query {req.qid}: " + tally.message())
         lines = list(render([(req, resp)], fmt, p))

@@ -154,7 +154,7 @@ class RerankService:
         cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
         warnings = [truncation_warning(tmpl, cut)] if cut else []
         tally = ParseTally()
-        tally.add(resp.statuses)
+        tally.add(resp.windows)
         if tally.failing:  # the order below is the input order, not the model's
             warnings.append(tally.message(SERVE_FIX))
         return Meta(
