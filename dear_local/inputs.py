@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import IO
 
 from .errors import UserInputError
+from .formats.jsontext import loads
 from .formats.lines import open_binary
 from .formats.request import Request
-from .textcheck import check_text
+from .textcheck import check_record, check_text
 
 __all__ = ["Request", "jsonl_requests", "lines_request", "open_input", "read_lines_request", "read_text"]
 
@@ -127,19 +127,17 @@ def jsonl_requests(text: str, source: str, query: str | None = None) -> list[Req
     text = text.removeprefix("\ufeff")  # a byte-order mark (read_text drops it already)
     stripped = text.lstrip()
     if stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"{source} is not valid JSON: {exc}") from None
+        records = loads(text, source, position=True)
+        if isinstance(records, list):
+            for i, record in enumerate(records):
+                check_record(record, f"{source} record {i + 1}")
     else:
         records = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserInputError(f"{source} line {n} is not valid JSON: {exc.msg}") from None
+            records.append(loads(line, f"{source} line {n}"))
+            check_record(records[-1], f"{source} line {n}")
     from .formats.shapes import requests_from_records  # one shape per file, rank_llm's included
 
     return requests_from_records(records, source, query, _record)

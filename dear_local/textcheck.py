@@ -25,3 +25,37 @@ def check_text(text: str, what: str) -> None:
         raise UserInputError(
             f"{what} is not valid text: it holds {found} at character {exc.start}; {fix}"
         ) from None
+
+
+def _valid(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_record(record: object, where: str) -> None:
+    """Raise :class:`UserInputError` when any string in ``record`` (a parsed JSON value) is not
+    valid Unicode: object keys and values, list items, at any depth.
+
+    The message names ``where`` (e.g. ``"FILE line 3"``) and the field path, such as
+    ``candidates[0].doc.url``. The walk uses no recursion, so depth costs nothing but time.
+    """
+    stack: list[tuple[object, str]] = [(record, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not _valid(value):
+                check_text(value, f"{where}: the field {path or '(the record itself)'}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                key = str(key)
+                shown = key if _valid(key) else key.encode("utf-8", "backslashreplace").decode("ascii")
+                child = f"{path}.{shown}" if path else shown
+                if not _valid(key):
+                    check_text(key, f"{where}: the key of the field {child}")
+                stack.append((item, child))
+        elif isinstance(value, list):
+            for i in range(len(value) - 1, -1, -1):
+                stack.append((value[i], f"{path}[{i}]"))

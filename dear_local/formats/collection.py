@@ -16,11 +16,12 @@ that happens to look CSV-quoted (say ``"a ""b"" c"`` meant literally) is therefo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserInputError
+from ..textcheck import check_record
+from .jsontext import loads
 from .lines import iter_lines
 from .rank_llm import doc_text
 
@@ -77,10 +78,8 @@ def _jsonl_docs(path: str | Path) -> Iterable[tuple[str, str, str]]:
     for n, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserInputError(f"{path} line {n} is not valid JSON: {exc.msg}") from None
+        record = loads(line, f"{path} line {n}")
+        check_record(record, f"{path} line {n}")
         if not isinstance(record, dict):
             raise UserInputError(f"{path} line {n} is not a JSON object")
         for key in CORPUS_ID_FIELDS:

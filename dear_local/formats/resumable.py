@@ -222,7 +222,7 @@ class ResumableOutput:
         # lines[-1] follows the last newline: empty, or a line a kill cut short
         try:
             recorded = json.loads(lines[0]) if len(lines) > 1 else None
-        except ValueError:
+        except (ValueError, RecursionError):  # damaged (or hostile): as good as no first line
             recorded = None
         if not isinstance(recorded, dict) or not recorded:
             return self._start_over()  # empty, cut short before its first line was whole, or not a run key: nothing done yet
@@ -330,7 +330,7 @@ def _entry(line: bytes, index: int, prev_end: int, have: int, qids: list[str] | 
     """A journal line as ``(qid, end, position)``, or None when it cannot be trusted."""
     try:
         entry = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # cut short, damaged, too deep, a number too long
         return None
     if not isinstance(entry, list) or len(entry) not in (2, 3):
         return None
