@@ -14,7 +14,7 @@ from .backends.base import Backend
 from .contract import Profile, parse_ranking, window_spans
 from .decoding import decode
 from .errors import ContextOverflowError, UserInputError
-from .prompt import Passage, cut_passage, prompt_for
+from .prompt import Passage, check_query, cut_passage, prompt_for
 from .textcheck import check_text
 
 
@@ -141,6 +141,7 @@ def rank_documents(
 ) -> Ranking:
     """Rerank a whole list through sliding windows, back to front."""
     validate_request(query, documents)
+    check_query(backend, query)  # before the documents are cut: a query that cannot fit costs little
     tmpl = profile.tmpl
     passages = [cut_passage(backend, tmpl, d) for d in documents]
     order = list(range(len(documents)))

@@ -148,9 +148,10 @@ def atomic_path(final: str | Path, suffix: str = ".partial") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place on success.
 
     On any exception the temporary file is removed and ``final`` is untouched; a full disk
-    (ENOSPC, EDQUOT) is raised as ``DiskFullError`` naming the disk.
+    (ENOSPC, EDQUOT) is raised as ``DiskFullError`` naming the disk. A ``final`` that is a
+    symbolic link is written through: its target gets the new file, the link stays.
     """
-    final = Path(final)
+    final = Path(os.path.realpath(Path(final).expanduser()))
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + suffix)
     try:

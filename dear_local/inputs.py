@@ -54,12 +54,19 @@ def read_text(path: str | Path | None, stdin: IO[bytes] | None = None) -> str:
     return _decode(data, source)
 
 
-def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: str | None) -> Request:
+def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: str | None,
+                       depth: int | None = None) -> Request:
     """:func:`lines_request` read line by line from ``path`` (``-`` or ``None``: ``stdin``).
 
     Only the documents are kept, never the whole file as well, and a line that is not UTF-8
-    is reported by its number. Raises what :func:`read_text` and :func:`lines_request` raise.
+    is reported by its number. Reading stops at the first ``depth`` documents (``--depth``;
+    None: all), and a file with more documents than a request may hold (``MAX_DOCUMENTS``)
+    is refused as soon as the one past the limit is read, so a huge file costs no more than
+    the limit. Raises what :func:`read_text` and :func:`lines_request` raise, and
+    ``UserInputError`` for too many documents.
     """
+    from .reranker import MAX_DOCUMENTS
+
     _check_query(query)
     if path is None and stdin is None:
         read_text(None, None)  # raises: no documents given
@@ -79,6 +86,13 @@ def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: 
                 ) from None
             line = line.removesuffix("\n").removesuffix("\r")
             if line.strip():
+                if depth is not None and len(docs) >= depth:
+                    break  # --depth: the documents past it are not reranked, so not read
+                if len(docs) == MAX_DOCUMENTS:
+                    raise UserInputError(
+                        f"{source} holds more than {MAX_DOCUMENTS} documents, the limit for one query; "
+                        f"pass --depth {MAX_DOCUMENTS} (or less) to rerank its first documents"
+                    )
                 docs.append(line)
                 docids.append(str(number))
     except OSError as exc:

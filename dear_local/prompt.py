@@ -30,7 +30,7 @@ from typing import Sequence
 
 from .backends.base import Backend
 from .contract.templates import Template
-from .errors import ChatTemplateError, UserInputError
+from .errors import ChatTemplateError, ContextOverflowError, UserInputError
 
 # Unicode noncharacters: reserved for a program's internal use, never assigned.
 _MARKS = [chr(c) for c in range(0xFDD0, 0xFDF0)]
@@ -255,8 +255,60 @@ def encode(backend: Backend, rendered: Rendered) -> list[int]:
     return ids
 
 
+def check_query(backend: Backend, query: str) -> None:
+    """Refuse a query that alone needs more tokens than the context holds, at a cost bounded by
+    the context, not by the query.
+
+    Raises :class:`~dear_local.errors.ContextOverflowError` naming the query.
+
+    Only a prefix ``head`` of the query is read, ``FIRST_CHARS_PER_TOKEN * n_ctx`` characters
+    at first, doubled until ``head`` is the whole query (nothing refused here: the prompt's
+    own check, which counts the passages and the answer too, decides) or one of these proves
+    the query too long:
+
+    1. The cleaned ``head`` (unspellable characters removed; that works character by
+       character, so it is a prefix of the cleaned query) tokenizes to more than
+       ``n_ctx + MARGIN_TOKENS`` tokens. By the argument in :func:`cut_passage`, text past
+       the end of ``head`` can change only the last few tokens (far fewer than the margin),
+       so the whole query has more than ``n_ctx`` tokens.
+    2. The cleaned ``head`` holds more than ``n_ctx * L`` bytes, ``L`` the longest token in
+       bytes. Every token stands for at most ``L`` bytes, so any tokenization of it, and so of
+       the query it begins, has more than ``n_ctx`` tokens.
+
+    So the tokenizer never reads more than ``2 * n_ctx * max(L, FIRST_CHARS_PER_TOKEN)``
+    characters, and for ordinary text (a few characters a token) rule 1 ends the first round:
+    a 4 MB query is refused after tokenizing ``4 * n_ctx`` characters.
+    """
+    n_ctx = backend.n_ctx
+    size = FIRST_CHARS_PER_TOKEN * n_ctx
+    longest: int | None = None
+    while size < len(query):
+        clean = spellable(backend, query[:size])
+        n_tokens = len(backend.tokenize(clean, add_bos=False, special=False))
+        proved = n_tokens > n_ctx + MARGIN_TOKENS
+        if not proved:
+            if longest is None:
+                try:
+                    longest = max(1, max(map(len, backend.vocab_pieces()), default=1))
+                except NotImplementedError:  # no token bytes: the prompt's own check decides
+                    return
+            proved = len(clean.encode("utf-8", "surrogatepass")) > n_ctx * longest
+        if proved:
+            raise ContextOverflowError(
+                f"the query is too long: its first {size} characters alone need more than the {n_ctx} "
+                f"tokens the context holds ({len(query)} characters in all); shorten the query "
+                "(or pass a larger --n-ctx)"
+            )
+        size *= 2
+
+
 def prompt_for(backend: Backend, tmpl: Template, query: str, passages: Sequence[Passage]) -> list[int]:
-    """Token ids of the prompt for one window of passages that are already cut."""
+    """Token ids of the prompt for one window of passages that are already cut.
+
+    Raises ``ContextOverflowError`` for a query that alone overflows the context
+    (:func:`check_query`), before the query is tokenized whole.
+    """
+    check_query(backend, query)
     return encode(backend, render(backend, tmpl, query, [p.text for p in passages]))
 
 

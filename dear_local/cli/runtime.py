@@ -152,10 +152,13 @@ def _run_key(reranker, model: str, fmt: str, requests: list, top_n, **options) -
     p = reranker.profile
     template = json.dumps(dataclasses.asdict(p.tmpl), sort_keys=True)
     lora, lora_scale = options.pop("lora"), options.pop("lora_scale")
+    # The model is the file it resolves to (real path, size, mtime), not how -m spelled it:
+    # a name, NAME:QUANT, its path or other case resume the same run.
+    model_file = file_identity(resolve(model).path)
     return run_key(
-        fmt, model, p.to_dict(), [r.qid for r in requests], top_n,
+        fmt, model_file["path"], p.to_dict(), [r.qid for r in requests], top_n,
         inputs_sha256=requests_digest(requests),
-        model_file=file_identity(resolve(model).path),
+        model_file=model_file,
         template_text=hashlib.sha256(template.encode("utf-8")).hexdigest(),
         lora=None if lora is None else {"adapter": file_identity(lora), "scale": lora_scale},
         **options,
@@ -244,7 +247,7 @@ def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> l
         requests = inputs.jsonl_requests(inputs.read_text(jsonl, sys.stdin.buffer), source, query)
     else:
         stdin = sys.stdin.buffer if str(docs) == "-" or (docs is None and not sys.stdin.isatty()) else None
-        requests = [inputs.read_lines_request(docs, stdin, query)]
+        requests = [inputs.read_lines_request(docs, stdin, query, depth)]
     if not requests:
         raise UserInputError(f"{jsonl} holds no records")
     if depth is not None and run is None:

@@ -28,6 +28,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import IO, Iterable
 
@@ -126,26 +127,70 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def real_out(out: str | Path) -> Path:
+    """``OUT`` with every symbolic link resolved (the last one too, even if it dangles), so two
+    names of one file lock and write the same journal and the link itself is never replaced."""
+    return Path(os.path.realpath(Path(out).expanduser()))
+
+
+def _odd_file_error(path: Path) -> UserInputError:
+    return UserInputError(
+        f"{path} is not a regular file (a link, a pipe or a device); remove it, or pass another --out"
+    )
+
+
+def refuse_odd_files(out: str | Path) -> None:
+    """Raise ``UserInputError`` when ``OUT.partial`` or ``OUT.partial.journal`` exists but is
+    not a regular file (a symbolic link, a FIFO, a device): reading one could hang or never end."""
+    out = real_out(out)
+    for path in (out.with_name(out.name + ".partial"), out.with_name(out.name + ".partial.journal")):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise _odd_file_error(path)
+
+
 def refuse_busy(out: str | Path) -> None:
-    """Raise ``UserInputError`` when another run holds ``OUT``'s journal; checked before a model loads."""
-    out = Path(out)
+    """Raise ``UserInputError`` when another run holds ``OUT``'s journal, or when the partial
+    files are not regular files; checked before a model loads."""
+    refuse_odd_files(out)
+    out = real_out(out)
     journal = out.with_name(out.name + ".partial.journal")
     try:
-        fd = os.open(journal, os.O_RDONLY)
+        fd = os.open(journal, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except OSError:
         return  # no journal: nobody writes it (yet); the lock taken later decides
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _odd_file_error(journal)
         if not _try_lock(fd):
             raise _lock_error(out, journal)
     finally:
         os.close(fd)  # closing releases the probe's lock
 
 
+# A journal is opened without following a link and without waiting (a FIFO would block).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+
+
 def _open_locked(out: Path, journal: Path) -> IO[bytes]:
-    """``journal`` opened for reading and writing (made if missing) and locked by this process."""
+    """``journal`` opened for reading and writing (made if missing) and locked by this process.
+
+    Raises ``UserInputError`` when it is not a regular file (a link, a FIFO, a device).
+    """
     for _ in range(20):
-        fd = os.open(journal, os.O_RDWR | os.O_CREAT, 0o666)
         try:
+            fd = os.open(journal, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _NONBLOCK, 0o666)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                raise _odd_file_error(journal) from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _odd_file_error(journal)
             if not _try_lock(fd):
                 raise _lock_error(out, journal)
             here = os.fstat(fd)
@@ -176,7 +221,7 @@ class ResumableOutput:
     """
 
     def __init__(self, out: str | Path, key: dict, *, force: bool = False, qids: list[str] | None = None) -> None:
-        self.out = Path(out)
+        self.out = real_out(out)
         key = json.loads(json.dumps(key))  # as the journal will give it back (tuples become lists)
         refuse_output_file(self.out, force)
         self.partial = self.out.with_name(self.out.name + ".partial")
@@ -188,6 +233,7 @@ class ResumableOutput:
             self._log = _open_locked(self.out, self.journal)
         try:
             refuse_output_file(self.out, force)  # again, under the lock: a run that held it may just have finished
+            refuse_odd_files(self.out)  # under the lock: OUT.partial is no link, FIFO or device
             with write_errors(self.partial, RESUME_HINT):
                 if force:
                     self._start_over()
