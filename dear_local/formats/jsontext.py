@@ -26,5 +26,15 @@ def loads(text: str | bytes, where: str, *, position: bool = False) -> object:
             f"{where} is nested too deeply to read (arrays or objects inside each other thousands of "
             "levels deep); flatten it"
         ) from None
-    except ValueError as exc:  # an integer with more digits than Python converts
-        raise UserInputError(f"{where} holds a number too long to read ({exc}); write long ids as strings") from None
+    except ValueError:  # an integer with more digits than Python converts
+        raise UserInputError(
+            f"{where} holds a number too long to read (more digits than Python converts, {_digit_limit()}); "
+            "write long ids as strings"
+        ) from None
+
+
+def _digit_limit() -> str:
+    import sys
+
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+    return f"{limit}" if limit else "no limit"

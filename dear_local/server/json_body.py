@@ -33,8 +33,8 @@ def unreadable_reason(body: bytes) -> str | None:
         return None
     except json.JSONDecodeError:
         return None
-    except ValueError as exc:  # an integer with more digits than Python converts
-        return f"it holds a number too long to read ({exc}); send long ids as strings"
+    except ValueError:  # an integer with more digits than Python converts
+        return "it holds a number too long to read (thousands of digits); send long ids as strings"
     return None
 
 
