@@ -122,7 +122,6 @@ def test_docs_stop_reading_past_depth_or_the_limit(depth, blank_every):
     lines = [("" if blank_every and i % (blank_every + 1) == blank_every else f"doc {i}") for i in range(60_000)]
     data = ("\n".join(lines) + "\n").encode()
     stream = io.BytesIO(data)
-    wanted = MAX_DOCUMENTS if depth is None else min(depth, MAX_DOCUMENTS)
     if depth is not None and depth <= MAX_DOCUMENTS:
         req = read_lines_request("-", stream, "q", depth)
         assert len(req.documents) == depth
@@ -132,7 +131,6 @@ def test_docs_stop_reading_past_depth_or_the_limit(depth, blank_every):
             read_lines_request("-", stream, "q", depth)
     # it read about as many lines as it kept, never the whole file
     assert stream.tell() < len(data) // 10
-    assert wanted <= MAX_DOCUMENTS
 
 
 def test_docs_of_a_huge_file_are_refused_by_the_cli(cli, fake_gguf, tmp_path):
