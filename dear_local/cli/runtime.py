@@ -11,6 +11,7 @@ import typer
 
 from ..contract import list_templates, window_spans
 from ..errors import UserInputError
+from ..limits import MAX_DOCUMENTS, MAX_IN_FLIGHT
 from .messages import note, warn
 from .options import (
     CpuBuffersOption,
@@ -30,6 +31,7 @@ from .options import (
     TemplateOption,
     ThreadsOption,
     WindowOption,
+    flag_names,
     run_options,
 )
 
@@ -57,7 +59,7 @@ def rerank(
         None, "--corpus", help="Corpus of the --run: docid<TAB>text (.tsv) or Pyserini/BEIR JSONL (.jsonl), optionally .gz."
     ),
     depth: Optional[int] = typer.Option(
-        None, "--depth", help="Rerank each query's first N candidates (default: 100 for --run, all otherwise)."
+        None, "--depth", min=1, max=MAX_DOCUMENTS, help="Rerank each query's first N candidates (default: 100 for --run, all otherwise)."
     ),
     skip_missing: bool = typer.Option(
         False, "--skip-missing", help="Leave out --run queries the topics lack and documents the corpus lacks, with a warning."
@@ -68,7 +70,7 @@ def rerank(
         "with the same options (--force starts over).",
     ),
     force: ForceOption = False,
-    top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
+    top_n: Optional[int] = typer.Option(None, "--top-n", "-n", min=1, max=MAX_DOCUMENTS, help="Show only the best N documents."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
     window: WindowOption = None,
@@ -82,7 +84,7 @@ def rerank(
     protocol: ProtocolOption = Protocol.auto,
     served_model: ServedModelOption = None,
     in_flight: Optional[int] = typer.Option(
-        None, "--in-flight", min=1,
+        None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
         help="Queries reranked at once on the servers (default: 2 per --server); locally always 1.",
     ),
     request_timeout: RequestTimeoutOption = 120.0,
@@ -112,12 +114,13 @@ def rerank(
         refuse_busy(out)
     requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
     check_requests(requests, fmt.value, depth)  # ids, duplicates, document counts: before any query runs
-    reranker = Reranker.from_options(model, run_options(
-        template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-        servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
-        lora=lora, lora_scale=lora_scale,
-    ))
+    with flag_names():
+        reranker = Reranker.from_options(model, run_options(
+            template=template, decoding=decoding, window=window, stride=stride,
+            n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+            servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
+            lora=lora, lora_scale=lora_scale,
+        ))
     todo = list(enumerate(requests))
     sink = None
     if out is not None:
