@@ -66,8 +66,8 @@ def rerank(
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o",
-        help="Write the output to this file, query by query; a run stopped part way resumes when started again "
-        "with the same options (--force starts over).",
+        help="Write the output to this file (its folder must exist; without --out it goes to stdout), query by query; "
+        "a run stopped part way resumes when started again with the same options (--force starts over).",
     ),
     force: ForceOption = False,
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", min=1, max=MAX_DOCUMENTS, help="Show only the best N documents."),
@@ -109,6 +109,10 @@ def rerank(
         from ..fileio import check_writable, refuse_output_file
         from ..formats.resumable import refuse_busy
 
+        if str(out) == "-":
+            raise UserInputError("--out - would write a file named '-'; leave --out out to write to stdout")
+        if not out.parent.is_dir():
+            raise UserInputError(f"--out {out}: folder {out.parent} does not exist; create it first (mkdir -p)")
         refuse_output_file(out, force)
         check_writable(out.parent, target=out)
         refuse_busy(out)
