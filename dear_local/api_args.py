@@ -34,7 +34,7 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None, *, optional
     """``value`` as an ``int`` in ``[lo, hi]`` (``None`` allowed when ``optional``)."""
     if value is None and optional:
         return None
-    bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+    bound = f"between {lo} and {hi}" if hi is not None else f"of at least {lo}"
     what = f"{'None or ' if optional else ''}an int {bound}"
     if not is_int(value) or value < lo or (hi is not None and value > hi):
         raise error(f"{name} must be {what}, got {shown(value)}")

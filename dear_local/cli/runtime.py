@@ -111,7 +111,7 @@ def rerank(
 
         if str(out) == "-":
             raise UserInputError("--out - would write a file named '-'; leave --out out to write to stdout")
-        if not out.parent.is_dir():
+        if not out.parent.exists():
             raise UserInputError(f"--out {out}: folder {out.parent} does not exist; create it first (mkdir -p)")
         refuse_output_file(out, force)
         check_writable(out.parent, target=out)
