@@ -10,6 +10,7 @@ from typing import Any, Callable
 from .api_args import check_choice, check_int, check_real, check_str, check_str_list
 from .backends.base import Backend
 from .contract import Profile
+from .contract.profile import check_fields
 from .decoding.remote import RemoteModel
 from .engine import Ranking, WindowResult, rank_documents
 from .errors import UserInputError
@@ -176,6 +177,8 @@ class Reranker:
             servers=servers, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
             lora=lora, lora_scale=lora_scale, backend=backend, verbose=verbose,
         )
+        check_fields(**{k: v for k, v in dict(template=template, decoding=decoding, window=window,
+                                                  stride=stride).items() if v is not None})
         servers = tuple(servers)
         resolved = resolve(model) if backend is None else None
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())

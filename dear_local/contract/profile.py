@@ -48,7 +48,7 @@ class Profile:
     decoding: str = "greedy"
 
     def __post_init__(self) -> None:
-        _check_fields(template=self.template, decoding=self.decoding, window=self.window, stride=self.stride)
+        check_fields(template=self.template, decoding=self.decoding, window=self.window, stride=self.stride)
         get_template(self.template)  # raises UnknownTemplateError
         if self.decoding not in DECODING_MODES:
             raise UnknownProfileError(
@@ -104,7 +104,7 @@ class Profile:
         if unknown:
             raise UnknownProfileError(f"unknown profile field {unknown[0]!r}; use template, decoding, window or stride")
         changes = {k: v for k, v in changes.items() if v is not None}
-        _check_fields(**changes)
+        check_fields(**changes)
         window = int(changes.get("window", self.window))
         stride = int(changes.get("stride", self.stride))
         if stride > window:
@@ -112,7 +112,7 @@ class Profile:
         return replace(self, **changes)
 
 
-def _check_fields(**fields) -> None:
+def check_fields(**fields) -> None:
     """Type and range of each given profile field, named as the Python argument."""
     for name in ("template", "decoding"):
         if name in fields and not isinstance(fields[name], str):
