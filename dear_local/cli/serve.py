@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from ..limits import MAX_BODY_BYTES, MAX_DOCUMENTS, MAX_IN_FLIGHT, MAX_QUEUE
+from ..limits import MAX_BODY_BYTES, MAX_IN_FLIGHT, MAX_QUEUE
 from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from .messages import warn
 from .options import (
@@ -55,7 +55,7 @@ def serve(
     ),
     max_queue: int = typer.Option(32, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
     timeout: float = typer.Option(300.0, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
-    max_documents: int = typer.Option(1000, "--max-documents", min=1, max=MAX_DOCUMENTS, help="Most documents per request."),
+    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request (1 to 1000)."),
     max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
