@@ -81,7 +81,8 @@ def _check_fits(backend: Backend, n_prompt: int, budget: int, n_passages: int) -
         what = "this document" if n_passages == 1 else f"this window of {n_passages} passages"
         raise ContextOverflowError(
             f"the prompt for {what} needs {n_prompt} tokens plus {budget} for the answer, "
-            f"but the context holds {backend.n_ctx}; use a shorter query, a smaller --window or a larger --n-ctx"
+            f"but the context holds {backend.n_ctx}; use a shorter query, a smaller --window or "
+            + getattr(backend, "context_advice", "a larger --n-ctx")  # a server's context is set where it runs
         )
 
 

@@ -17,13 +17,28 @@ __all__ = ["Request", "jsonl_requests", "lines_request", "open_input", "read_lin
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some editors write first; dropped
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-32 LE starts like UTF-16 LE; iconv's utf-16 reads neither wrong
+
+
+def iconv_hint(start: bytes) -> str:
+    """The conversion to suggest for bytes that are not UTF-8, from the file's first bytes.
+
+    A UTF-32 or UTF-16 byte-order mark names that encoding; anything else gets ``latin1``.
+    """
+    if start.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "`iconv -f utf-32 -t utf-8`"
+    if start.startswith(_UTF16_BOMS):
+        return "`iconv -f utf-16 -t utf-8` (the file starts with a UTF-16 byte-order mark)"
+    return "`iconv -f latin1 -t utf-8`"
+
+
 def _decode(data: bytes, source: str) -> str:
     try:
         return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserInputError(
             f"{source} is not valid UTF-8 (byte {exc.start + (3 if data.startswith(BOM) else 0)}); "
-            "convert it first, e.g. `iconv -f latin1 -t utf-8`"
+            f"convert it first, e.g. {iconv_hint(data[:4])}"
         ) from None
 
 
@@ -76,13 +91,14 @@ def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: 
     try:
         for number, raw in enumerate(f):
             if number == 0:
+                first = raw
                 raw = raw.removeprefix(BOM)
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise UserInputError(
                     f"{source} line {number + 1} is not valid UTF-8 (byte {exc.start}); convert it first, "
-                    "e.g. `iconv -f latin1 -t utf-8`"
+                    f"e.g. {iconv_hint(first[:4])}"
                 ) from None
             line = line.removesuffix("\n").removesuffix("\r")
             if line.strip():

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .api_args import check_choice, check_int, check_real, check_str, check_str_list
 from .backends.base import Backend
 from .contract import Profile
+from .contract.profile import check_fields
 from .decoding.remote import RemoteModel
 from .engine import Ranking, WindowResult, rank_documents
 from .errors import UserInputError
 from .run_options import RunOptions
 from .store import resolve
 
-MAX_DOCUMENTS = 1000
+from .limits import MAX_DOCUMENTS, MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,40 @@ def check_call(query: Any, documents: Any, top_n: Any, top_name: str = "top_n") 
             )
     if not docs:
         raise UserInputError("documents is empty; pass at least one str")
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        shown = repr(top_n) if isinstance(top_n, (int, float)) else _type_name(top_n)
-        raise UserInputError(f"{top_name} must be None or an int of at least 1, got {shown}")
+    check_int(top_name, top_n, 1, optional=True)
     return docs
+
+
+
+
+def check_arguments(*, profile, n_threads, n_gpu_layers, n_ctx, cpu_buffers, servers, protocol, served_model,
+                    request_timeout, lora, lora_scale, backend, verbose) -> None:
+    """Check the keyword arguments of :class:`Reranker` (but the profile fields, which
+    :meth:`Profile.with_` checks) for type and range before any work; messages name the argument.
+
+    Raises:
+        UserInputError: the first argument of the wrong type or out of range.
+    """
+    from .backends.limits import MAX_CTX, MAX_THREADS
+    from .backends.loader import CPU_BUFFER_MODES
+
+    if profile is not None and not isinstance(profile, Profile):
+        raise UserInputError(f"profile must be None or a dear_local.Profile, got {_type_name(profile)}")
+    check_int("n_threads", n_threads, 1, MAX_THREADS, optional=True)
+    check_int("n_gpu_layers", n_gpu_layers, -1, 1 << 16)
+    check_int("n_ctx", n_ctx, 1, MAX_CTX, optional=True)
+    check_choice("cpu_buffers", cpu_buffers, CPU_BUFFER_MODES, optional=True)
+    check_str_list("servers", servers)
+    check_choice("protocol", protocol, ("auto", "llama-server", "openai"))
+    check_str("served_model", served_model, optional=True)
+    check_real("request_timeout", request_timeout, 0.0, MAX_REQUEST_TIMEOUT, lo_open=True)
+    if lora is not None and not isinstance(lora, (str, os.PathLike)):
+        raise UserInputError(f"lora must be None or a path (str or os.PathLike), got {_type_name(lora)}")
+    check_real("lora_scale", lora_scale, -MAX_LORA_SCALE, MAX_LORA_SCALE)
+    if backend is not None and not isinstance(backend, (Backend, RemoteModel)):
+        raise UserInputError(f"backend must be None or a dear_local Backend, got {_type_name(backend)}")
+    if not isinstance(verbose, bool):
+        raise UserInputError(f"verbose must be a bool, got {_type_name(verbose)}")
 
 
 def rank_scores(n: int) -> list[float]:
@@ -139,18 +172,29 @@ class Reranker:
         backend: Backend | None = None,
         verbose: bool = False,
     ) -> None:
+        check_arguments(
+            profile=profile, n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+            servers=servers, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
+            lora=lora, lora_scale=lora_scale, backend=backend, verbose=verbose,
+        )
+        check_fields(**{k: v for k, v in dict(template=template, decoding=decoding, window=window,
+                                                  stride=stride).items() if v is not None})
+        servers = tuple(servers)
         resolved = resolve(model) if backend is None else None
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
         self.profile = base.with_(template=template, decoding=decoding, window=window, stride=stride)
         self.model = model
+        if servers and n_ctx is not None and backend is None:
+            raise UserInputError(
+                "n_ctx has no effect with servers: each server sets its own context when it starts "
+                "(llama-server -c/--ctx-size divided by --parallel; vLLM --max-model-len); drop n_ctx"
+            )
         if servers and lora is not None:
             raise UserInputError(
                 "--lora applies an adapter to a local model; with --server, load the adapter on the server "
                 "(llama-server --lora ADAPTER.gguf, vLLM --enable-lora) and drop --lora here"
             )
         if backend is None and servers:
-            import os
-
             from .remote import open_remote
 
             backend = open_remote(

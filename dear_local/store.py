@@ -7,6 +7,7 @@ resolved to ``$DEAR_LOCAL_HOME/models/NAME/NAME-QUANT.gguf``.
 from __future__ import annotations
 
 import shutil
+import stat
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -154,6 +155,29 @@ def identify(path: Path) -> tuple[Manifest | None, str | None]:
     return None, None
 
 
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(path: Path, what: str, fix: str) -> None:
+    """Refuse a ``path`` that is missing or exists but is not a regular file (``/dev/zero``, a FIFO).
+
+    ``what`` names the file (``"model file"``, ``"LoRA adapter"``); ``fix`` ends the message for
+    the second case. Folders are the caller's to word. Raises :class:`ModelNotFoundError` when
+    missing, :class:`InvalidModelFileError` otherwise.
+    """
+    from .errors import InvalidModelFileError
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise ModelNotFoundError(f"{what} {path} does not exist; check the path") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a folder nor a regular file")
+    raise InvalidModelFileError(f"{what} {path} is {kind}, not a regular file; {fix}")
+
+
 def resolve(ref: str) -> Resolved:
     """Turn a model reference into a local file (which must exist).
 
@@ -173,8 +197,7 @@ def resolve(ref: str) -> Resolved:
         path = Path(ref).expanduser()
         if path.is_dir():
             raise ModelNotFoundError(f"{path} is a directory; pass the .gguf file in it")
-        if not path.is_file():
-            raise ModelNotFoundError(f"model file {path} does not exist; check the path")
+        check_regular_file(path, "model file", "pass a .gguf file")
         manifest, quant = identify(path)
         return Resolved(path, manifest, quant)
     name, quant = split_ref(ref.strip())

@@ -28,6 +28,10 @@ def check_gguf_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise ModelNotFoundError(f"model file {path} does not exist; check the path or run `dear-local pull`")
+    if not path.is_dir():
+        from ..store import check_regular_file
+
+        check_regular_file(path, "model file", "pass a .gguf file")
     check_gguf(path)
     return path
 

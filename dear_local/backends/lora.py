@@ -40,8 +40,14 @@ def check_lora_file(path: str | Path) -> Path:
             f"{path} is a PEFT adapter directory; convert it to a GGUF adapter first: "
             f"dear-local convert-lora {path} --base BASE.gguf --out DIR"
         )
-    if not path.is_file():
+    if not path.exists():
         raise ModelNotFoundError(f"LoRA adapter {path} does not exist; check the --lora path")
+    if not path.is_dir():
+        from ..store import check_regular_file
+
+        check_regular_file(path, "LoRA adapter", "pass a GGUF adapter file to --lora")
+    else:
+        raise InvalidModelFileError(f"LoRA adapter {path} is a folder; pass the GGUF adapter file to --lora")
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise InvalidModelFileError(

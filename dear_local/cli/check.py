@@ -46,8 +46,8 @@ def reference(
     checkpoint: str = typer.Argument(..., help="HF checkpoint directory, HF repo id, or a model name from `dear-local models`."),
     out: Path = typer.Option(..., "--out", "-o", help="Reference file to write (JSONL)."),
     slice_name: str = typer.Option("noveleval", "--slice", help="Eval slice: noveleval, dl19-top20 or dl19-top100."),
-    queries: Optional[int] = typer.Option(None, "--queries", help="Use only the first N queries."),
-    passages: Optional[int] = typer.Option(None, "--passages", help="Use only the first M passages per query."),
+    queries: Optional[int] = typer.Option(None, "--queries", min=1, help="Use only the first N queries."),
+    passages: Optional[int] = typer.Option(None, "--passages", min=1, help="Use only the first M passages per query."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
     device: str = typer.Option("auto", "--device", help="cuda, cpu, or auto (cuda when available)."),
@@ -163,8 +163,8 @@ def check(
 
 
 def demo(
-    queries: int = typer.Option(5, "--queries", help="NovelEval queries to use."),
-    passages: int = typer.Option(10, "--passages", help="Passages per query."),
+    queries: int = typer.Option(5, "--queries", min=1, help="NovelEval queries to use."),
+    passages: int = typer.Option(10, "--passages", min=1, help="Passages per query."),
     force: ForceOption = False,
 ) -> None:
     """The whole pipeline on the stand-in, offline: ladder -> reference -> check -> report."""

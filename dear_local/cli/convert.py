@@ -147,7 +147,8 @@ def quantize(
 
     The manifest records each file's type, size, bits per weight, sha256, source repo and
     revision, and the dear-local and llama.cpp versions; with --imatrix, also the matrix's
-    sha256 and calibration slice.
+    sha256 and calibration slice. Each type is recorded as it finishes: run a stopped command
+    again and the types already built are kept, the rest built (--force rebuilds all).
     """
     try:
         import gguf as _gguf  # noqa: F401  (reads tensor sizes for the manifest; `gguf` is the argument)
@@ -158,7 +159,10 @@ def quantize(
     def report(e: dict) -> None:
         typer.echo(f"{e['type']:<8} {e['bytes'] / 1e6:>9.1f} MB  {e['bits_per_weight']:.2f} bits/weight  {e['file']}")
 
-    q.quantize(gguf, types, out, threads=threads, force=force, imatrix=imatrix, on_file=report)
+    def kept(qtype: str, path: Path) -> None:
+        typer.echo(f"{qtype:<8} already built, kept: {path.name} (--force rebuilds it)")
+
+    q.quantize(gguf, types, out, threads=threads, force=force, imatrix=imatrix, on_file=report, on_kept=kept)
     typer.echo(f"manifest: {Path(out) / q.MANIFEST}")
 
 

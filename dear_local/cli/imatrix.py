@@ -15,8 +15,8 @@ def imatrix(
     checkpoint: str = typer.Argument(..., help="HF checkpoint directory, HF repo id, or a model name from `dear-local models`."),
     out: Path = typer.Option(..., "--out", "-o", help="Importance matrix to write (GGUF imatrix format, e.g. imatrix.gguf)."),
     slice_name: str = typer.Option("dl19-top20", "--slice", help="Calibration slice: dl19-top20 or dl19-top100."),
-    queries: Optional[int] = typer.Option(None, "--queries", help="Use only the first N calibration queries."),
-    passages: Optional[int] = typer.Option(None, "--passages", help="Use only the first M passages per query."),
+    queries: Optional[int] = typer.Option(None, "--queries", min=1, help="Use only the first N calibration queries."),
+    passages: Optional[int] = typer.Option(None, "--passages", min=1, help="Use only the first M passages per query."),
     eval_slice: str = typer.Option(
         "noveleval", "--eval-slice", help="The evaluation slice; calibration on a slice that shares queries with it is refused."
     ),

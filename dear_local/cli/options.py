@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
 
+import math
+
 from ..backends.limits import MAX_CTX, MAX_THREADS
 from ..contract import DECODING_MODES
+from ..contract.profile import MAX_WINDOW, StrideError
+from ..errors import UserInputError
+from ..limits import MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT
 from ..run_options import RunOptions
+
+MAX_GPU_LAYERS = 1 << 16  # as check_load_settings
+
+
+def finite(value: float | None) -> float | None:
+    """A typer callback: refuse ``nan`` (click's FloatRange lets it through; ``inf`` fails its max)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 class CpuBuffers(str, Enum):
@@ -35,14 +50,21 @@ DecodingOption = Annotated[
     Optional[str],
     typer.Option("--decoding", help=f"One of: {', '.join(DECODING_MODES)}; default: the model's."),
 ]
-WindowOption = Annotated[Optional[int], typer.Option("--window", help="Passages per window (default 20).")]
-StrideOption = Annotated[Optional[int], typer.Option("--stride", help="Window stride (default 10).")]
+WindowOption = Annotated[
+    Optional[int],
+    typer.Option("--window", min=1, max=MAX_WINDOW, help="Passages per window (default: the model's profile, 20)."),
+]
+StrideOption = Annotated[
+    Optional[int],
+    typer.Option("--stride", min=1, max=MAX_WINDOW,
+                 help="Window stride, at most --window (default: the model's profile, 10)."),
+]
 ThreadsOption = Annotated[
     Optional[int],
     typer.Option("--threads", min=1, max=MAX_THREADS, help="CPU threads (default: llama.cpp's choice)."),
 ]
 GpuLayersOption = Annotated[
-    int, typer.Option("--gpu-layers", min=-1, help="Layers to offload to a GPU, if llama.cpp was built with one (-1: all).")
+    int, typer.Option("--gpu-layers", min=-1, max=MAX_GPU_LAYERS, help="Layers to offload to a GPU, if llama.cpp was built with one (-1: all).")
 ]
 NCtxOption = Annotated[
     Optional[int],
@@ -87,7 +109,7 @@ ServedModelOption = Annotated[
     typer.Option("--served-model", help="Model name an openai-protocol server expects (default: the first it lists)."),
 ]
 RequestTimeoutOption = Annotated[
-    float, typer.Option("--request-timeout", min=1.0, help="Seconds one server request may take in all, answer included (a total deadline).")
+    float, typer.Option("--request-timeout", min=1.0, max=MAX_REQUEST_TIMEOUT, callback=finite, help="Seconds one server request may take in all, answer included (a total deadline).")
 ]
 LoraOption = Annotated[
     Optional[str],
@@ -96,7 +118,7 @@ LoraOption = Annotated[
     ),
 ]
 LoraScaleOption = Annotated[
-    float, typer.Option("--lora-scale", help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.")
+    float, typer.Option("--lora-scale", min=-MAX_LORA_SCALE, max=MAX_LORA_SCALE, callback=finite, help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.")
 ]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
@@ -115,7 +137,15 @@ def run_options(
     request_timeout: float = 120.0,
     lora: str | None = None, lora_scale: float = 1.0,
 ) -> RunOptions:
-    """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options."""
+    """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options.
+
+    Raises ``UserInputError`` for --n-ctx with --server (the server sets its own context).
+    """
+    if servers and n_ctx is not None:
+        raise UserInputError(
+            "--n-ctx has no effect with --server: each server sets its context when it starts "
+            "(llama-server -c/--ctx-size divided by --parallel; vLLM --max-model-len); drop --n-ctx"
+        )
     return RunOptions(
         template=template, decoding=decoding, window=window, stride=stride, n_threads=n_threads,
         n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
@@ -131,3 +161,20 @@ def run_options_for_servers(
     """:class:`RunOptions` that run the model on ``servers`` (profile from the model's manifest)."""
     return RunOptions(servers=tuple(servers), protocol=protocol.value, served_model=served_model,
                       request_timeout=request_timeout)
+
+
+@contextmanager
+def flag_names():
+    """Re-raise a profile's window/stride clash in the CLI's terms (--window, --stride)."""
+    try:
+        yield
+    except StrideError as exc:
+        if exc.stride_given and exc.window_given:
+            msg = f"--stride {exc.stride} must be at most --window {exc.window}"
+        elif exc.stride_given:
+            msg = (f"--stride {exc.stride} must be at most --window (default {exc.window} from the model's profile); "
+                   f"pass --window {exc.stride} or more")
+        else:
+            msg = (f"--stride (default {exc.stride} from the model's profile) must be at most --window {exc.window}; "
+                   f"pass --stride {exc.window} or less")
+        raise UserInputError(msg) from None

@@ -11,6 +11,7 @@ import typer
 
 from ..contract import list_templates, window_spans
 from ..errors import UserInputError
+from ..limits import MAX_DOCUMENTS, MAX_IN_FLIGHT
 from .messages import note, warn
 from .options import (
     CpuBuffersOption,
@@ -30,6 +31,7 @@ from .options import (
     TemplateOption,
     ThreadsOption,
     WindowOption,
+    flag_names,
     run_options,
 )
 
@@ -57,18 +59,18 @@ def rerank(
         None, "--corpus", help="Corpus of the --run: docid<TAB>text (.tsv) or Pyserini/BEIR JSONL (.jsonl), optionally .gz."
     ),
     depth: Optional[int] = typer.Option(
-        None, "--depth", help="Rerank each query's first N candidates (default: 100 for --run, all otherwise)."
+        None, "--depth", min=1, max=MAX_DOCUMENTS, help="Rerank each query's first N candidates (default: 100 for --run, all otherwise)."
     ),
     skip_missing: bool = typer.Option(
         False, "--skip-missing", help="Leave out --run queries the topics lack and documents the corpus lacks, with a warning."
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", "-o",
-        help="Write the output to this file, query by query; a run stopped part way resumes when started again "
-        "with the same options (--force starts over).",
+        help="Write the output to this file (its folder must exist; without --out it goes to stdout), query by query; "
+        "a run stopped part way resumes when started again with the same options (--force starts over).",
     ),
     force: ForceOption = False,
-    top_n: Optional[int] = typer.Option(None, "--top-n", "-n", help="Show only the best N documents."),
+    top_n: Optional[int] = typer.Option(None, "--top-n", "-n", min=1, max=MAX_DOCUMENTS, help="Show only the best N documents."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
     window: WindowOption = None,
@@ -82,7 +84,7 @@ def rerank(
     protocol: ProtocolOption = Protocol.auto,
     served_model: ServedModelOption = None,
     in_flight: Optional[int] = typer.Option(
-        None, "--in-flight", min=1,
+        None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
         help="Queries reranked at once on the servers (default: 2 per --server); locally always 1.",
     ),
     request_timeout: RequestTimeoutOption = 120.0,
@@ -107,17 +109,22 @@ def rerank(
         from ..fileio import check_writable, refuse_output_file
         from ..formats.resumable import refuse_busy
 
+        if str(out) == "-":
+            raise UserInputError("--out - would write a file named '-'; leave --out out to write to stdout")
+        if not out.parent.exists():
+            raise UserInputError(f"--out {out}: folder {out.parent} does not exist; create it first (mkdir -p)")
         refuse_output_file(out, force)
         check_writable(out.parent, target=out)
         refuse_busy(out)
     requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
     check_requests(requests, fmt.value, depth)  # ids, duplicates, document counts: before any query runs
-    reranker = Reranker.from_options(model, run_options(
-        template=template, decoding=decoding, window=window, stride=stride,
-        n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-        servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
-        lora=lora, lora_scale=lora_scale,
-    ))
+    with flag_names():
+        reranker = Reranker.from_options(model, run_options(
+            template=template, decoding=decoding, window=window, stride=stride,
+            n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
+            servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
+            lora=lora, lora_scale=lora_scale,
+        ))
     todo = list(enumerate(requests))
     sink = None
     if out is not None:

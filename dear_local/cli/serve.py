@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Optional
 
 import typer
 
+from ..errors import UserInputError
+from ..limits import MAX_BODY_BYTES, MAX_IN_FLIGHT, MAX_QUEUE
+from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from .messages import warn
 from .options import (
     CpuBuffersOption,
@@ -24,22 +28,35 @@ from .options import (
     TemplateOption,
     ThreadsOption,
     WindowOption,
+    finite,
+    flag_names,
     run_options,
 )
+
+
+class LogLevel(str, Enum):
+    """uvicorn's log levels."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
 
 
 def serve(
     model: ModelOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default only accepts local clients."),
-    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     api_key: Optional[str] = typer.Option(
         None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $DEAR_LOCAL_API_KEY, else no key).",
         show_default=False,
     ),
-    max_queue: int = typer.Option(32, "--max-queue", help="Requests that may wait behind the running one; more get 429."),
-    timeout: float = typer.Option(300.0, "--timeout", help="Seconds a request may take, waiting included; then 504."),
-    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request."),
-    max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", help="Largest request body; bigger gets 413."),
+    max_queue: int = typer.Option(32, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
+    timeout: float = typer.Option(300.0, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
+    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request (1 to 1000)."),
+    max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
     template: TemplateOption = None,
     decoding: DecodingOption = None,
     window: WindowOption = None,
@@ -52,13 +69,13 @@ def serve(
     protocol: ProtocolOption = Protocol.auto,
     served_model: ServedModelOption = None,
     in_flight: Optional[int] = typer.Option(
-        None, "--in-flight", min=1,
+        None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
         help="Requests ranked at once (default: 1 with a local model, 4 per --server with servers).",
     ),
     request_timeout: RequestTimeoutOption = 120.0,
     lora: LoraOption = None,
     lora_scale: LoraScaleOption = 1.0,
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+    log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs).
 
@@ -78,6 +95,8 @@ def serve(
     from ..server.runner import serve as run
     from ..settings import get_settings
 
+    if api_key is not None and not api_key:
+        raise UserInputError("--api-key is empty, which would serve without a key; pass a non-empty key, or leave --api-key out")
     settings = ServerSettings(
         model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
         max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
@@ -95,13 +114,14 @@ def serve(
         warning = bind_warning(settings.host, settings.api_key)
         if warning:
             warn(warning)
-        app = create_app(settings)
+        with flag_names():
+            app = create_app(settings)
         typer.echo(banner(settings, app.state.service.reranker.profile, bound_port(sockets)), err=True)
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
-    run(app, settings, sockets, log_level=log_level)
+    run(app, settings, sockets, log_level=log_level.value)
 
 
 def banner(settings, profile, port: int) -> str:

@@ -8,10 +8,27 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from ..api_args import check_int, shown
 from ..errors import UnknownProfileError
 from .templates import get_template
 
 DECODING_MODES = ("greedy", "constrained", "first-token")
+MAX_WINDOW = 100
+
+
+class StrideError(UnknownProfileError):
+    """A stride larger than the window; ``stride_given``/``window_given`` are False for a value from the profile."""
+
+    def __init__(self, window: int, stride: int, stride_given: bool, window_given: bool = True) -> None:
+        self.window, self.stride = window, stride
+        self.stride_given, self.window_given = stride_given, window_given
+        if not stride_given:
+            msg = f"stride (the profile's {stride}) must be at most window ({window}); pass stride={window} or less"
+        elif not window_given:
+            msg = f"stride ({stride}) must be at most window (the profile's {window}); pass window={stride} or more"
+        else:
+            msg = f"stride must be between 1 and window ({window}), got {stride}"
+        super().__init__(msg)
 
 # Output tokens one id can take: "[", up to 3 digit tokens, "]", " >" (one spare).
 TOKENS_PER_ID = 7
@@ -31,17 +48,16 @@ class Profile:
     decoding: str = "greedy"
 
     def __post_init__(self) -> None:
+        check_fields(template=self.template, decoding=self.decoding, window=self.window, stride=self.stride)
         get_template(self.template)  # raises UnknownTemplateError
         if self.decoding not in DECODING_MODES:
             raise UnknownProfileError(
                 f"unknown decoding mode {self.decoding!r}; choose one of: {', '.join(DECODING_MODES)}"
             )
-        if not 1 <= self.window <= 100:
-            raise UnknownProfileError(f"window must be between 1 and 100, got {self.window}")
-        if not 1 <= self.stride <= self.window:
-            raise UnknownProfileError(
-                f"stride must be between 1 and the window ({self.window}), got {self.stride}"
-            )
+        object.__setattr__(self, "window", int(self.window))  # a numpy integer is stored as an int
+        object.__setattr__(self, "stride", int(self.stride))
+        if self.stride > self.window:
+            raise StrideError(self.window, self.stride, stride_given=True)
 
     @property
     def tmpl(self):
@@ -75,5 +91,32 @@ class Profile:
         return cls(**known)
 
     def with_(self, **changes) -> "Profile":
-        """A copy with the given fields changed; ``None`` values are ignored."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields changed; ``None`` values are ignored.
+
+        Raises:
+            UnknownProfileError: an unknown field, or a value of the wrong type or range, named
+                by its argument (``template``, ``decoding`` a str; ``window`` an int in 1..100,
+                ``stride`` an int in 1..window). :class:`StrideError` when only ``window`` was
+                given and the profile's stride is larger.
+            UnknownTemplateError: an unknown template name.
+        """
+        unknown = sorted(set(changes) - {"template", "decoding", "window", "stride"})
+        if unknown:
+            raise UnknownProfileError(f"unknown profile field {unknown[0]!r}; use template, decoding, window or stride")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        check_fields(**changes)
+        window = int(changes.get("window", self.window))
+        stride = int(changes.get("stride", self.stride))
+        if stride > window:
+            raise StrideError(window, stride, stride_given="stride" in changes, window_given="window" in changes)
+        return replace(self, **changes)
+
+
+def check_fields(**fields) -> None:
+    """Type and range of each given profile field, named as the Python argument."""
+    for name in ("template", "decoding"):
+        if name in fields and not isinstance(fields[name], str):
+            raise UnknownProfileError(f"{name} must be a str, got {shown(fields[name])}")
+    for name in ("window", "stride"):
+        if name in fields:
+            check_int(name, fields[name], 1, MAX_WINDOW, error=UnknownProfileError)

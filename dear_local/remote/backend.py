@@ -93,6 +93,9 @@ class RemoteBackend(Backend, RemoteModel):
     """
 
     name = "server"
+    # --n-ctx does nothing here: the context is the server's, per slot
+    context_advice = ("a server started with a larger per-slot context (llama-server -c/--ctx-size divided by "
+                      "--parallel; vLLM --max-model-len)")
 
     def __init__(self, tokenizer: Backend, fleet: Fleet, *, protocol: str = "auto", served_model: str = "") -> None:
         self.tok = tokenizer

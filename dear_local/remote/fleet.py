@@ -195,9 +195,10 @@ class Fleet:
         if not urls:
             raise ServerError("no server given; pass --server http://HOST:PORT (repeat it for several)")
         for url in urls:
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
                 raise ServerError(f"server {redact_url(str(url))!r} is not an http:// or https:// URL; "
                                   "pass e.g. --server http://127.0.0.1:8080")
+        urls = [u.split("://", 1)[0].lower() + "://" + u.split("://", 1)[1] for u in urls]  # HTTP:// is http://
         self.servers = [Server(u, timeout=timeout, api_key=api_key) for u in dict.fromkeys(urls)]
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.stats = FleetStats()

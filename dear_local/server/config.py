@@ -11,7 +11,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from ..errors import UserInputError
-from ..reranker import MAX_DOCUMENTS
+from ..limits import MAX_BODY_BYTES, MAX_DOCUMENTS, MAX_IN_FLIGHT, MAX_QUEUE
+from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from ..run_options import RunOptions
 
 DEFAULT_HOST = "127.0.0.1"
@@ -48,7 +49,7 @@ class ServerSettings:
     in_flight: int = 1
 
     def __post_init__(self) -> None:
-        if self.api_key:
+        if self.api_key is not None:
             check_api_key(self.api_key)
         if self.in_flight < 1:
             raise UserInputError(f"--in-flight must be at least 1, got {self.in_flight}")
@@ -56,8 +57,8 @@ class ServerSettings:
             raise UserInputError("--in-flight above 1 needs --server: a local model ranks one request at a time")
         if self.max_queue < 0:
             raise UserInputError(f"--max-queue must be 0 or more, got {self.max_queue}")
-        if not self.timeout > 0:
-            raise UserInputError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise UserInputError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {self.timeout}")
         if not 1 <= self.max_documents <= MAX_DOCUMENTS:
             raise UserInputError(
                 f"--max-documents must be between 1 and {MAX_DOCUMENTS}, got {self.max_documents}"
@@ -84,11 +85,16 @@ def check_api_key(key: str) -> None:
     - lone surrogates (a command-line argument that was not valid UTF-8): no bytes to compare;
     - control characters (C0, DEL, C1; tabs and newlines included): HTTP servers refuse or
       cut header values holding them, and a pasted key rarely means them;
-    - whitespace at either end: HTTP strips it from header values, so it could never match.
+    - whitespace at either end: HTTP strips it from header values, so it could never match;
+    - an empty key, which would quietly serve without one.
 
     Raises ``UserInputError`` naming --api-key and DEAR_LOCAL_API_KEY.
     """
     where = "the API key (--api-key or DEAR_LOCAL_API_KEY)"
+    if not key:
+        raise UserInputError(
+            f"{where} is empty, which would serve without a key; pass a non-empty key, or leave --api-key out"
+        )
     try:
         key.encode("utf-8")
     except UnicodeEncodeError:

@@ -164,9 +164,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _quantize_one(
-    src: Path, dest: Path, qtype: str, threads: int | None, imatrix: Path | None = None, need: int = 0
+    src: Path, dest: Path, qtype: str, threads: int | None, imatrix: Path | None = None, need: int = 0,
+    record=None,
 ) -> float:
-    """Quantize in a child process (see :mod:`.worker`): Ctrl-C kills it and removes the partial file."""
+    """Quantize in a child process (see :mod:`.worker`): Ctrl-C kills it and removes the partial file.
+
+    ``record(tmp, seconds)``, when given, is called with the finished ``.partial`` file before it is
+    renamed to ``dest`` (to write the manifest first: a file under its final name is always recorded).
+    """
     from dear_local.progress import bar
 
     out_dir = dest.parent
@@ -200,20 +205,37 @@ def _quantize_one(
         finally:
             _stop(proc)  # Ctrl-C or any error here: the child stops, and atomic_path removes the partial file
         if result is not None and result["rc"] == 0 and tmp.is_file():
-            return time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            if record is not None:
+                record(tmp, seconds)
+            return seconds
         free = _free_bytes(out_dir)
         if free < _DISK_FULL_MARGIN or (result is not None and any("No space left" in e for e in result["errors"])):
             raise _disk_full(out_dir, qtype)
-        if result is None:
-            stderr.seek(0)
-            tail = (stderr.read().decode("utf-8", "replace").strip().splitlines() or [f"exit code {rc}"])[-1]
-            detail = f"the quantizer process stopped ({tail})"
-        else:
-            detail = "; ".join(result["errors"][-3:]) or f"return code {result['rc']}"
+        if result is None or any(e.startswith("KeyboardInterrupt") for e in result["errors"]):
+            raise QuantizeError(
+                f"the quantizer process for {qtype} was {_stopped_by(rc, stderr)} before it finished; "
+                "run the same command again to build the types not yet done"
+            )
+        detail = "; ".join(result["errors"][-3:]) or f"return code {result['rc']}"
         raise QuantizeError(
             f"llama.cpp could not quantize {src.name} to {qtype}: {detail}. "
             "Quantize from the BF16/F16/F32 GGUF that `dear-local convert` writes"
         )
+
+
+def _stopped_by(rc: int | None, stderr) -> str:
+    """How the quantizer process ended without an answer: a signal's name, or its last stderr line."""
+    import signal
+
+    if rc is not None and rc < 0:
+        try:
+            return f"stopped by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"stopped by signal {-rc}"
+    stderr.seek(0)
+    tail = (stderr.read().decode("utf-8", "replace").strip().splitlines() or [f"exit code {rc}"])[-1]
+    return "interrupted" if "KeyboardInterrupt" in tail else f"stopped ({tail})"
 
 
 def load_manifest(path: Path) -> dict:
@@ -246,7 +268,7 @@ def file_entry(path: Path, qtype: str, build: dict, seconds: float | None = None
     return entry
 
 
-def _output_files(src: Path, out_dir: Path, qtypes: list[str], force: bool) -> dict[str, Path]:
+def _output_files(src: Path, out_dir: Path, qtypes: list[str]) -> dict[str, Path]:
     """The file each type will be written to, after checking the input and that ``out_dir`` takes them."""
     from dear_local.gguf_file import check_gguf
 
@@ -254,11 +276,30 @@ def _output_files(src: Path, out_dir: Path, qtypes: list[str], force: bool) -> d
         raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
     check_gguf(src, what="input GGUF")  # a folder, an empty, foreign, corrupt or truncated file
     targets = {t: output_file(src, out_dir, t) for t in qtypes}
-    clash = [p.name for t, p in targets.items() if p.exists() and not force and p.resolve() != src.resolve()]
-    if clash:
-        raise UserInputError(f"{', '.join(clash)} already exist(s) in {out_dir}; pass --force to overwrite")
     check_writable(out_dir)
     return targets
+
+
+def source_identity(src: Path) -> dict:
+    """What tells the input GGUF apart cheaply: its name, size and modification time (ns)."""
+    st = src.stat()
+    return {"file": src.name, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _already_built(dest: Path, qtype: str, manifest: dict, identity: dict, imatrix_sha: str | None) -> bool:
+    """True when ``dest`` was built by an earlier run from the same input (and matrix) and is whole.
+
+    The manifest must record ``dest`` as ``qtype``, made from a source of the same ``identity``
+    with the same importance matrix (or none), and the file must have the recorded size and sha256.
+    """
+    if not dest.is_file() or manifest.get("source", {}).get("identity") != identity:
+        return False
+    entry = next((e for e in manifest.get("files", []) if e.get("file") == dest.name), None)
+    if entry is None or entry.get("type") != qtype or entry.get("bytes") != dest.stat().st_size:
+        return False
+    if (entry.get("imatrix") or {}).get("sha256") != imatrix_sha:
+        return False
+    return entry.get("sha256") == sha256_file(dest)
 
 
 def _missing_folders(folder: Path) -> list[Path]:
@@ -284,13 +325,20 @@ def quantize(
     force: bool = False,
     imatrix: str | Path | None = None,
     on_file=None,
+    on_kept=None,
 ) -> dict:
     """Quantize ``gguf_path`` to each of ``types`` in ``out_dir``; return the updated manifest.
 
     Outputs are ``<name>-<TYPE>.gguf`` where ``<name>`` is the input's name without
     its ``-BF16``/``-F16``/``-F32`` suffix. A type whose output is the input file
-    itself is recorded without requantizing. Existing outputs are refused unless
-    ``force``. ``on_file(entry)`` is called after each file.
+    itself is recorded without requantizing. ``on_file(entry)`` is called after each file.
+
+    Each finished file is recorded in the manifest before it takes its final name, so a run
+    that stops part way (Ctrl-C, SIGTERM, SIGHUP) can be resumed: run it again and the types
+    already built from the same input (same name, size and modification time, same matrix)
+    whose file still has its recorded size and sha256 are kept (``on_kept(type, path)`` is
+    called for each) and the rest are built. Other existing outputs are refused unless
+    ``force``, which rebuilds every type.
 
     ``imatrix`` is a GGUF importance matrix (``dear-local imatrix``), checked against
     the model and handed to llama.cpp; each entry then records its sha256 and
@@ -300,8 +348,9 @@ def quantize(
     weight, sha256, provenance and the llama.cpp build. Each output goes through
     ``.partial`` and is renamed only when llama.cpp reports success.
 
-    Each type is quantized in a child process: Ctrl-C (``KeyboardInterrupt``) stops it,
-    removes its partial file and leaves the manifest without it. A run that made
+    Each type is quantized in a child process: Ctrl-C (``KeyboardInterrupt``), SIGTERM and
+    SIGHUP (raised here as ``KeyboardInterrupt``) stop it, remove its partial file and
+    leave the manifest without it. A run that made
     ``out_dir`` and wrote nothing into it removes it again.
 
     Raises:
@@ -325,7 +374,8 @@ def quantize(
         )
     created = _missing_folders(out_dir)
     try:
-        return _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file)
+        with _terminate_as_interrupt():
+            return _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file, on_kept)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _disk_full(out_dir, ", ".join(qtypes)) from None
@@ -335,8 +385,35 @@ def quantize(
             _remove_if_empty(folder)
 
 
-def _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file) -> dict:
-    targets = _output_files(src, out_dir, qtypes, force)
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Within the block, SIGTERM and SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does, so the
+    same clean-up runs (the quantizer process stops, its ``.partial`` file is removed).
+    Only in the main thread, where Python can set signal handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    wanted = [sig for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if sig is not None]
+    previous = {}
+    for sig in wanted:
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file, on_kept) -> dict:
+    targets = _output_files(src, out_dir, qtypes)
     if imatrix is not None:
         from dear_local_convert.quant.imatrix_file import QuantizeMatrix
 
@@ -350,25 +427,53 @@ def _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file) -> dic
         raise InvalidModelFileError(
             f"input GGUF {src} is corrupt ({exc}); re-convert it with `dear-local convert`"
         ) from None
-    source = {"file": src.name, **{k: v for k, v in facts.items() if k.startswith("source_")}}
+    identity = source_identity(src)
+    source = {"file": src.name, "identity": identity,
+              **{k: v for k, v in facts.items() if k.startswith("source_")}}
     manifest_path = out_dir / MANIFEST
     manifest = load_manifest(manifest_path)
-    files = {e["file"]: e for e in manifest.get("files", [])}
+    imatrix_sha = matrix.manifest_entry()["sha256"] if matrix is not None else None
+    kept = set()
+    if not force:
+        kept = {t for t, p in targets.items()
+                if p.resolve() != src.resolve() and _already_built(p, t, manifest, identity, imatrix_sha)}
+        clash = [p.name for t, p in targets.items() if p.exists() and t not in kept and p.resolve() != src.resolve()]
+        if clash:
+            raise UserInputError(
+                f"{', '.join(clash)} already exist(s) in {out_dir} and {'is' if len(clash) == 1 else 'are'} not "
+                "recorded in its manifest.json as built from this input; pass --force to overwrite"
+            )
+    files = {e["file"]: e for e in manifest.get("files", [])} if manifest.get("source", {}).get("identity") == identity \
+        else {}
+
+    def save(entry: dict) -> dict:
+        files[entry["file"]] = entry
+        out = {"source": source, "files": sorted(files.values(), key=lambda e: (-e["bytes"], e["file"]))}
+        write_text_atomic(manifest_path, json.dumps(out, indent=2) + "\n")
+        return out
+
     for qtype, dest in targets.items():
+        if qtype in kept:
+            if on_kept is not None:
+                on_kept(qtype, dest)
+            continue
         if dest.exists() and dest.resolve() == src.resolve():
             entry = file_entry(dest, qtype, build)
+            save(entry)
         else:
             need = min_output_bytes(facts["n_params"], qtype)
-            seconds = _quantize_one(src, dest, qtype, threads, matrix.path if matrix else None, need)
-            entry = file_entry(dest, qtype, build, seconds)
-            if matrix is not None:
-                entry["imatrix"] = matrix.manifest_entry()
-        files[entry["file"]] = entry
-        manifest = {
-            "source": source,
-            "files": sorted(files.values(), key=lambda e: (-e["bytes"], e["file"])),
-        }
-        write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+            done: list[dict] = []
+
+            def record(tmp: Path, seconds: float, qtype=qtype, dest=dest, done=done) -> None:
+                entry = file_entry(tmp, qtype, build, seconds)
+                entry["file"] = dest.name
+                if matrix is not None:
+                    entry["imatrix"] = matrix.manifest_entry()
+                done.append(entry)
+                save(entry)  # recorded before the rename: a file under its final name is always in the manifest
+
+            _quantize_one(src, dest, qtype, threads, matrix.path if matrix else None, need, record)
+            entry = done[0]
         if on_file is not None:
             on_file(entry)
-    return manifest
+    return {"source": source, "files": sorted(files.values(), key=lambda e: (-e["bytes"], e["file"]))}

@@ -82,11 +82,21 @@ def main() -> int:
         if m:
             _send({"tensor": int(m.group(1)), "total": int(m.group(2))})
 
-    try:
-        rc, errors = run_quantize(src, dest, job["type"], job.get("threads"), job.get("imatrix"), on_line)
-    except Exception as exc:  # reported to the parent as a failure, with the reason
-        rc, errors = -1, [f"{type(exc).__name__}: {exc}"]
-    _send({"rc": int(rc), "errors": errors})
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            rc, errors = run_quantize(src, dest, job["type"], job.get("threads"), job.get("imatrix"), on_line)
+        except BaseException as exc:  # reported to the parent as a failure, with the reason
+            rc, errors = -1, [f"{type(exc).__name__}: {exc}"]
+        result.update(rc=int(rc), errors=errors)
+
+    # Off the main thread, so the log capture cannot install a SIGINT handler over SIG_IGN:
+    # the child never reacts to Ctrl-C, whatever the parent does with it.
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    _send(result)
     return 0
 
 

@@ -1,0 +1,14 @@
+"""Upper bounds on numbers a user passes, shared by the Python API, the CLI's flags and ``serve``.
+
+Plain constants, importable without the ``serve`` extra or llama.cpp. Past them a value is a
+mistake (``inf``, ``1e308``) that would otherwise fail deep inside (an OverflowError in a
+deadline, an allocation without limit).
+"""
+
+MAX_DOCUMENTS = 1000  # documents per query
+MAX_REQUEST_TIMEOUT = 86400.0  # seconds per server request: one day
+MAX_LORA_SCALE = 100.0  # |--lora-scale|
+MAX_SERVE_TIMEOUT = 86400.0  # seconds per served request (serve --timeout)
+MAX_BODY_BYTES = 2**30  # serve --max-body-bytes
+MAX_QUEUE = 100_000  # serve --max-queue
+MAX_IN_FLIGHT = 1024  # requests or queries ranked at once
