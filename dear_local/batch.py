@@ -21,7 +21,8 @@ from .decoding.remote import RemoteModel
 from .errors import UserInputError
 from .formats.ids import check_line_id
 from .formats.request import Request
-from .reranker import MAX_DOCUMENTS, Reranker, RerankResponse
+from .limits import MAX_DOCUMENTS
+from .reranker import Reranker, RerankResponse
 
 Done = Callable[[int, Request, RerankResponse], None]
 

@@ -80,7 +80,7 @@ def read_lines_request(path: str | Path | None, stdin: IO[bytes] | None, query: 
     the limit. Raises what :func:`read_text` and :func:`lines_request` raise, and
     ``UserInputError`` for too many documents.
     """
-    from .reranker import MAX_DOCUMENTS
+    from .limits import MAX_DOCUMENTS
 
     _check_query(query)
     if path is None and stdin is None:

@@ -12,3 +12,5 @@ MAX_SERVE_TIMEOUT = 86400.0  # seconds per served request (serve --timeout)
 MAX_BODY_BYTES = 2**30  # serve --max-body-bytes
 MAX_QUEUE = 100_000  # serve --max-queue
 MAX_IN_FLIGHT = 1024  # requests or queries ranked at once
+MAX_CTX = 1 << 20  # tokens of llama.cpp context (n_ctx, --n-ctx)
+MAX_THREADS = 1024  # llama.cpp CPU threads (n_threads, --threads)

@@ -98,7 +98,7 @@ def check_arguments(*, profile, n_threads, n_gpu_layers, n_ctx, cpu_buffers, ser
     Raises:
         UserInputError: the first argument of the wrong type or out of range.
     """
-    from .backends.limits import MAX_CTX, MAX_THREADS
+    from .limits import MAX_CTX, MAX_THREADS
     from .backends.loader import CPU_BUFFER_MODES
 
     if profile is not None and not isinstance(profile, Profile):

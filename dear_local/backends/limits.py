@@ -7,9 +7,7 @@ file) or tries to allocate without limit.
 from __future__ import annotations
 
 from ..errors import UserInputError
-
-MAX_CTX = 1 << 20  # tokens
-MAX_THREADS = 1024
+from ..limits import MAX_CTX, MAX_THREADS
 
 
 def _whole(value, name: str, low: int, high: int, *, optional: bool) -> None:

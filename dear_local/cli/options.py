@@ -10,7 +10,7 @@ import typer
 
 import math
 
-from ..backends.limits import MAX_CTX, MAX_THREADS
+from ..limits import MAX_CTX, MAX_THREADS
 from ..contract import DECODING_MODES
 from ..contract.profile import MAX_WINDOW, StrideError
 from ..errors import UserInputError

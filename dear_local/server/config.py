@@ -53,18 +53,20 @@ class ServerSettings:
             check_api_key(self.api_key)
         if self.in_flight < 1:
             raise UserInputError(f"--in-flight must be at least 1, got {self.in_flight}")
+        if self.in_flight > MAX_IN_FLIGHT:
+            raise UserInputError(f"--in-flight must be at most {MAX_IN_FLIGHT}, got {self.in_flight}")
         if self.in_flight > 1 and not self.run.servers:
             raise UserInputError("--in-flight above 1 needs --server: a local model ranks one request at a time")
-        if self.max_queue < 0:
-            raise UserInputError(f"--max-queue must be 0 or more, got {self.max_queue}")
+        if not 0 <= self.max_queue <= MAX_QUEUE:
+            raise UserInputError(f"--max-queue must be between 0 and {MAX_QUEUE}, got {self.max_queue}")
         if not 0 < self.timeout <= MAX_TIMEOUT:
             raise UserInputError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {self.timeout}")
         if not 1 <= self.max_documents <= MAX_DOCUMENTS:
             raise UserInputError(
                 f"--max-documents must be between 1 and {MAX_DOCUMENTS}, got {self.max_documents}"
             )
-        if self.max_body_bytes < 1024:
-            raise UserInputError(f"--max-body-bytes must be at least 1024, got {self.max_body_bytes}")
+        if not 1024 <= self.max_body_bytes <= MAX_BODY_BYTES:
+            raise UserInputError(f"--max-body-bytes must be between 1024 and {MAX_BODY_BYTES}, got {self.max_body_bytes}")
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"--port must be between 0 and 65535, got {self.port}")
 
