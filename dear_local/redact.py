@@ -75,8 +75,14 @@ def _url_end(text: str, start: int) -> int:
     return end
 
 
-def _userinfo_end(text: str, start: int, quote: str | None) -> int:
-    """Index of the "@" that ends the userinfo of a URL whose authority starts at ``start``, or -1."""
+# In unquoted text a password may hold spaces, but the userinfo does not run on across a sentence:
+# at most two runs of spaces, and none after ",", ";" or "." (unless the URL is the whole line).
+_TOO_FAR = re.compile(r"[,;.]\s|\s+\S+\s+\S+\s+")
+
+
+def _userinfo_end(text: str, start: int, quote: str | None, whole_line: bool = False) -> int:
+    """Index of the "@" that ends the userinfo of a URL whose authority starts at ``start``, or -1.
+    ``whole_line``: the URL starts its line, so a line that ends at its host is all URL."""
     end = _url_end(text, start)
     if quote:
         q = start
@@ -85,10 +91,14 @@ def _userinfo_end(text: str, start: int, quote: str | None) -> int:
             if q == -1:
                 break
             if text[q - 1] != "\\":
-                end = q
-                break
+                return text.rfind("@", start, q)
             q += 1
-    return text.rfind("@", start, end)
+    at = text.rfind("@", start, end)
+    if at != -1 and whole_line and not any(c.isspace() for c in text[at:end]):
+        return at
+    while at != -1 and _TOO_FAR.search(text, start, at):
+        at = text.rfind("@", start, at)
+    return at
 
 
 def _mask_userinfo(text: str) -> str:
@@ -98,7 +108,8 @@ def _mask_userinfo(text: str) -> str:
             continue
         start = m.end()
         before = text[m.start() - 1] if m.start() > 0 else ""
-        at = _userinfo_end(text, start, before if before in "'\"" and before else None)
+        at = _userinfo_end(text, start, before if before in "'\"" and before else None,
+                           whole_line=before in ("", "\n", "\r"))
         if at == -1:
             continue
         user, sep, _ = text[start:at].partition(":")

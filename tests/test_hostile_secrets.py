@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import re
 import string
 import subprocess
 import sys
@@ -76,6 +77,8 @@ def _pieces(secret: str, size: int = 4) -> set[str]:
 @given(scheme=SCHEMES, user=USERS, password=PASSWORDS, quoted=st.booleans(), path=st.sampled_from(["", "/v1", "/x?a=1"]))
 def test_a_url_password_is_masked_whole_whatever_it_holds(scheme, user, password, quoted, path):
     url = f"{scheme}://{user}:{password}@127.0.0.1:1{path}"
+    if not quoted:  # unquoted in a sentence, the rule: at most two runs of spaces, none after , ; or .
+        assume(not re.search(r"[,;.]\s|\s+\S+\s+\S+\s+", password))
     text = f"server {url!r} failed" if quoted else f"server {url} failed"
     shown = redact_url(text)
     expected_url = f"{scheme}://{user}:{MASK}@127.0.0.1:1{path}"
@@ -83,6 +86,11 @@ def test_a_url_password_is_masked_whole_whatever_it_holds(scheme, user, password
     assert shown == f"server {q}{expected_url}{q} failed"
     # the fleet takes the same password, whole, percent-decoded
     assert _split_credentials(url) == (f"{scheme}://127.0.0.1:1{path}", (user, unquote(password)))
+
+
+def test_an_address_later_in_a_sentence_is_not_taken_for_a_password():
+    for text in ("http://h:1/x failed, contact a@b.com", "see http://h:1 and then mail the user a@b"):
+        assert redact_url(text) == text
 
 
 @PROPERTY

@@ -141,10 +141,10 @@ class Server:
             if self._auth:
                 _basic(*self._auth)
         except (ValueError, UnicodeError, httpx.InvalidURL) as exc:
-            hint = ("; if the password holds characters such as : / ? # @ or spaces, percent-encode them "
-                    "(%3A %2F %3F %23 %40 %20)") if self._auth else ""
+            hint = ("percent-encode any of : / ? # @ or space in the password (%3A %2F %3F %23 %40 %20); "
+                    if self._auth else "")
             raise ServerError(f"--server {self.label!r} is not a valid URL ({redact(str(exc), self.secrets)}); "
-                              f"pass e.g. --server http://127.0.0.1:8080{hint}") from None
+                              f"{hint}pass e.g. --server http://127.0.0.1:8080") from None
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
