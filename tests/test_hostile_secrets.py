@@ -89,7 +89,7 @@ def test_a_url_password_is_masked_whole_whatever_it_holds(scheme, user, password
 
 
 def test_an_address_later_in_a_sentence_is_not_taken_for_a_password():
-    for text in ("http://h:1/x failed, contact a@b.com", "see http://h:1 and then mail the user a@b"):
+    for text in ("server http://h:1/x failed, contact a@b.com", "see http://h:1 and then mail the user a@b"):
         assert redact_url(text) == text
 
 
@@ -207,7 +207,7 @@ def test_a_setting_named_like_a_secret_is_masked(prefix, part, suffix, value):
        token=st.text(alphabet=string.ascii_letters + string.digits + "-._~+/", min_size=1, max_size=20),
        around=st.sampled_from([("", ""), ("X-Headers ", " and more"), ('{"', '"}')]))
 def test_an_authorization_value_is_masked_in_any_text(header, sep, scheme, token, around):
-    token = "T" + token
+    token = "Z9" + token  # marked, so it cannot be part of a scheme's name
     text = f"{around[0]}{header}{sep}{scheme}{token}{around[1]}"
     shown = redact(text)
     assert token not in shown and MASK in shown
@@ -217,7 +217,7 @@ def test_an_authorization_value_is_masked_in_any_text(header, sep, scheme, token
 @given(scheme=st.sampled_from(["Bearer", "bearer", "BEARER"]),
        token=st.text(alphabet=string.ascii_letters + string.digits + "-._~+/=", min_size=1, max_size=20))
 def test_a_bearer_token_of_any_length_is_masked(scheme, token):
-    token = "T" + token
+    token = "Z9" + token
     assert token not in redact(f"sent {scheme} {token} to the server")
 
 
