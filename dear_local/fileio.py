@@ -130,7 +130,7 @@ def stdout_errors(hint: str) -> Iterator[None]:
             except OSError as exc:
                 if isinstance(exc, BrokenPipeError) or exc.errno not in NO_SPACE:
                     raise
-                raise DiskFullError(f"{name} is full ({exc.strerror or 'no space left'}); {hint}") from None
+                raise DiskFullError(f"{name} is full (no space left on device); {hint}") from None
     except DearLocalError:
         with contextlib.suppress(OSError, ValueError):
             fd = os.open(os.devnull, os.O_WRONLY)

@@ -377,7 +377,9 @@ def _run(args: list[str], stdout) -> subprocess.CompletedProcess:
 def test_a_full_standard_output_is_one_line(args):
     with open("/dev/full", "w") as full:
         done = _run(args, full)
-    assert done.returncode == 2
+    from dear_local.errors import DiskFullError
+
+    assert done.returncode == DiskFullError.exit_code
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: standard output"), done.stderr
     assert "is full" in done.stderr and "Traceback" not in done.stderr
 

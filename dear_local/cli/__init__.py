@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from ..errors import DearLocalError
+from ..errors import DearLocalError, DiskFullError
 from ..settings import get_settings
 from .messages import safe
 
@@ -112,7 +112,7 @@ def main() -> None:
     to handle here is dear-local's own errors and the unexpected.
 
     Standard output that cannot be written: a full disk or device (ENOSPC, EDQUOT) is one line,
-    ``error: standard output is full: ...``, exit 2; a reader that went away (EPIPE, ``| head -1``)
+    ``error: standard output (...) is full: ...``, with a full disk's exit status; a reader that went away (EPIPE, ``| head -1``)
     ends the command quietly with exit 141, as coreutils do.
     """
     debug = get_settings().debug
@@ -153,9 +153,9 @@ def main() -> None:
 
             name = stdout_name()
             _silence_stdout()
-            typer.echo(f"error: {safe(name)} is full: {exc.strerror or 'no space left'}; "
+            typer.echo(f"error: {safe(name)} is full: no space left on device; "
                        "free some space, or send the output to a file on a disk with room", err=True)
-            sys.exit(2)
+            sys.exit(DiskFullError.exit_code)
         typer.echo(
             f"error: unexpected {type(exc).__name__}: {safe(str(exc))} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
             err=True,
