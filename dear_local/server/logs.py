@@ -3,7 +3,10 @@
 A filter on every handler of uvicorn's loggers masks, in each record's message, arguments
 and traceback: the server's API key (in every spelling a log line can hold it), every
 secret-like setting in the environment (such as DEAR_LOCAL_SERVER_API_KEY), credentials in URLs, and secret-named query parameters in a
-request path (``/v1/rerank?api_key=...``, which the access log would otherwise show).
+request path (``/v1/rerank?api_key=...``, which the access log would otherwise show). The key is
+found in any spelling: raw, percent-encoded in either hex case or any mix, or as a bytes repr.
+Control characters in every record (a server's reply, a request path) are shown as visible escapes
+(:func:`~dear_local.terminal.printable`), so a log line cannot drive the terminal.
 """
 
 from __future__ import annotations
