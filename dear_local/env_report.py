@@ -69,14 +69,20 @@ def collect() -> dict:
 
 
 def format_report(report: dict) -> str:
-    """The report as ``key: value`` lines, nested dicts indented."""
+    """The report as ``key: value`` lines, nested dicts indented. Every key and value is shown through
+    :func:`~dear_local.terminal.printable` (settings, paths and reasons can hold control characters)."""
+    from .terminal import printable
+
+    def show(value) -> str:
+        return printable(str(value))
+
     lines = []
     for key, value in report.items():
         if isinstance(value, dict):
-            lines.append(f"{key}:" + ("" if value else " (none)"))
-            lines.extend(f"  {k}: {v}" for k, v in value.items())
+            lines.append(f"{show(key)}:" + ("" if value else " (none)"))
+            lines.extend(f"  {show(k)}: {show(v)}" for k, v in value.items())
         elif isinstance(value, list):
-            lines.append(f"{key}: {' '.join(value) or '(none)'}")
+            lines.append(f"{show(key)}: {show(' '.join(map(str, value))) or '(none)'}")
         else:
-            lines.append(f"{key}: {value}")
+            lines.append(f"{show(key)}: {show(value)}")
     return "\n".join(lines)

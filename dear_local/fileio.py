@@ -110,10 +110,27 @@ def stdout_name() -> str:
 @contextlib.contextmanager
 def stdout_errors(hint: str) -> Iterator[None]:
     """``write_errors`` for standard output. After a failed write, standard output is pointed at
-    the null device, so the interpreter's last flush at exit does not print the error again."""
+    the null device, so the interpreter's last flush at exit does not print the error again.
+    When standard output is not a regular file (a device such as ``/dev/full``, a pipe), a full
+    write names standard output alone, not the free space of whatever disk its path is on."""
+    import stat
+
+    name = stdout_name()
     try:
-        with write_errors(stdout_name(), hint):
-            yield
+        regular = stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        regular = False
+    try:
+        if regular:
+            with write_errors(name, hint):
+                yield
+        else:
+            try:
+                yield
+            except OSError as exc:
+                if isinstance(exc, BrokenPipeError) or exc.errno not in NO_SPACE:
+                    raise
+                raise DiskFullError(f"{name} is full (no space left on device); {hint}") from None
     except DearLocalError:
         with contextlib.suppress(OSError, ValueError):
             fd = os.open(os.devnull, os.O_WRONLY)

@@ -14,6 +14,7 @@ import re
 # C0 controls (tab and newline included: a table row or one-line error must stay one line),
 # DEL, C1 controls, and the Unicode bidirectional and line/paragraph-separator format characters.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+UNSAFE = _UNSAFE  # the characters printable() escapes, for writers that escape them their own way (JSON)
 
 
 def _escape(m: re.Match) -> str:

@@ -7,11 +7,13 @@ Expected failures (``DearLocalError``) print one line and exit 2; set
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 import typer
 
-from ..errors import DearLocalError
+from ..errors import DearLocalError, DiskFullError
 from ..settings import get_settings
 from .messages import safe
 
@@ -43,6 +45,64 @@ def _register() -> None:
 _register()
 
 
+# Exit status after the reader of standard output went away (``| head -1``): 128 + SIGPIPE, what a
+# shell reports for coreutils killed by the same closed pipe, so `set -o pipefail` sees it the same way.
+EXIT_CLOSED_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's last flush at exit writes
+    nothing and prints no "Exception ignored" message for the stream that failed."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _stdout_failed(exc: OSError) -> bool:
+    """Whether ``exc`` came from writing standard output: a frame it passed through was writing to a
+    stream on file descriptor 1 (click's ``echo``), or it came from the last flush in :func:`main`."""
+    import io
+
+    if getattr(exc, "dear_local_stdout", False):
+        return True
+    def is_stdout(value) -> bool:
+        if value is sys.stdout or value is sys.__stdout__:
+            return True
+        if isinstance(value, io.IOBase):
+            try:
+                return value.fileno() == 1
+            except (OSError, ValueError):
+                return False
+        return False
+
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            # the stream itself (click's echo), or an object writing to it (rich's Console for --help)
+            if is_stdout(value) or is_stdout(getattr(value, "file", None)):
+                return True
+        tb = tb.tb_next
+    return False
+
+
+def _fd1_target() -> str | None:
+    try:
+        return os.readlink("/proc/self/fd/1")
+    except OSError:
+        return None
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        exc.dear_local_stdout = True
+        raise
+
+
 def main() -> None:
     """Entry point of the ``dear-local`` console script.
 
@@ -50,10 +110,29 @@ def main() -> None:
     command, missing or malformed value) take click's own path for whichever
     click the installed typer uses: usage line, message, exit 2. What is left
     to handle here is dear-local's own errors and the unexpected.
+
+    Standard output that cannot be written: a full disk or device (ENOSPC, EDQUOT) is one line,
+    ``error: standard output (...) is full: ...``, with a full disk's exit status; a reader that went away (EPIPE, ``| head -1``)
+    ends the command quietly with exit 141, as coreutils do.
     """
     debug = get_settings().debug
+    stdout_at_start = _fd1_target()
     try:
-        app(standalone_mode=True)
+        try:
+            app(standalone_mode=True)
+        except SystemExit as exc:
+            # click ends a command whose reader went away with exit 1 after pacifying stdout; rich (--help)
+            # with exit 1 after pointing standard output at the null device
+            if exc.code == 1 and (type(sys.stdout).__name__ == "PacifyFlushWrapper"
+                                  or (stdout_at_start != os.devnull and _fd1_target() == os.devnull)):
+                _silence_stdout()
+                raise SystemExit(EXIT_CLOSED_PIPE) from None
+            raise
+        finally:
+            _flush_stdout()  # a failed write shows here, while it can still be reported, not at exit
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(EXIT_CLOSED_PIPE)
     except DearLocalError as exc:
         if debug:
             raise
@@ -65,6 +144,18 @@ def main() -> None:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            _silence_stdout()
+            sys.exit(EXIT_CLOSED_PIPE)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) \
+                and _stdout_failed(exc):
+            from ..fileio import stdout_name
+
+            name = stdout_name()
+            _silence_stdout()
+            typer.echo(f"error: {safe(name)} is full: no space left on device; "
+                       "free some space, or send the output to a file on a disk with room", err=True)
+            sys.exit(DiskFullError.exit_code)
         typer.echo(
             f"error: unexpected {type(exc).__name__}: {safe(str(exc))} (set DEAR_LOCAL_DEBUG=1 for the traceback)",
             err=True,

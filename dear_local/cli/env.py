@@ -46,7 +46,8 @@ def env(
             "result": f"decoded {probe.detail!r}" if probe.ok else probe.detail,
             "seconds": round(probe.seconds, 2),
         }
-    typer.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    # ensure_ascii escapes every control character but DEL
+    typer.echo(json.dumps(report, indent=2).replace("\x7f", "\\u007f") if as_json else format_report(report))
     if probe is not None and probe.refused is not None:
         raise InvalidModelFileError(probe.refused)  # the child's own one-line reason, naming the file and the fix
     if probe is not None and not probe.ok:

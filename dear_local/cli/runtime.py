@@ -280,19 +280,21 @@ def models() -> None:
     """List the known models and what is downloaded or built locally."""
     from ..settings import get_settings
     from ..store import list_manifests, local_artifacts
+    from ..terminal import printable
 
-    typer.echo(f"model store: {get_settings().models_dir}")
+    typer.echo(f"model store: {printable(str(get_settings().models_dir))}")
     for m in list_manifests():
-        typer.echo(f"\n{m.name}  ({m.description})")
-        typer.echo(f"  profile: {m.profile.template}/{m.profile.decoding}, default quant {m.default_quant}")
-        typer.echo(f"  quants: {', '.join(m.known_quants())}")
+        typer.echo(f"\n{printable(m.name)}  ({printable(str(m.description))})")
+        typer.echo(f"  profile: {printable(f'{m.profile.template}/{m.profile.decoding}')}, "
+                   f"default quant {printable(str(m.default_quant))}")
+        typer.echo(f"  quants: {printable(', '.join(m.known_quants()))}")
         if m.lora:
-            typer.echo(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)")
+            typer.echo(printable(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)"))
         files = local_artifacts(m)
         if not files:
             typer.echo("  local: none")
         for f in files:
-            typer.echo(f"  local: {f.name}  {f.stat().st_size / 2**20:.1f} MiB")
+            typer.echo(f"  local: {printable(f.name)}  {f.stat().st_size / 2**20:.1f} MiB")
 
 
 def pull(

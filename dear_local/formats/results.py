@@ -13,23 +13,22 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator
 
-from ..terminal import printable
+from ..terminal import UNSAFE, printable
 from .rank_llm import result_record
 from .trec import run_line
 
 FORMATS = ("table", "json", "trec", "rank_llm")
 
-# Characters JSON may carry raw that Python's str.splitlines() treats as line breaks; escaped,
-# every JSON record stays on one line for any JSONL reader.
-_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+def _json_escape(m) -> str:
+    return f"\\u{ord(m.group(0)):04x}"
 
 
 def json_line(obj) -> str:
-    """``obj`` as one line of JSON: UTF-8 text kept as is, line-break characters escaped."""
-    text = json.dumps(obj, ensure_ascii=False)
-    for raw, escaped in _LINE_BREAKS.items():
-        text = text.replace(raw, escaped)
-    return text
+    """``obj`` as one line of JSON: UTF-8 text kept as is, except the characters a terminal acts on or that
+    readers take as line breaks (C0 and C1 controls, DEL, bidi overrides, U+2028/U+2029), written as
+    ``\\uXXXX`` escapes; ``json.loads`` gives ``obj`` back."""
+    # outside strings JSON holds only ASCII punctuation, digits and letters, so every match is inside a string
+    return UNSAFE.sub(_json_escape, json.dumps(obj, ensure_ascii=False))
 
 
 def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ServerError
-from ..redact import redact_url
+from ..redact import redact, redact_url, register_secrets
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 PROBE_TIMEOUT = 10.0  # seconds: start-up probes (/props, /tokenize, /v1/models) answer at once or not at all
@@ -51,13 +51,24 @@ class FleetStats:
 
 
 def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """``url`` without its ``user:password@`` part, and that part (for HTTP basic auth)."""
-    parts = urlsplit(url)
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
+    """``url`` without its ``user:password@`` part, and that part (for HTTP basic auth), percent-decoded.
+
+    The userinfo runs from ``scheme://`` to the URL's LAST ``@``, as :func:`~dear_local.redact.redact_url`
+    masks it, so a password holding ``@``, ``/``, ``?``, ``#`` or spaces is taken whole.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at:
         return url, None
     user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+    return f"{scheme}://{host}", (unquote(user), unquote(password))
+
+
+def _basic(user: str, password: str) -> str:
+    """The ``Authorization: Basic`` value httpx sends for ``user``/``password``."""
+    import base64
+
+    return base64.b64encode(f"{user}:{password}".encode("utf-8")).decode("ascii")
 
 
 class _Connection:
@@ -114,14 +125,26 @@ class Server:
 
     def __init__(self, url: str, *, timeout: float, api_key: str | None = None) -> None:
         self.label = redact_url(url.rstrip("/"))
+        self.url, self._auth = _split_credentials(url.rstrip("/"))
+        # every message built from this server's replies masks its password, basic and Bearer forms
+        secrets = [api_key, f"Bearer {api_key}" if api_key else None]
+        if self._auth:
+            raw = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+            secrets += [self._auth[1], raw, _basic(*self._auth)]
+        register_secrets(*secrets)
+        self.secrets = [s for s in secrets if s]
         try:
-            self.url, self._auth = _split_credentials(url.rstrip("/"))
             import httpx
 
             httpx.URL(self.url)
-        except ValueError as exc:  # httpx.InvalidURL is a ValueError too
-            raise ServerError(f"server {self.label!r} is not a valid URL ({redact_url(str(exc))}); "
-                              "pass e.g. --server http://127.0.0.1:8080") from None
+            urlsplit(self.url).port  # a port out of range or not a number: ValueError
+            if self._auth:
+                _basic(*self._auth)
+        except (ValueError, UnicodeError, httpx.InvalidURL) as exc:
+            hint = ("percent-encode any of : / ? # @ or space in the password (%3A %2F %3F %23 %40 %20); "
+                    if self._auth else "")
+            raise ServerError(f"--server {self.label!r} is not a valid URL ({redact(str(exc), self.secrets)}); "
+                              f"{hint}pass e.g. --server http://127.0.0.1:8080") from None
         self.timeout = timeout
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
@@ -267,24 +290,29 @@ class Fleet:
         except httpx.HTTPError as exc:
             if conn.cut_off or time.monotonic() >= deadline:
                 raise _TimedOut(late) from exc
-            raise _Retryable(redact_url(f"{type(exc).__name__}: {exc}")) from exc
+            raise _Retryable(redact(f"{type(exc).__name__}: {exc}", server.secrets)) from exc
         finally:
             watchdog.cancel()
             if conn.cut_off:
                 server.drop(conn)
-        text = bytes(data).decode("utf-8", "replace")
+        raw = bytes(data).decode("utf-8", "replace")
+
+        def shown(n: int) -> str:
+            # the reply may echo the request's credentials back: masked in every message built from it
+            return redact(raw[:n + 1000], server.secrets)[:n]
+
         if status in RETRY_STATUS:
             raise _Retryable(f"HTTP {status}")
         if status >= 400:
             # the server answered: it is up, and refused this request
-            raise ServerError(redact_url(f"{server.label}{path} refused the request (HTTP {status}): {text[:300]}"),
+            raise ServerError(redact_url(f"{server.label}{path} refused the request (HTTP {status}): {shown(300)}"),
                               status=status)
         try:
-            out = json.loads(text)
+            out = json.loads(raw)
         except (ValueError, RecursionError):
-            raise ServerError(redact_url(f"{server.label}{path} did not answer JSON: {text[:200]!r}")) from None
+            raise ServerError(redact_url(f"{server.label}{path} did not answer JSON: {shown(200)!r}")) from None
         if not isinstance(out, dict):
-            raise ServerError(redact_url(f"{server.label}{path} answered {text[:200]!r}, not a JSON object; "
+            raise ServerError(redact_url(f"{server.label}{path} answered {shown(200)!r}, not a JSON object; "
                                          "check that --server points at an inference server"))
         return out
 
