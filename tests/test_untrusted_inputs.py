@@ -52,13 +52,13 @@ def test_a_jsonl_record_with_a_lone_surrogate_is_refused_by_record(tmp_path):
     path.write_text('{"query": "q", "documents": ["fine"]}\n{"query": "q", "documents": ["ok", "bad \\ud800 text"]}\n')
     proc = run("rerank", "-m", str(tmp_path / "never-loaded.gguf"), "--jsonl", str(path))
     err = one_line_error(proc)
-    assert f"{path} record 2: document 1 is not valid text" in err and "U+D800" in err
+    assert f"{path} line 2: the field documents[1] is not valid text" in err and "U+D800" in err
 
 
 @pytest.mark.parametrize("record,where", [
-    ({"query": "bad \ud800", "documents": ["a"]}, "record 1: the query"),
-    ({"query": "q", "hits": [{"content": "a", "docid": "d\udfff"}]}, "record 1: the docid of document 0"),
-    ({"query": "q", "hits": [{"content": "x\udc00"}]}, "record 1: document 0"),
+    ({"query": "bad \ud800", "documents": ["a"]}, "line 1: the field query is not valid text"),
+    ({"query": "q", "hits": [{"content": "a", "docid": "d\udfff"}]}, r"line 1: the field hits\[0\]\.docid is not"),
+    ({"query": "q", "hits": [{"content": "x\udc00"}]}, r"line 1: the field hits\[0\]\.content is not"),
 ])
 def test_jsonl_records_name_the_field_that_is_not_text(record, where):
     text = json.dumps(record)  # ensure_ascii keeps the lone surrogate as a \\u escape
