@@ -1,0 +1,132 @@
+"""Measure the ranking stand-in: nDCG@10 and identity share of its reference rankings.
+
+Runs the transformers reference backend (fp32 by default, CPU) under the stand-in's profile
+(``rankgpt-chat``, window 20, constrained decoding), with or without the LoRA adapter (applied
+through PEFT, unmerged, as ``dear-local reference --lora`` does), on one window per query:
+
+- ``dl19-dev``: the DL19 dev queries of :data:`~dear_local_convert.standins.train_ranker.DEV_QIDS`,
+  BM25 top-20;
+- ``dl19-holdout``: the further held-out queries (:data:`~dear_local_convert.standins.train_ranker.HOLDOUT_QIDS`);
+- ``noveleval``: all 21 NovelEval queries x 20 passages, never trained on.
+
+Command::
+
+    PYTHONPATH=.:convert DEAR_LOCAL_DATA=../shared/data \\
+        python -m dear_local_convert.standins.eval_ranker --adapter ADAPTER_DIR \\
+        --slice dl19-dev --slice noveleval [--no-adapter] [--out results.json]
+
+For each slice it prints nDCG@10 of the model's order and of the input order (BM25's for DL19,
+the search engine's for NovelEval) and the share of windows whose answer is not the identity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dear_local.errors import DearLocalError, UserInputError
+
+SLICES = ("dl19-dev", "dl19-holdout", "noveleval")
+
+
+def eval_slice(name: str):
+    """The queries of eval slice ``name`` (see the module docstring), 20 candidates each, as a loaded ``Slice``.
+
+    Raises:
+        UserInputError: an unknown name.
+        DataError: the data files are missing or wrong.
+    """
+    from dataclasses import replace
+
+    from dear_local_convert.slices import load_slice
+    from dear_local_convert.standins.train_ranker import DEV_QIDS, HOLDOUT_QIDS
+
+    if name == "noveleval":
+        return load_slice("noveleval")
+    if name not in SLICES:
+        raise UserInputError(f"unknown slice {name!r}; choose one of: {', '.join(SLICES)}")
+    keep = set(DEV_QIDS if name == "dl19-dev" else HOLDOUT_QIDS)
+    full = load_slice("dl19-top20")
+    queries = tuple(q for q in full.queries if q.qid in keep)
+    return replace(full, name=name, queries=queries, qrels={q.qid: dict(full.qrels[q.qid]) for q in queries})
+
+
+def evaluate(backend, profile, sl, *, log=print) -> dict:
+    """Rank each query's candidates in one window; returns nDCG@10 (model and input order), identity share and per-query orders.
+
+    ``backend`` is any ``Backend``; ``profile`` the profile to rank under; ``sl`` a loaded slice.
+    """
+    from dear_local.engine import rank_window
+    from dear_local_convert.agreement.metrics import ndcg
+
+    run, orders, identity, statuses = {}, {}, 0, {}
+    t0 = time.time()
+    for q in sl.queries:
+        res = rank_window(backend, profile, q.text, list(q.passages))
+        run[q.qid] = [q.docids[i] for i in res.order]
+        orders[q.qid] = res.order
+        statuses[q.qid] = res.status
+        identity += res.order == list(range(len(q.passages)))
+        log(f"  {sl.name} {q.qid}: {res.raw_text[:80]}")
+    model = ndcg(run, sl.qrels, (10,))
+    base = ndcg(sl.initial_run(), sl.qrels, (10,))
+    n = len(sl.queries)
+    return {
+        "slice": sl.name,
+        "queries": n,
+        "ndcg@10": model.mean["ndcg@10"],
+        "input_ndcg@10": base.mean["ndcg@10"],
+        "non_identity_share": (n - identity) / n,
+        "per_query_ndcg@10": {q: v["ndcg@10"] for q, v in model.per_query.items()},
+        "orders": orders,
+        "statuses": statuses,
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dear_local_convert.standins.eval_ranker", description=__doc__.split("\n")[0])
+    ap.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory (omit for the base model)")
+    ap.add_argument("--base", default=None, help="SmolLM2 bf16 checkpoint dir (default: the stand-in's)")
+    ap.add_argument("--slice", action="append", choices=SLICES, help="repeatable; default: dl19-dev and noveleval")
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    a = ap.parse_args(argv)
+    try:
+        import torch
+
+        from dear_local.fileio import write_text_atomic
+        from dear_local.store import get_manifest
+        from dear_local_convert.standins.smollm2 import standin_checkpoint
+        from dear_local_convert.standins.train_ranker import STANDIN_MODEL
+        from dear_local_convert.transformers_backend.backend import TransformersBackend
+
+        torch.set_num_threads(a.threads)
+        if a.adapter is not None and not (Path(a.adapter) / "adapter_config.json").is_file():
+            raise UserInputError(f"{a.adapter} holds no adapter_config.json; pass a PEFT adapter directory")
+        base = Path(a.base) if a.base else standin_checkpoint()
+        profile = get_manifest(STANDIN_MODEL).profile
+        backend = TransformersBackend(base, device="cpu", dtype=a.dtype, lora=a.adapter)
+        results = {"model": backend.model_label, "dtype": a.dtype, "profile": profile.to_dict(), "slices": []}
+        for name in a.slice or ["dl19-dev", "noveleval"]:
+            r = evaluate(backend, profile, eval_slice(name))
+            results["slices"].append(r)
+            print(
+                f"{name}: nDCG@10 {r['ndcg@10']:.4f} (input order {r['input_ndcg@10']:.4f}), "
+                f"non-identity {r['non_identity_share']:.0%} of {r['queries']} windows, {r['seconds']:.0f}s"
+            )
+            sys.stdout.flush()
+        if a.out:
+            write_text_atomic(a.out, json.dumps(results, indent=1) + "\n")
+    except DearLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The ranking stand-in's training script: end to end on a tiny budget, reproducible, and its data contract.
+
+The end-to-end tests need the stand-in checkpoint (slow tier); the split and sampling tests
+read only the DL19 files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from convert_fixtures import standin_dir  # noqa: E402,F401  (fixture)
+from dear_local_convert.standins import train_ranker as tr  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("session_env")
+
+
+def _tiny(out, base) -> list[str]:
+    return [
+        "--out", str(out), "--base", str(base), "--steps", "3", "--max-queries", "2",
+        "--min-window", "2", "--max-window", "3", "--warmup", "1", "--log-every", "1",
+    ]
+
+
+def test_training_runs_end_to_end_and_its_losses_repeat(standin_dir, tmp_path, capsys):
+    pytest.importorskip("all_minilm_l6_v2")
+    assert tr.main(_tiny(tmp_path / "a", standin_dir)) == 0
+    first = json.loads((tmp_path / "a" / "training.json").read_text())
+    printed = capsys.readouterr().out
+    assert "step     1/3  loss" in printed
+    assert tr.main(_tiny(tmp_path / "b", standin_dir)) == 0
+    second = json.loads((tmp_path / "b" / "training.json").read_text())
+
+    assert len(first["losses"]) == 3
+    assert all(loss > 0 for loss in first["losses"])
+    assert first["losses"] == second["losses"]
+    # the adapter is what PEFT writes and reads back, stored in bf16, with no leftover .partial
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "a" / name).is_file()
+    assert not (tmp_path / "a.partial").exists()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "a" / "adapter_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+    assert first["data_sha256"]["dl19/qrels.dl19-passage.txt"] == (
+        "8a1f10d550732e4cd91d7fc49846a3784de4040972f583e69285a88f3c5fee92"
+    )
+
+
+def test_the_trained_answer_is_the_constrained_decoders_own_tokens(standin_dir):
+    """The target continues the prompt exactly as decoding does: what the decoder wrote, read back as a target, is the same ids."""
+    from dear_local.contract.constraint import PermutationConstraint, TokenIndex
+    from dear_local.engine import rank_window
+    from dear_local.store import get_manifest
+    from dear_local_convert.slices import load_slice
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
+
+    profile = get_manifest(tr.STANDIN_MODEL).profile
+    backend = TransformersBackend(standin_dir, device="cpu", dtype="fp32")
+    q = load_slice("noveleval", queries=1, passages=12).queries[0]
+    res = rank_window(backend, profile, q.text, list(q.passages))
+    constraint = PermutationConstraint(TokenIndex.from_backend(backend), 12, profile.tmpl.id_base)
+    ids, ranks = tr.answer_ids(backend, constraint, tuple(res.order), profile.tmpl.id_base)
+    assert ids == res.output_ids
+    assert ranks[0] == 0 and ranks[-1] == 11
+    window = tr.Window(q.qid, q.text, q.passages, tuple(res.order))
+    x, labels, weights = tr.encode_window(backend, profile, lambda n: constraint, window, 3.0)
+    assert x[: len(res.prompt_ids)] == res.prompt_ids
+    assert x[len(res.prompt_ids):-1] == res.output_ids
+    assert backend.detokenize([x[-1]]) == "<|im_end|>"
+    assert labels[: len(res.prompt_ids)] == [-100] * len(res.prompt_ids)
+    assert weights[len(res.prompt_ids)] == 3.0 and weights[-1] == 1.0
+
+
+def test_the_split_keeps_dev_and_holdout_queries_out_of_training():
+    from dear_local_convert.slices import load_slice
+
+    dl19 = load_slice("dl19-top100")
+    train = {q.qid for q in tr.training_queries(dl19)}
+    assert len(tr.DEV_QIDS) >= 10
+    assert len(train) == 43 - len(tr.DEV_QIDS) - len(tr.HOLDOUT_QIDS)
+    assert not train & (set(tr.DEV_QIDS) | set(tr.HOLDOUT_QIDS))
+    assert {q.qid for q in dl19.queries} >= set(tr.DEV_QIDS) | set(tr.HOLDOUT_QIDS)
+
+
+def test_windows_mix_grades_and_order_by_grade_then_teacher():
+    from dear_local_convert.slices import load_slice
+
+    dl19 = load_slice("dl19-top100")
+    queries = tr.training_queries(dl19)[:3]
+    rank_of = {q.qid: {d: i for i, d in enumerate(q.docids)} for q in queries}
+    position = {p: i for q in queries for i, p in enumerate(q.passages)}
+    calls = []
+
+    def teacher(query, passages):  # BM25's order as the teacher
+        calls.append(query)
+        return [-position[p] for p in passages]
+
+    cfg = tr.TrainConfig(steps=12, min_window=5, max_window=9)
+    windows = tr.sample_windows(queries, dl19.qrels, teacher, cfg)
+    assert windows == tr.sample_windows(queries, dl19.qrels, teacher, cfg)  # seeded, fixed order
+    by_text = {q.qid: dict(zip(q.passages, q.docids)) for q in queries}
+    for w in windows:
+        assert 5 <= len(w.passages) <= 9 and sorted(w.order) == list(range(len(w.passages)))
+        grades = [dl19.qrels[w.qid].get(by_text[w.qid][w.passages[i]], 0) for i in w.order]
+        assert grades == sorted(grades, reverse=True) and grades[0] >= 1 and grades[-1] == 0
+        for a, b in zip(w.order, w.order[1:]):
+            ga = dl19.qrels[w.qid].get(by_text[w.qid][w.passages[a]], 0)
+            gb = dl19.qrels[w.qid].get(by_text[w.qid][w.passages[b]], 0)
+            if ga == gb:
+                assert rank_of[w.qid][by_text[w.qid][w.passages[a]]] < rank_of[w.qid][by_text[w.qid][w.passages[b]]]
+    assert len(calls) == 2 * 3  # once per query and run
+    assert windows != tr.sample_windows(queries, dl19.qrels, teacher, tr.TrainConfig(steps=12, min_window=5, max_window=9, seed=1))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--min-window", "1"], "--min-window"),
+        (["--max-window", "21"], "--max-window <= 20"),
+    ],
+)
+def test_bad_settings_fail_with_one_line(tmp_path, capsys, args, message):
+    assert tr.main(["--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_missing_data_directory_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEAR_LOCAL_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("DEAR_LOCAL_OFFLINE", "1")
+    assert tr.main(["--out", str(tmp_path / "x"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
