@@ -43,9 +43,11 @@ def servers(standin_gguf, tmp_path_factory):
         yield a, b
 
 
+# The stand-in passed by path gets its manifest's profile (rankgpt-chat); these tests pin the card
+# template they were written for, whose short prompts fit the servers' 4,096-token slots.
 @pytest.fixture(scope="module")
 def local(standin_gguf):
-    rerankers = {mode: Reranker(str(standin_gguf), decoding=mode, n_threads=1) for mode in MODES}
+    rerankers = {mode: Reranker(str(standin_gguf), template="card", decoding=mode, n_threads=1) for mode in MODES}
     yield rerankers
     for r in rerankers.values():
         r.close()
@@ -62,7 +64,7 @@ def dl19_requests(session_env) -> list[Request]:
 @pytest.mark.parametrize("mode", MODES)
 def test_remote_ranks_noveleval_windows_as_the_local_run_does(servers, local, standin_gguf, noveleval_first3,
                                                                mode, protocol):
-    remote = Reranker(str(standin_gguf), decoding=mode, servers=[servers[0].url], protocol=protocol)
+    remote = Reranker(str(standin_gguf), template="card", decoding=mode, servers=[servers[0].url], protocol=protocol)
     try:
         assert remote.backend.protocol.name == protocol
         for query, passages in noveleval_first3[:2]:
@@ -107,7 +109,7 @@ def test_an_unreachable_server_is_a_clear_error(standin_gguf):
     from llama_server import free_port
 
     with pytest.raises(ServerError, match="does not answer|every server is down"):
-        Reranker(str(standin_gguf), servers=[f"http://127.0.0.1:{free_port()}"])
+        Reranker(str(standin_gguf), template="card", servers=[f"http://127.0.0.1:{free_port()}"])
 
 
 def _write_jsonl(requests: list[Request], path: Path) -> Path:
@@ -121,7 +123,7 @@ def _write_jsonl(requests: list[Request], path: Path) -> Path:
 @pytest.fixture(scope="module")
 def dl19_uninterrupted(servers, standin_gguf, dl19_requests) -> dict[str, list[str]]:
     """qid -> TREC lines of the DL19 top-20 batch, constrained, on both servers without a stop."""
-    remote = Reranker(str(standin_gguf), decoding="constrained", servers=[servers[0].url, servers[1].url])
+    remote = Reranker(str(standin_gguf), template="card", decoding="constrained", servers=[servers[0].url, servers[1].url])
     got: dict[str, list[str]] = {}
     try:
         run_batch(remote, list(enumerate(dl19_requests)),
@@ -151,7 +153,7 @@ def test_a_batch_on_two_servers_killed_half_way_resumes_to_the_uninterrupted_res
 ):
     jsonl = _write_jsonl(dl19_requests, tmp_path / "dl19.jsonl")
     out = tmp_path / "run.trec"
-    cmd = _cli(["rerank", "--model", str(standin_gguf), "--jsonl", str(jsonl),
+    cmd = _cli(["rerank", "--model", str(standin_gguf), "--template", "card", "--jsonl", str(jsonl),
                 "--server", servers[0].url, "--server", servers[1].url, "--decoding", "constrained",
                 "--format", "trec", "--out", str(out), "--in-flight", "2"])
     env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
@@ -177,7 +179,7 @@ def test_a_server_stopped_mid_run_leaves_its_work_to_the_other(standin_gguf, dl1
     requests = dl19_requests[:12]
     expected = _trec(dl19_uninterrupted, requests)
     with LlamaServer(standin_gguf, tmp_path, slots=1) as a, LlamaServer(standin_gguf, tmp_path, slots=1) as b:
-        remote = Reranker(str(standin_gguf), decoding="constrained", servers=[a.url, b.url])
+        remote = Reranker(str(standin_gguf), template="card", decoding="constrained", servers=[a.url, b.url])
         fleet = remote.backend.fleet
         got: dict[int, list[str]] = {}
 
@@ -204,7 +206,7 @@ def test_with_every_server_down_the_run_stops_clearly_and_keeps_finished_queries
     out = tmp_path / "run.trec"
     env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
     with LlamaServer(standin_gguf, tmp_path, slots=1) as a:
-        cmd = _cli(["rerank", "--model", str(standin_gguf), "--jsonl", str(jsonl), "--decoding", "constrained",
+        cmd = _cli(["rerank", "--model", str(standin_gguf), "--template", "card", "--jsonl", str(jsonl), "--decoding", "constrained",
                     "--format", "trec", "--out", str(out), "--in-flight", "1", "--server", a.url])
         proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
@@ -235,7 +237,7 @@ def test_serve_in_front_of_a_server_answers_the_cohere_sdk_and_bad_input(servers
     from test_server_fast import BAD_REQUESTS, DOCS
 
     settings = ServerSettings(model=str(standin_gguf), max_queue=4, timeout=120.0, max_documents=6, in_flight=4,
-                              run=RunOptions(decoding="constrained", servers=(servers[0].url, servers[1].url)))
+                              run=RunOptions(template="card", decoding="constrained", servers=(servers[0].url, servers[1].url)))
     app = create_app(settings)
     query = "Where is the Eiffel Tower?"
     expected = [r.index for r in local["constrained"].rerank(query, DOCS)]
