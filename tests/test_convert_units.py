@@ -97,7 +97,7 @@ def test_quant_types_are_normalised_and_checked():
     assert parse_types("q8_0, Q4_K_M,Q8_0") == ["Q8_0", "Q4_K_M"]
     with pytest.raises(UserInputError, match="unknown quant type.*Q9.*valid types: F32"):
         parse_types(["Q9"])
-    # the llama_ftype values DESIGN.md pins
+    # the llama_ftype values of llama.h (enum llama_ftype)
     assert {t: FTYPES[t] for t in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q3_K_M", "Q2_K", "BF16")} == {
         "Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15, "IQ4_XS": 30, "Q3_K_M": 12, "Q2_K": 10, "BF16": 32}
 

