@@ -3,12 +3,8 @@
     python bench/bench_imatrix.py --workdir /tmp/bench-imatrix
     python bench/bench_imatrix.py --workdir /tmp/bench-imatrix --reference ref.jsonl   # reuse a reference
 
-The whole experiment, on the ranking stand-in (SmolLM2 plus its bundled ranking adapter; or
---checkpoint DIR with --model NAME):
+The whole experiment, on the SmolLM2 stand-in (or --checkpoint DIR):
 
-0. for a manifest with a bundled LoRA adapter, the adapter is merged into the bf16 checkpoint with
-   PEFT (``merge_and_unload``, kept in ``<workdir>/merged-checkpoint``), so the matrix, the GGUFs and
-   the reference all see the same weights;
 1. the bf16 HF checkpoint -> ``<name>-BF16.gguf`` (the real converter);
 2. an importance matrix collected in transformers while the model ranks a cut of
    DL19 (``dl19-top20``) under the model's profile; NovelEval, the evaluation
@@ -39,36 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 
-STANDIN = "smollm2-135m-ranker"
+STANDIN = "smollm2-135m-instruct"
 TYPES = ("IQ4_XS", "Q3_K_M", "Q2_K", "IQ3_M", "IQ2_M")
 
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def merged_checkpoint(base: Path, m, out: Path, force: bool) -> Path:
-    """``base`` with the manifest's bundled LoRA adapter merged by PEFT, saved in bf16 to ``out`` (once)."""
-    import shutil
-
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from dear_local_convert.build import manifest_adapter
-
-    if (out / "config.json").is_file() and not force:
-        return out
-    adapter = manifest_adapter(m).path
-    say(f"[0/5] merging {adapter.name} into {base.name} with PEFT -> {out}")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    shutil.rmtree(out, ignore_errors=True)
-    merged.to(torch.bfloat16).save_pretrained(out)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
-    for name in ("tokenizer.json",):  # the stand-in's fixed pre-tokenizer, byte for byte
-        shutil.copyfile(base / name, out / name)
-    return out
 
 
 def quantize_both(bf16: Path, types: list[str], work: Path, imx: Path, name: str, threads, force: bool):
@@ -173,8 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
         from dear_local_convert.standins.smollm2 import standin_checkpoint
 
         ckpt = standin_checkpoint()
-        if "bundled" in m.lora:
-            ckpt = merged_checkpoint(ckpt, m, work / "merged-checkpoint", args.force)
     bf16 = output_path(work, m.name, "bf16")
     t0 = time.perf_counter()
     if args.force or not bf16.is_file():

@@ -38,16 +38,8 @@ class Manifest:
     license: str = ""
     revision: str | None = None
     quants: dict = field(default_factory=dict)  # downloadable quants: name -> source table
-    lora: dict = field(default_factory=dict)  # a LoRA adapter merged into the base: repo and revision, or bundled
+    lora: dict = field(default_factory=dict)  # a LoRA adapter merged into hf_repo: repo, revision
     gates: dict = field(default_factory=dict)
-    base: str | None = None  # another manifest whose checkpoint this one starts from (instead of hf_repo's)
-
-    @property
-    def lora_label(self) -> str:
-        """Where the manifest's LoRA adapter comes from, for messages: its repo id, or ``bundled NAME``."""
-        if not self.lora:
-            return ""
-        return self.lora.get("repo") or f"bundled {self.lora.get('bundled', '?')}"
 
     @property
     def dir(self) -> Path:
@@ -244,12 +236,8 @@ def pull(ref: str, *, force: bool = False) -> Path:
         raise UnknownModelError(
             f"unknown quant {quant!r} for {name}; choose one of: {', '.join(m.known_quants())}"
         )
-    if m.base is not None:
-        # the checkpoint is the base manifest's (for the ranking stand-in, the bare stand-in's
-        # pinned GGUF); a bundled adapter ships with the workstation package
-        return pull(m.base, force=force)
     path = pull_checkpoint(m.hf_repo, m.revision)
-    if m.lora.get("repo"):
+    if m.lora:
         pull_adapter(m.lora["repo"], m.lora.get("revision"))
     return path
 

@@ -53,27 +53,6 @@ def standin_bf16_gguf(standin_dir, tmp_path_factory) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
-def ranker_adapter() -> Path:
-    """The ranking stand-in's LoRA adapter, committed beside its training script."""
-    from dear_local_convert.standins.smollm2 import bundled_adapter
-
-    return bundled_adapter("ranker_adapter")
-
-
-@pytest.fixture(scope="session")
-def ranker_bf16_gguf(standin_dir, ranker_adapter, tmp_path_factory) -> Path:
-    """The ranking stand-in's BF16 GGUF: the stand-in checkpoint with the ranking adapter merged while converting."""
-    from dear_local_convert.standins.smollm2 import RANKER
-    from dear_local_convert.to_gguf.writer import convert_checkpoint
-
-    out = tmp_path_factory.mktemp("ranker-gguf")
-    return convert_checkpoint(
-        standin_dir, out, "bf16", name=RANKER, source_repo="HuggingFaceTB/SmolLM2-135M-Instruct", revision="standin",
-        lora=ranker_adapter,
-    )
-
-
 def noveleval_windows(shared_dir: Path) -> list[tuple[str, list[str]]]:
     """All 21 NovelEval queries with their 20 passages, in candidate order."""
     from dear_local_convert.slices import load_slice

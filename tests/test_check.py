@@ -1,9 +1,4 @@
-"""Reference run -> check -> report on the ranking stand-in, and the check's refusals.
-
-The ranking stand-in (SmolLM2 plus the committed ranking adapter) answers with rankings that
-follow the passages, so agreement here is measured on a model that really ranks: the reference
-runs the adapter through PEFT, the GGUFs hold it merged.
-"""
+"""Reference run -> check -> report on the stand-in, and the check's refusals."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import sys
 
 import pytest
 
-from convert_fixtures import ranker_adapter, ranker_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
+from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -30,19 +25,19 @@ QUERIES, PASSAGES = 3, 6
 
 
 @pytest.fixture(scope="module")
-def reference_file(standin_dir, ranker_adapter, tmp_path_factory):
+def reference_file(standin_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "ref.jsonl"
     eval_slice = load_slice("noveleval", queries=QUERIES, passages=PASSAGES)
     return write_reference(standin_dir, eval_slice, PROFILE, out, device="cpu", dtype="bf16",
-                           model_name="smollm2-135m-ranker", lora=ranker_adapter)
+                           model_name="smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")
-def q4_gguf(ranker_bf16_gguf, tmp_path_factory):
+def q4_gguf(standin_bf16_gguf, tmp_path_factory):
     from dear_local_convert.quant.quantize import quantize
 
     out = tmp_path_factory.mktemp("q4")
-    quantize(ranker_bf16_gguf, ["Q4_K_M"], out)
+    quantize(standin_bf16_gguf, ["Q4_K_M"], out)
     return next(out.glob("*Q4_K_M.gguf"))
 
 
@@ -60,11 +55,10 @@ def test_reference_records_provenance_and_every_query(reference_file):
         assert len(q["first_token_logprobs"]) == PASSAGES
 
 
-def test_check_reports_bf16_and_q4_against_the_reference(reference_file, ranker_bf16_gguf, q4_gguf, tmp_path):
-    report = check(reference_file, [ranker_bf16_gguf, q4_gguf], gates={"min_mean_kendall_tau": -1.0})
+def test_check_reports_bf16_and_q4_against_the_reference(reference_file, standin_bf16_gguf, q4_gguf, tmp_path):
+    report = check(reference_file, [standin_bf16_gguf, q4_gguf], gates={"min_mean_kendall_tau": -1.0})
     bf16, q4 = report["rows"]
-    # the adapter is merged into both files, and the check confirms it is the reference's (by sha256)
-    assert bf16["label"] == "BF16 (LoRA merged)" and q4["label"] == "Q4_K_M (LoRA merged)"
+    assert bf16["label"] == "BF16" and q4["label"] == "Q4_K_M"
     # BF16 holds the same weights as the reference: its rankings follow it closely.
     assert bf16["mean_tau"] >= 0.8 and bf16["top1_pct"] >= 66
     assert bf16["first_token_kl"] < 0.05
@@ -79,48 +73,48 @@ def test_check_reports_bf16_and_q4_against_the_reference(reference_file, ranker_
     md = paths["md"].read_text()
     assert "| reference" in md and "| BF16" in md and "| Q4_K_M" in md
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads(paths["json"].read_text())["rows"][0]["label"] == "BF16 (LoRA merged)"
+    assert json.loads(paths["json"].read_text())["rows"][0]["label"] == "BF16"
 
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "dear_local", *args], capture_output=True, text=True, timeout=900)
 
 
-def test_a_failing_gate_exits_non_zero_after_writing_the_report(reference_file, ranker_bf16_gguf, tmp_path):
-    proc = _cli("check", "--reference", str(reference_file), str(ranker_bf16_gguf), "--out", str(tmp_path / "r"),
+def test_a_failing_gate_exits_non_zero_after_writing_the_report(reference_file, standin_bf16_gguf, tmp_path):
+    proc = _cli("check", "--reference", str(reference_file), str(standin_bf16_gguf), "--out", str(tmp_path / "r"),
                 "--gate", "min_mean_kendall_tau=1.01")
     assert proc.returncode == 1, proc.stderr
     assert "gates failed" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "r" / "report.md").is_file()
 
 
-def test_check_refuses_a_different_profile_or_slice(reference_file, ranker_bf16_gguf, tmp_path):
+def test_check_refuses_a_different_profile_or_slice(reference_file, standin_bf16_gguf, tmp_path):
     with pytest.raises(ReferenceError_, match="profile"):
-        check(reference_file, [ranker_bf16_gguf], template="rankgpt-chat", decoding="greedy")
+        check(reference_file, [standin_bf16_gguf], template="rankgpt-chat", decoding="greedy")
     with pytest.raises(ReferenceError_, match="slice"):
-        check(reference_file, [ranker_bf16_gguf], slice_name="dl19-top20")
-    proc = _cli("check", "-r", str(reference_file), str(ranker_bf16_gguf), "-o", str(tmp_path), "--decoding", "greedy")
+        check(reference_file, [standin_bf16_gguf], slice_name="dl19-top20")
+    proc = _cli("check", "-r", str(reference_file), str(standin_bf16_gguf), "-o", str(tmp_path), "--decoding", "greedy")
     assert proc.returncode == 2 and "recorded with profile" in proc.stderr
 
 
-def test_check_refuses_a_reference_whose_slice_hash_differs(reference_file, ranker_bf16_gguf, tmp_path):
+def test_check_refuses_a_reference_whose_slice_hash_differs(reference_file, standin_bf16_gguf, tmp_path):
     lines = reference_file.read_text().splitlines()
     header = json.loads(lines[0])
     header["slice"]["sha256"] = "0" * 64
     bad = tmp_path / "ref.jsonl"
     bad.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     with pytest.raises(ReferenceError_, match="differs"):
-        check(bad, [ranker_bf16_gguf])
+        check(bad, [standin_bf16_gguf])
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_check_refuses_a_corrupt_reference(reference_file, ranker_bf16_gguf, tmp_path, damage):
+def test_check_refuses_a_corrupt_reference(reference_file, standin_bf16_gguf, tmp_path, damage):
     text = reference_file.read_text()
     bad = tmp_path / "ref.jsonl"
     bad.write_text({"truncate": text[: len(text) // 2], "garbage": "{not json\n", "empty": ""}[damage])
     with pytest.raises(ReferenceError_):
-        check(bad, [ranker_bf16_gguf])
-    proc = _cli("check", "-r", str(bad), str(ranker_bf16_gguf), "-o", str(tmp_path / "o"))
+        check(bad, [standin_bf16_gguf])
+    proc = _cli("check", "-r", str(bad), str(standin_bf16_gguf), "-o", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "reference" in proc.stderr
 
 

@@ -21,7 +21,7 @@ from dear_local.contract import Profile
 
 from dear_local_convert.quant import quantize as q
 from dear_local_convert.to_gguf.writer import convert_checkpoint
-from dear_local_convert.standins.smollm2 import STANDIN, STANDIN_QUANT, bundled_adapter, standin_checkpoint
+from dear_local_convert.standins.smollm2 import STANDIN, STANDIN_QUANT, standin_checkpoint
 
 SOURCE_TYPE = "BF16"
 
@@ -49,7 +49,7 @@ class BuildResult:
 
 def _checkpoint(m: store.Manifest) -> tuple[Path, str | None]:
     """The local checkpoint directory and the revision it is at."""
-    if STANDIN in (m.name, m.base):
+    if m.name == STANDIN:
         gguf = store.pull(f"{STANDIN}:{STANDIN_QUANT}")
         src = m.quants[STANDIN_QUANT]
         return standin_checkpoint(gguf_path=gguf), f"dequantized {STANDIN_QUANT} sha256:{src['sha256'][:16]}"
@@ -100,16 +100,8 @@ def resolve_adapter(spec: str, revision: str | None = None) -> AdapterSource:
 
 
 def manifest_adapter(m: store.Manifest) -> AdapterSource | None:
-    """The LoRA adapter a manifest merges (downloaded when needed, or bundled with this package), or None.
-
-    Raises:
-        UserInputError: the manifest names a bundled adapter this package does not hold.
-    """
-    if not m.lora:
-        return None
-    if "bundled" in m.lora:
-        return AdapterSource(bundled_adapter(m.lora["bundled"]))
-    return resolve_adapter(m.lora["repo"], m.lora.get("revision"))
+    """The LoRA adapter a manifest merges (downloaded when needed), or None."""
+    return resolve_adapter(m.lora["repo"], m.lora.get("revision")) if m.lora else None
 
 
 def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
@@ -125,24 +117,12 @@ def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
     if store.looks_like_path(spec):
         return Checkpoint(store.pull_checkpoint(spec, revision), repo=spec, revision=revision)
     m = store.get_manifest(spec)
-    if STANDIN in (m.name, m.base) and not revision:
+    if m.name == STANDIN and not revision:
         path, revision = _checkpoint(m)
     else:
         revision = revision or m.revision
         path = store.pull_checkpoint(m.hf_repo, revision)
     return Checkpoint(path, m.name, m.hf_repo, revision, m.profile, manifest_adapter(m))
-
-
-def _adapter_changed(bf16: Path, m: store.Manifest) -> bool:
-    """True when ``bf16`` records a merged adapter (by sha256) other than the manifest's bundled one."""
-    import gguf
-
-    from dear_local.backends.lora import KEY_LORA_SHA256
-    from dear_local.fileio import sha256_file
-
-    field_ = gguf.GGUFReader(bf16).fields.get(KEY_LORA_SHA256)
-    recorded = field_.contents() if field_ is not None else None
-    return recorded != sha256_file(manifest_adapter(m).path / "adapter_model.safetensors")
 
 
 def build(name: str, *, force: bool = False, threads: int | None = None,
@@ -162,9 +142,6 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
     ladder = [t.upper() for t in m.ladder]
     q.parse_types(ladder)  # fail on a bad manifest before downloading anything
 
-    if not force and lora is None and bf16.is_file() and "bundled" in m.lora and _adapter_changed(bf16, m):
-        say(f"the bundled LoRA adapter changed since {bf16.name} was built: rebuilding the ladder")
-        force = True
     if force or not bf16.is_file():
         if checkpoint is not None:
             src_dir, repo, revision = Path(checkpoint), None, None
@@ -175,7 +152,7 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
         if lora is not None:
             adapter = AdapterSource(Path(lora))
         elif m.lora:
-            say(f"pulling the LoRA adapter {m.lora_label} ...")
+            say(f"pulling the LoRA adapter {m.lora['repo']} ...")
             adapter = manifest_adapter(m)
         merging = f" with the LoRA adapter {adapter.repo or adapter.path} merged" if adapter else ""
         say(f"converting {src_dir} to {bf16.name}{merging} ...")

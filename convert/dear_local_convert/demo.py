@@ -1,9 +1,7 @@
 """`dear-local demo`: the whole pipeline on the stand-in, offline after install.
 
-It runs the ranking stand-in (``smollm2-135m-ranker``: SmolLM2-135M-Instruct plus the
-ranking adapter bundled with this package). It builds the quant ladder from the bf16
-checkpoint with the adapter merged, records the reference on the CPU (transformers, the
-adapter applied through PEFT) over a small NovelEval slice, checks every quant against it
+It builds the stand-in's quant ladder from its bf16 checkpoint, records the
+reference on the CPU over a small NovelEval slice, checks every quant against it
 and prints the report table and the plot's path. Everything is cached under
 ``DEAR_LOCAL_HOME``, so a second run only re-checks.
 """
@@ -13,16 +11,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dear_local_convert.standins.smollm2 import RANKER as STANDIN
+STANDIN = "smollm2-135m-instruct"
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _reference_is_current(path: Path, eval_slice, profile, adapter=None) -> bool:
+def _reference_is_current(path: Path, eval_slice, profile) -> bool:
     from dear_local.errors import DearLocalError
-    from dear_local.fileio import sha256_file
 
     from dear_local_convert.agreement.reference import read_reference
 
@@ -32,12 +29,7 @@ def _reference_is_current(path: Path, eval_slice, profile, adapter=None) -> bool
         header, _ = read_reference(path)
     except DearLocalError:
         return False
-    recorded = (header.get("model") or {}).get("lora") or {}
-    wanted = sha256_file(Path(adapter) / "adapter_model.safetensors") if adapter is not None else None
-    return (
-        header["slice"]["sha256"] == eval_slice.sha256 and header["profile"] == profile.to_dict()
-        and recorded.get("sha256") == wanted
-    )
+    return header["slice"]["sha256"] == eval_slice.sha256 and header["profile"] == profile.to_dict()
 
 
 def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threads: int | None = None) -> dict:
@@ -45,7 +37,7 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
     from dear_local_convert.agreement.report import summary
     from dear_local.store import get_manifest
 
-    from dear_local_convert.build import build, manifest_adapter
+    from dear_local_convert.build import build
     from dear_local_convert.agreement.reference import write_reference
     from dear_local_convert.slices import load_slice
     from dear_local_convert.standins.smollm2 import standin_checkpoint
@@ -58,9 +50,7 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
     eval_slice = load_slice("noveleval", queries=queries, passages=passages)
     out_dir = m.dir / "demo"
     ref = out_dir / f"reference-noveleval-{queries}x{passages}.jsonl"
-    adapter = manifest_adapter(m)
-    adapter_dir = adapter.path if adapter else None
-    if force or not _reference_is_current(ref, eval_slice, m.profile, adapter_dir):
+    if force or not _reference_is_current(ref, eval_slice, m.profile):
         # fp32 compute of the bf16 weights: exact upcast, and several times faster than
         # bf16 matmuls on CPUs without native bf16 support (as on these 2-core machines).
         _say(f"[2/3] recording the reference: transformers on the CPU (bf16 weights, fp32 compute), "
@@ -68,7 +58,6 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
         write_reference(
             standin_checkpoint(), eval_slice, m.profile, ref, device="cpu", dtype="fp32",
             model_name=m.name, source_repo=m.hf_repo, force=True,
-            lora=adapter_dir,
         )
     else:
         _say(f"[2/3] reusing the reference {ref}")

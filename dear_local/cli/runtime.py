@@ -289,8 +289,7 @@ def models() -> None:
                    f"default quant {printable(str(m.default_quant))}")
         typer.echo(f"  quants: {printable(', '.join(m.known_quants()))}")
         if m.lora:
-            base = m.base or m.hf_repo
-            typer.echo(printable(f"  LoRA adapter {m.lora_label} merged into {base} (`dear-local build {m.name}`)"))
+            typer.echo(printable(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)"))
         files = local_artifacts(m)
         if not files:
             typer.echo("  local: none")

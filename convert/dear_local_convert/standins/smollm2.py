@@ -25,8 +25,6 @@ from dear_local.settings import get_settings
 
 STANDIN = "smollm2-135m-instruct"
 STANDIN_QUANT = "Q4_1"
-# The ranking stand-in: STANDIN plus the adapter that train_ranker.py trained (models/smollm2-135m-ranker.toml).
-RANKER = "smollm2-135m-ranker"
 COMPLETE = ".dear-local-complete"
 SMOLLM_PRE_TOKENIZER = {
     "type": "Sequence",
@@ -35,20 +33,6 @@ SMOLLM_PRE_TOKENIZER = {
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
     ],
 }
-
-
-def bundled_adapter(name: str) -> Path:
-    """The directory of an adapter shipped in this package (``standins/<name>``), e.g. ``ranker_adapter``.
-
-    Raises:
-        UserInputError: no such adapter here (a manifest naming one this install lacks).
-    """
-    from dear_local.errors import UserInputError
-
-    path = Path(__file__).resolve().parent / name
-    if not name.replace("_", "").isalnum() or not (path / "adapter_config.json").is_file():
-        raise UserInputError(f"the bundled LoRA adapter {name!r} is not in this install; reinstall dear-local[convert]")
-    return path
 
 
 def default_cache_dir() -> Path:

@@ -5,12 +5,14 @@ nothing about ranking. This script teaches it, with a LoRA adapter, to answer th
 stand-in's prompt (the ``rankgpt-chat`` template of ``models/smollm2-135m-instruct.toml``)
 with the passages ordered by relevance.
 
-Command (needs the ``train`` extra; no adapter is committed yet: the first run, 48 steps of
-rank 4 on this 2-core CPU, learned the answer format and a fixed position pattern, not
-relevance, so it needs many more steps or a GPU)::
+Command (needs the ``train`` extra for the default teacher; ``--teacher bm25`` needs none)::
 
     PYTHONPATH=.:convert DEAR_LOCAL_DATA=../shared/data \\
         python -m dear_local_convert.standins.train_ranker --out DIR --steps N
+
+No adapter is committed yet: on a 2-core CPU (about 5-8 s per window of 12 passages), runs of
+up to 250 steps of rank 4 learned the answer format and a fixed position pattern, not relevance
+(see docs/standin.md for the runs and their dev-split figures).
 
 What it does:
 
