@@ -135,13 +135,10 @@ def resolve_checkpoint(spec: str, revision: str | None = None) -> Checkpoint:
 
 def _adapter_changed(bf16: Path, m: store.Manifest) -> bool:
     """True when ``bf16`` records a merged adapter (by sha256) other than the manifest's bundled one."""
-    import gguf
-
-    from dear_local.backends.lora import KEY_LORA_SHA256
     from dear_local.fileio import sha256_file
+    from dear_local.gguf_file import Keys, read_header
 
-    field_ = gguf.GGUFReader(bf16).fields.get(KEY_LORA_SHA256)
-    recorded = field_.contents() if field_ is not None else None
+    recorded = read_header(bf16).get(Keys.LORA_SHA256)
     return recorded != sha256_file(manifest_adapter(m).path / "adapter_model.safetensors")
 
 
