@@ -223,3 +223,19 @@ def test_gguf_facts_read_the_header(written):
 def test_first_difference(a, b, at):
     assert first_difference(a, b) == at
     assert first_difference(b, a) == at
+
+
+def test_log_capture_joins_cont_lines_to_their_message():
+    """The one log capture (runtime and workstation): a message's CONT lines (level 5) belong to it."""
+    pytest.importorskip("llama_cpp")
+    from dear_local.llama_cpp_lib import LogCapture
+
+    import dear_local_convert.llama_cpp_lib as old_home
+
+    assert old_home.LogCapture is LogCapture  # the workstation's name is the same class
+    capture = LogCapture()
+    for level, text in [(5, "orphan "), (2, "loading\n"), (4, "llama_adapter_lora_init_impl: failed to "),
+                        (5, "apply: shapes differ\n"), (3, "warn\n")]:
+        capture._callback(level, text.encode(), None)
+    assert capture.messages == ["orphan", "loading", "llama_adapter_lora_init_impl: failed to apply: shapes differ", "warn"]
+    assert capture.errors == ["llama_adapter_lora_init_impl: failed to apply: shapes differ"]
