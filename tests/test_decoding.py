@@ -25,6 +25,7 @@ from dear_local.contract.constraint import is_canonical_answer
 from dear_local.decoding import branch_points, constrained, first_token, greedy, id_token_paths
 from dear_local.engine import prompt_ids, rank_window
 from dear_local.errors import UnknownProfileError
+from dear_local.token_ids import first_difference
 
 CHAT = Profile(template="rankgpt-chat")
 NEAR_TIE = 1e-3  # of the logit range
@@ -49,16 +50,9 @@ def tiny_llama3(tiny_f32_gguf):
     backend.close()
 
 
-def first_divergence(a: list[int], b: list[int]) -> int | None:
-    for k, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return k
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 def assert_same_or_near_tie(reference, other, label: str) -> str:
     """Token-identical, or diverging only where the reference's top two allowed logits nearly tie."""
-    k = first_divergence(reference.token_ids, other.token_ids)
+    k = first_difference(reference.token_ids, other.token_ids)
     if k is None:
         return "identical"
     margins = [m for m in (reference.extra["margins"][k], other.extra["margins"][k]) if m is not None]

@@ -12,19 +12,20 @@ adapter API after loading keeps the base mapped.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 from pathlib import Path
 
 from ..errors import InvalidModelFileError, ModelNotFoundError, UserInputError
-from ..gguf_file import MAGIC as GGUF_MAGIC
-from ..gguf_file import check_gguf
+from ..gguf_file import MAGIC as GGUF_MAGIC  # noqa: F401 - kept importable from here
+from ..gguf_file import Keys, check_gguf, has_gguf_magic
+from ..llama_cpp_lib import LogCapture
 
-# Where dear-local records a LoRA adapter's provenance, in a merged model and in a GGUF adapter.
-KEY_LORA_REPO = "dear_local.lora.repo"
-KEY_LORA_REVISION = "dear_local.lora.revision"
-KEY_LORA_SHA256 = "dear_local.lora.sha256"  # of the PEFT adapter's adapter_model.safetensors
-KEY_LORA_BASE = "dear_local.lora.base_model"  # the adapter's base_model_name_or_path
+# Where dear-local records a LoRA adapter's provenance, in a merged model and in a GGUF adapter:
+# the names under which these keys were first published; see :class:`dear_local.gguf_file.Keys`.
+KEY_LORA_REPO = Keys.LORA_REPO
+KEY_LORA_REVISION = Keys.LORA_REVISION
+KEY_LORA_SHA256 = Keys.LORA_SHA256
+KEY_LORA_BASE = Keys.LORA_BASE_MODEL
 
 
 def check_lora_file(path: str | Path) -> Path:
@@ -48,40 +49,13 @@ def check_lora_file(path: str | Path) -> Path:
         check_regular_file(path, "LoRA adapter", "pass a GGUF adapter file to --lora")
     else:
         raise InvalidModelFileError(f"LoRA adapter {path} is a folder; pass the GGUF adapter file to --lora")
-    with open(path, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise InvalidModelFileError(
-                f"LoRA adapter {path} is not a GGUF file; convert a PEFT adapter with "
-                "`dear-local convert-lora ADAPTER --base BASE.gguf --out DIR`"
-            )
+    if not has_gguf_magic(path):
+        raise InvalidModelFileError(
+            f"LoRA adapter {path} is not a GGUF file; convert a PEFT adapter with "
+            "`dear-local convert-lora ADAPTER --base BASE.gguf --out DIR`"
+        )
     check_gguf(path, what="LoRA adapter")  # empty, truncated or a corrupt table of contents
     return path
-
-
-@contextlib.contextmanager
-def _llama_log():
-    """Collect llama.cpp's log lines (the reason a load failed is one of them), then give logging back.
-
-    llama-cpp-python's own callback maps llama.cpp's log levels as they once were and so
-    drops today's error lines when not verbose; a callback of our own sees every line.
-    """
-    import llama_cpp
-    from llama_cpp import _logger
-
-    from ..native_calls import hold_interrupts
-
-    lines: list[str] = []
-    with hold_interrupts() as errors:  # Ctrl-C or a callback error is raised after the native call
-
-        def callback(level, text, user_data):
-            lines.append(text.decode("utf-8", "replace").rstrip("\n"))
-
-        c_callback = llama_cpp.llama_log_callback(errors.wrap(callback))
-        llama_cpp.llama_log_set(c_callback, ctypes.c_void_p(0))
-        try:
-            yield lines
-        finally:
-            llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
 
 
 def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:
@@ -104,9 +78,10 @@ def attach_lora(llm, path: str | Path, scale: float = 1.0) -> dict[str, str]:
     if not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise UserInputError(f"--lora-scale must be a finite number, got {scale!r}")
     path = check_lora_file(path)
-    with _llama_log() as lines:
+    with LogCapture() as log:
         adapter = llama_cpp.llama_adapter_lora_init(llm._model.model, str(path).encode("utf-8"))
     if not adapter:
+        lines = log.messages  # a message's CONT lines joined to it
         failed = [line for line in lines if "failed" in line] or lines[-1:]
         reason = failed[-1].split(": ", 1)[-1].strip() if failed else ""
         raise InvalidModelFileError(

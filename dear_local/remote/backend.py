@@ -15,6 +15,7 @@ import threading
 from ..backends.base import Backend
 from ..decoding.remote import RemoteModel
 from ..errors import ServerError
+from ..token_ids import first_difference
 from . import replies
 from .fleet import Fleet, Server
 from .protocols import LlamaServer, OpenAI, protocol_for
@@ -126,7 +127,7 @@ class RemoteBackend(Backend, RemoteModel):
             raise ServerError(f"{server.label} could not be checked: {exc}") from None
         ours = self.tok.tokenize(text, add_bos=False, special=True)
         if theirs != ours:
-            at = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+            at = first_difference(ours, theirs)
             raise ServerError(
                 f"{server.label} serves a different tokenizer from {self.tok.model_label or 'the local model'}: "
                 f"the probe text's ids differ from position {at} (here {ours[at:at + 5]}, there {theirs[at:at + 5]}); "

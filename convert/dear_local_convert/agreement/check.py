@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from dear_local.backends.llama import LlamaCppBackend
-from dear_local.backends.lora import KEY_LORA_SHA256
 from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
 from dear_local.env_report import cpu_model
 from dear_local.contract import STATUSES, Profile, first_window
 from dear_local.engine import prompt_ids
 from dear_local.errors import ReferenceError_, UserInputError
+from dear_local.gguf_file import Keys
+from dear_local.token_ids import first_difference
 
 from dear_local_convert.agreement import metrics
 from dear_local_convert.agreement.gates import check_gates, evaluate_gates, manifest_gates
@@ -71,10 +72,10 @@ def lora_label(label: str, backend, adapter: Path | None, header: dict) -> tuple
     metadata = getattr(backend, "metadata", None) or {}  # the GGUF's keys (llama.cpp backends)
     if adapter is not None:
         adapter_meta = getattr(backend, "lora_metadata", None) or {}
-        info = {"mode": "runtime", "adapter": str(adapter), "sha256": adapter_meta.get(KEY_LORA_SHA256)}
+        info = {"mode": "runtime", "adapter": str(adapter), "sha256": adapter_meta.get(Keys.LORA_SHA256)}
         label = f"{label} + {adapter.stem}"
-    elif metadata.get(KEY_LORA_SHA256):
-        info = {"mode": "merged", "adapter": None, "sha256": metadata[KEY_LORA_SHA256]}
+    elif metadata.get(Keys.LORA_SHA256):
+        info = {"mode": "merged", "adapter": None, "sha256": metadata[Keys.LORA_SHA256]}
         label = f"{label} (LoRA merged)"
     else:
         return (f"{label} (no LoRA)" if ref else label), None
@@ -178,20 +179,13 @@ def load_checked_slice(
     return eval_slice, recorded
 
 
-def _first_difference(a: list[int], b: list[int]) -> int:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
 def confirm_prompt_ids(backend: LlamaCppBackend, profile: Profile, eval_slice, ref_queries: list[dict], label: str) -> None:
     """Refuse, loudly, a quant whose prompt tokens differ from the reference's."""
     for q, rec in zip(eval_slice.queries, ref_queries):
         ids = prompt_ids(backend, profile, q.text, first_window(q.passages, profile.window))
         ref_ids = rec["windows"][0]["prompt_ids"]
         if ids != ref_ids:
-            i = _first_difference(ids, ref_ids)
+            i = first_difference(ids, ref_ids)
             ours = backend.detokenize(ids[i : i + 5])
             raise ReferenceError_(
                 f"{label}: prompt token ids of query {q.qid} differ from the reference at position {i} "

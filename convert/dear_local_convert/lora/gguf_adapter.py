@@ -22,35 +22,35 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.errors import ConversionError, missing_extra
+from dear_local.errors import ConversionError, InvalidModelFileError, ModelNotFoundError, missing_extra
 from dear_local.fileio import atomic_path
+from dear_local.gguf_file import Keys, check_tensor_data, read_header
 
 from dear_local_convert.lora.adapter import Adapter, read_adapter
 from dear_local_convert.to_gguf.checkpoint import open_tensor
 from dear_local_convert.to_gguf.tensors import unpermute_qk
-from dear_local_convert.to_gguf.writer import KEY_VERSION, add_lora_provenance, output_path
+from dear_local_convert.to_gguf.writer import add_lora_provenance, output_path
 
 OUTTYPES = ("f32", "f16", "bf16")
-KEY_ADAPTER_BASE = "dear_local.lora.base_gguf"
+KEY_ADAPTER_BASE = Keys.LORA_BASE_GGUF  # its first name; see dear_local.gguf_file.Keys
 
 
 class BaseGGUF:
-    """What the adapter needs from the base GGUF: architecture, head counts and weight shapes."""
+    """What the adapter needs from the base GGUF: architecture, head counts and weight shapes.
+
+    Read from the header alone (:func:`dear_local.gguf_file.read_header`): the
+    vocabulary and the tensor data are stepped over.
+    """
 
     def __init__(self, path: Path) -> None:
-        import gguf
-
-        self.path = path
+        fix = "pass the base model's GGUF from `dear-local convert`"
         try:
-            reader = gguf.GGUFReader(path)
-        except Exception as exc:  # gguf raises ValueError, struct errors, OSError
-            raise ConversionError(
-                f"{path} is not a readable GGUF ({exc}); pass the base model's GGUF from `dear-local convert`"
-            ) from None
-        fields = reader.fields
-
-        def val(key, default=None):
-            return fields[key].contents() if key in fields else default
+            header = read_header(path, what="base GGUF", fix=fix)
+            check_tensor_data(header, what="base GGUF", fix=fix)
+        except (InvalidModelFileError, ModelNotFoundError) as exc:
+            raise ConversionError(str(exc)) from None
+        self.path = path
+        val = header.get
 
         if val("general.type", "model") == "adapter":
             raise ConversionError(f"{path} is itself an adapter; --base takes the base model's GGUF")
@@ -58,11 +58,16 @@ class BaseGGUF:
         if self.arch != "llama":
             raise ConversionError(f"{path} has architecture {self.arch!r}; dear-local's LoRA adapters are for llama models")
         self.name = val("general.name") or path.stem
-        self.n_layer = int(val("llama.block_count"))
-        self.n_head = int(val("llama.attention.head_count"))
-        self.n_head_kv = int(val("llama.attention.head_count_kv", self.n_head))
+        try:
+            self.n_layer = int(val("llama.block_count"))
+            self.n_head = int(val("llama.attention.head_count"))
+            self.n_head_kv = int(val("llama.attention.head_count_kv", self.n_head))
+        except (TypeError, ValueError):
+            raise ConversionError(
+                f"{path} lacks llama's block and head counts; {fix}"
+            ) from None
         # numpy order (rows, cols) = Hugging Face's (out, in); GGUF stores the reverse
-        self.shapes = {t.name: tuple(int(d) for d in reversed(t.shape)) for t in reader.tensors}
+        self.shapes = {t.name: tuple(reversed(t.shape)) for t in header.tensors}
 
 
 def _hf_weights(base: BaseGGUF) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[str, int]]]:
@@ -127,7 +132,6 @@ def convert_adapter(
             __import__(pkg)
         except ImportError as exc:
             raise missing_extra(pkg, "convert") from exc
-    import gguf
 
     base_path = Path(base_gguf).expanduser()
     if not base_path.is_file():
@@ -163,8 +167,8 @@ def _write(path: Path, adapter: Adapter, base: BaseGGUF, where: dict, outtype: s
         w.add_type(gguf.GGUFType.ADAPTER)
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, adapter.alpha)
-        w.add_string(KEY_VERSION, __version__)
-        w.add_string(KEY_ADAPTER_BASE, base.name)
+        w.add_string(Keys.VERSION, __version__)
+        w.add_string(Keys.LORA_BASE_GGUF, base.name)
         add_lora_provenance(w, adapter)
         for hf_name, pair in sorted(adapter.pairs.items(), key=lambda kv: where[kv[0]][0]):
             gguf_name, heads = where[hf_name]

@@ -31,12 +31,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.errors import UserInputError
+from dear_local.errors import InvalidModelFileError, ModelNotFoundError, UserInputError
 from dear_local.fileio import atomic_path, refuse_overwrite, sha256_file
+from dear_local.gguf_file import Keys, check_tensor_data, has_gguf_magic, read_header
 
-KEY_CALIBRATION = "dear_local.calibration"
+KEY_CALIBRATION = Keys.CALIBRATION  # its first name; see dear_local.gguf_file.Keys
 SUM2 = ".in_sum2"
 COUNTS = ".counts"
+# llama.cpp's keys (gguf-py's gguf.Keys, spelled out so reading needs no gguf package), and ggml's F32.
+_TYPE, _DATASETS = "general.type", "imatrix.datasets"
+_CHUNK_COUNT, _CHUNK_SIZE = "imatrix.chunk_count", "imatrix.chunk_size"
+_F32 = 0
 
 # llama_model_kv_override tags (include/llama.h).
 _KV_INT, _KV_STR = 0, 3
@@ -86,7 +91,7 @@ def write_imatrix(imatrix: Imatrix, out: str | Path, *, force: bool = False) -> 
         w.add_array(gguf.Keys.IMatrix.DATASETS, list(imatrix.datasets) or ["dear-local"])
         w.add_uint32(gguf.Keys.IMatrix.CHUNK_COUNT, int(imatrix.chunk_count))
         w.add_uint32(gguf.Keys.IMatrix.CHUNK_SIZE, int(imatrix.chunk_size))
-        w.add_string(KEY_CALIBRATION, json.dumps(imatrix.calibration, sort_keys=True))
+        w.add_string(Keys.CALIBRATION, json.dumps(imatrix.calibration, sort_keys=True))
         for name in sorted(imatrix.sums):  # deterministic order, as llama-imatrix writes
             s = np.asarray(imatrix.sums[name], dtype=np.float32).reshape(1, -1)
             w.add_tensor(name + SUM2, s)
@@ -99,56 +104,62 @@ def write_imatrix(imatrix: Imatrix, out: str | Path, *, force: bool = False) -> 
 
 
 def read_imatrix(path: str | Path) -> Imatrix:
-    """Read a GGUF imatrix file (ours or llama-imatrix's); refuse anything else with a clear message."""
-    import gguf
+    """Read a GGUF imatrix file (ours or llama-imatrix's); refuse anything else with a clear message.
 
+    Raises:
+        UserInputError: a missing file, a legacy ``.dat`` or other non-GGUF file, a damaged
+            GGUF, a GGUF that is not an importance matrix, or entries that do not pair up.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserInputError(f"importance matrix {path} does not exist; make one with `dear-local imatrix`")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
+    if not has_gguf_magic(path):
         raise UserInputError(
             f"{path} is not a GGUF imatrix file (the legacy .dat format is not read); "
             "make one with `dear-local imatrix`, or convert it with llama.cpp's llama-imatrix"
         )
+    again = "make the matrix again"
     try:
-        r = gguf.GGUFReader(path)
-    except (ValueError, OSError) as exc:
-        raise UserInputError(f"{path} is a damaged GGUF file ({exc}); make the matrix again") from exc
-
-    def value(key):
-        f = r.fields.get(key)
-        return None if f is None else f.contents()
-
-    if value(gguf.Keys.General.TYPE) != gguf.GGUFType.IMATRIX:
+        header = read_header(path, what="importance matrix", arrays={_DATASETS}, fix=again)
+        check_tensor_data(header, what="importance matrix", fix=again)
+    except InvalidModelFileError as exc:
+        raise UserInputError(str(exc)) from None
+    if header.get(_TYPE) != "imatrix":
         raise UserInputError(
             f"{path} is a GGUF file but not an importance matrix (general.type is "
-            f"{value(gguf.Keys.General.TYPE)!r}); pass the file `dear-local imatrix` wrote"
+            f"{header.get(_TYPE)!r}); pass the file `dear-local imatrix` wrote"
         )
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for t in r.tensors:
+    data = np.memmap(path, dtype=np.uint8, mode="r") if header.tensors else None
+    for t in header.tensors:
+        if not t.name.endswith((SUM2, COUNTS)):
+            continue
+        if t.ggml_type != _F32:
+            raise UserInputError(f"{path}: {t.name} is not F32 (ggml type {t.ggml_type}); {again}")
+        start = header.data_offset + t.offset
+        values = data[start : start + 4 * t.n_elements].view("<f4")
         if t.name.endswith(SUM2):
-            sums[t.name[: -len(SUM2)]] = np.asarray(t.data, dtype=np.float64).reshape(-1)
-        elif t.name.endswith(COUNTS):
-            c = np.asarray(t.data).reshape(-1)
-            if c.size != 1:
+            sums[t.name[: -len(SUM2)]] = values.astype(np.float64)
+        else:
+            if values.size != 1:
                 raise UserInputError(
-                    f"{path}: {t.name} holds {c.size} counts (a mixture-of-experts matrix); "
+                    f"{path}: {t.name} holds {values.size} counts (a mixture-of-experts matrix); "
                     "dear-local handles dense Llama models only"
                 )
-            counts[t.name[: -len(COUNTS)]] = int(round(float(c[0])))
+            counts[t.name[: -len(COUNTS)]] = int(round(float(values[0])))
+    del data
     unpaired = sorted(set(sums) ^ set(counts))
     if unpaired:
         raise UserInputError(f"{path}: in_sum2 and counts do not pair up for {unpaired[:3]}; make the matrix again")
-    calibration = value(KEY_CALIBRATION)
+    calibration = header.get(Keys.CALIBRATION)
+    datasets = header.get(_DATASETS)
     return Imatrix(
         sums=sums,
         counts=counts,
-        datasets=list(value(gguf.Keys.IMatrix.DATASETS) or []),
-        chunk_count=int(value(gguf.Keys.IMatrix.CHUNK_COUNT) or 0),
-        chunk_size=int(value(gguf.Keys.IMatrix.CHUNK_SIZE) or 0),
+        datasets=[str(d) for d in datasets] if isinstance(datasets, list) else [],
+        chunk_count=int(header.get(_CHUNK_COUNT) or 0),
+        chunk_size=int(header.get(_CHUNK_SIZE) or 0),
         calibration=json.loads(calibration) if calibration else {},
     )
 
@@ -245,55 +256,15 @@ def _check_fits(means: dict[str, np.ndarray], path: Path, model_gguf: Path) -> N
             )
 
 
-class _GgufInitParams(ctypes.Structure):
-    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
-
-
-def _ggml_base():
-    """llama.cpp's ggml-base library, as bundled with llama-cpp-python (OSError where it is named otherwise)."""
-    import llama_cpp
-
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
-    vp, i64 = ctypes.c_void_p, ctypes.c_int64
-    for fn, res, args in (
-        ("gguf_init_from_file", vp, [ctypes.c_char_p, _GgufInitParams]),
-        ("gguf_free", None, [vp]),
-        ("ggml_free", None, [vp]),
-        ("ggml_get_first_tensor", vp, [vp]),
-        ("ggml_get_next_tensor", vp, [vp, vp]),
-        ("ggml_get_name", ctypes.c_char_p, [vp]),
-        ("ggml_nelements", i64, [vp]),
-        ("ggml_nrows", i64, [vp]),
-    ):
-        getattr(lib, fn).restype = res
-        getattr(lib, fn).argtypes = args
-    return lib
-
-
 def row_lengths(model_gguf: str | Path) -> dict[str, int]:
     """``{tensor name: row length (ne0)}`` of a GGUF file, read from its header only.
 
-    It goes through llama.cpp's own GGUF reader: gguf-py's reader parses every
-    vocabulary string first, which takes many seconds for a Llama-3 vocabulary.
+    Raises:
+        UserInputError: ``model_gguf`` is missing or not a readable GGUF.
     """
     path = Path(model_gguf)
     try:
-        lib = _ggml_base()
-    except (OSError, AttributeError):
-        import gguf
-
-        return {t.name: int(t.shape[0]) for t in gguf.GGUFReader(path).tensors}
-    ctx = ctypes.c_void_p()
-    g = lib.gguf_init_from_file(str(path).encode(), _GgufInitParams(True, ctypes.pointer(ctx)))
-    if not g:
-        raise UserInputError(f"{path} is not a readable GGUF file; pass the BF16/F16/F32 GGUF to quantize")
-    try:
-        out = {}
-        t = lib.ggml_get_first_tensor(ctx)
-        while t:
-            out[lib.ggml_get_name(t).decode()] = lib.ggml_nelements(t) // max(lib.ggml_nrows(t), 1)
-            t = lib.ggml_get_next_tensor(ctx, t)
-        return out
-    finally:
-        lib.gguf_free(g)
-        lib.ggml_free(ctx)
+        header = read_header(path, what="GGUF", fix="pass the BF16/F16/F32 GGUF to quantize")
+    except (InvalidModelFileError, ModelNotFoundError) as exc:
+        raise UserInputError(str(exc)) from None
+    return {t.name: int(t.shape[0]) if t.shape else 1 for t in header.tensors}

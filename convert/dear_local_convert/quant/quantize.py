@@ -29,8 +29,7 @@ from pathlib import Path
 
 from dear_local.errors import InvalidModelFileError, QuantizeError, UserInputError
 from dear_local.fileio import atomic_path, check_writable, sha256_file, write_text_atomic
-
-from dear_local_convert.to_gguf.writer import KEY_SOURCE_REPO, KEY_SOURCE_REVISION
+from dear_local.gguf_file import Keys, check_gguf, read_header
 
 # llama.cpp's llama_ftype values (include/llama.h). The types in NEEDS_IMATRIX
 # are refused without an importance matrix (see convert/imatrix_file.py).
@@ -91,23 +90,26 @@ def llama_cpp_build() -> dict:
 
 
 def gguf_facts(path: Path) -> dict:
-    """Tensor bytes, weight count, bits per weight and provenance keys of a GGUF file."""
-    import gguf
+    """Tensor bytes, weight count, bits per weight and provenance keys of a GGUF file, from its header.
 
-    r = gguf.GGUFReader(path)
-    n_bytes = sum(int(t.n_bytes) for t in r.tensors)
-    n_params = sum(int(t.n_elements) for t in r.tensors)
+    Raises:
+        InvalidModelFileError: a damaged header (see :func:`dear_local.gguf_file.read_header`).
+        ValueError: a tensor of a ggml type whose size is not known here.
+    """
+    header = read_header(path, what="GGUF")
+    n_bytes = sum(t.n_bytes for t in header.tensors)
+    n_params = sum(t.n_elements for t in header.tensors)
 
     def text(key):
-        f = r.fields.get(key)
-        return f.contents() if f is not None else None
+        value = header.get(key)
+        return value if isinstance(value, str) else None
 
     return {
         "n_params": n_params,
         "tensor_bytes": n_bytes,
         "bits_per_weight": round(8 * n_bytes / n_params, 4) if n_params else None,
-        "source_repo": text(KEY_SOURCE_REPO),
-        "source_revision": text(KEY_SOURCE_REVISION),
+        "source_repo": text(Keys.SOURCE_REPO),
+        "source_revision": text(Keys.SOURCE_REVISION),
     }
 
 
@@ -270,8 +272,6 @@ def file_entry(path: Path, qtype: str, build: dict, seconds: float | None = None
 
 def _output_files(src: Path, out_dir: Path, qtypes: list[str]) -> dict[str, Path]:
     """The file each type will be written to, after checking the input and that ``out_dir`` takes them."""
-    from dear_local.gguf_file import check_gguf
-
     if not src.exists():
         raise UserInputError(f"{src} does not exist; convert a checkpoint first with `dear-local convert`")
     check_gguf(src, what="input GGUF")  # a folder, an empty, foreign, corrupt or truncated file
@@ -423,7 +423,7 @@ def _quantize_all(src, out_dir, qtypes, force, threads, imatrix, on_file, on_kep
     build = llama_cpp_build()
     try:
         facts = gguf_facts(src)
-    except (ValueError, IndexError, KeyError) as exc:  # gguf-py's reader on a file check_gguf let through
+    except ValueError as exc:  # a tensor type check_gguf let through but whose size is unknown
         raise InvalidModelFileError(
             f"input GGUF {src} is corrupt ({exc}); re-convert it with `dear-local convert`"
         ) from None

@@ -34,7 +34,7 @@ def run_quantize(src: Path, dest: Path, qtype: str, threads: int | None, imatrix
     """Call ``llama_model_quantize`` for ``src`` -> ``dest``; return ``(rc, error messages llama.cpp logged)``."""
     import llama_cpp
 
-    from dear_local_convert.llama_cpp_lib import LogCapture
+    from dear_local.llama_cpp_lib import LogCapture
     from dear_local_convert.quant.quantize import FTYPES
 
     params = llama_cpp.llama_model_quantize_default_params()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dear_local.errors import ConversionError
+from dear_local.token_ids import first_difference
 
 PROBE = (
     "Hello world! It's 2024; I'LL pay $1234567.89 (or 3.14159) you've won't\n\n"
@@ -33,7 +34,7 @@ def hf_ids(src_dir: Path, text: str) -> list[int]:
 
 
 def gguf_ids(gguf_path: Path, text: str) -> list[int]:
-    from dear_local_convert.llama_cpp_lib import load_vocab
+    from dear_local.llama_cpp_lib import load_vocab
 
     with load_vocab(gguf_path) as vocab:
         return vocab.tokenize(text)
@@ -50,7 +51,7 @@ def check_gguf_tokenizer(gguf_path: Path, src_dir: Path, text: str = PROBE) -> N
         ) from exc
     want = hf_ids(src_dir, text)
     if got != want:
-        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        at = first_difference(got, want)
         raise ConversionError(
             f"the converted tokenizer disagrees with tokenizer.json from token {at} of a probe text "
             f"(llama.cpp {got[at:at + 5]} vs transformers {want[at:at + 5]}); the pre-tokenizer is "

@@ -18,18 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.backends.lora import KEY_LORA_BASE, KEY_LORA_REPO, KEY_LORA_REVISION, KEY_LORA_SHA256
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
+from dear_local.gguf_file import Keys
 
 from dear_local_convert.to_gguf import checkpoint
 from dear_local_convert.to_gguf import tensors
 from dear_local_convert.to_gguf.arch import parse_params, read_config
 from dear_local_convert.to_gguf.tokenizer import read_tokenizer
 
-KEY_SOURCE_REPO = "dear_local.source.repo"
-KEY_SOURCE_REVISION = "dear_local.source.revision"
-KEY_VERSION = "dear_local.version"
+# The names these keys were first published under; see :class:`dear_local.gguf_file.Keys`.
+KEY_SOURCE_REPO = Keys.SOURCE_REPO
+KEY_SOURCE_REVISION = Keys.SOURCE_REVISION
+KEY_VERSION = Keys.VERSION
 
 
 def output_path(out_dir: str | Path, name: str, outtype: str) -> Path:
@@ -188,10 +189,10 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
             w.add_license(license)
         if source_repo:
             w.add_source_repo_url(f"https://huggingface.co/{source_repo}")
-            w.add_string(KEY_SOURCE_REPO, source_repo)
+            w.add_string(Keys.SOURCE_REPO, source_repo)
         if revision:
-            w.add_string(KEY_SOURCE_REVISION, revision)
-        w.add_string(KEY_VERSION, __version__)
+            w.add_string(Keys.SOURCE_REVISION, revision)
+        w.add_string(Keys.VERSION, __version__)
         if adapter is not None:
             add_lora_provenance(w, adapter)
         w.add_file_type(file_type)
@@ -243,10 +244,10 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
 
 def add_lora_provenance(w, adapter) -> None:
     """Record which adapter was merged (repo, revision, sha256, the base it names)."""
-    w.add_string(KEY_LORA_SHA256, adapter.sha256)
+    w.add_string(Keys.LORA_SHA256, adapter.sha256)
     if adapter.repo:
-        w.add_string(KEY_LORA_REPO, adapter.repo)
+        w.add_string(Keys.LORA_REPO, adapter.repo)
     if adapter.revision:
-        w.add_string(KEY_LORA_REVISION, adapter.revision)
+        w.add_string(Keys.LORA_REVISION, adapter.revision)
     if adapter.base_model:
-        w.add_string(KEY_LORA_BASE, adapter.base_model)
+        w.add_string(Keys.LORA_BASE_MODEL, adapter.base_model)
