@@ -166,8 +166,10 @@ def check_regular_file(path: Path, what: str, fix: str) -> None:
     the second case. Folders are the caller's to word. Raises :class:`ModelNotFoundError` when
     missing, :class:`InvalidModelFileError` otherwise.
     """
-    from .errors import InvalidModelFileError
+    from .errors import InvalidModelFileError, UserInputError
 
+    if "\x00" in str(path):
+        raise UserInputError(f"{what} path {str(path)!r} contains a NUL byte (\\x00), which no file name can hold; fix the path")
     try:
         mode = path.stat().st_mode
     except OSError:

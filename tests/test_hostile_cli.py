@@ -249,3 +249,20 @@ def test_a_cut_short_gguf_is_reported_as_damaged_before_llama_cpp_opens_it(keep,
         LlamaCppBackend(cut)
     code, _, err = cli("rerank", "-m", str(cut), "-q", "q", stdin="a\n")
     assert code == 2 and err.startswith("error: model file") and "cpu-buffers" not in err
+
+
+@CLI_PROFILE
+@given(before=st.text(max_size=8), after=st.text(max_size=8))
+def test_a_nul_byte_anywhere_in_a_path_is_one_line_naming_it(before, after, cli, tmp_path, fake_gguf):
+    """os calls refuse a path holding a NUL byte with a bare ValueError: every path a user gives names it instead."""
+    from dear_local import Reranker
+    from dear_local.errors import UserInputError
+
+    bad = f"{tmp_path}/{before}\x00{after}.gguf"
+    with pytest.raises(UserInputError, match="NUL byte"):
+        Reranker(bad)
+    code, _, err = cli("rerank", "-m", bad, "-q", "q", stdin="a\n")
+    assert code == 2 and "NUL byte" in err and len(err.splitlines()) == 1, err
+    # an option of path type is checked by click first: its usage error names the option
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--out", bad, stdin="a\n")
+    assert code == 2 and "'--out'" in err and "null byte" in err and "Traceback" not in err, err

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from ..errors import DearLocalError, DiskFullError
+from ..errors import DearLocalError, DiskFullError, UserInputError
 from ..settings import get_settings
 from .messages import safe
 
@@ -144,6 +144,11 @@ def main() -> None:
     except Exception as exc:
         if debug:
             raise
+        if isinstance(exc, ValueError) and "null byte" in str(exc):
+            # os calls refuse a path holding "\x00" with a bare ValueError; whichever path it was, name the fix
+            typer.echo("error: a path given contains a NUL byte (\\x00), which no file name can hold; fix the path",
+                       err=True)
+            sys.exit(UserInputError.exit_code)
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
             _silence_stdout()
             sys.exit(EXIT_CLOSED_PIPE)
