@@ -163,8 +163,8 @@ def check_regular_file(path: Path, what: str, fix: str) -> None:
     """Refuse a ``path`` that is missing or exists but is not a regular file (``/dev/zero``, a FIFO).
 
     ``what`` names the file (``"model file"``, ``"LoRA adapter"``); ``fix`` ends the message for
-    the second case. Folders are the caller's to word. Raises :class:`ModelNotFoundError` when
-    missing, :class:`InvalidModelFileError` otherwise.
+    the second case. Folders are the caller's to word. Raises :class:`UserInputError` when the path
+    holds a NUL byte, :class:`ModelNotFoundError` when missing, :class:`InvalidModelFileError` otherwise.
     """
     from .errors import InvalidModelFileError, UserInputError
 
