@@ -157,3 +157,70 @@ def test_foreign_passages_come_from_other_queries_and_rank_below_every_own_passa
         assert ranked == sorted(ranked, reverse=True)
         assert ranked[0]
     assert n_foreign > 0
+
+
+def test_training_id_scores_are_the_first_token_decoders_own(standin_dir):
+    """The ids' scores training optimises are the probabilities ``--decoding first-token`` ranks by, on windows whose ids share tokens."""
+    import numpy as np
+    import torch
+
+    from dear_local.decoding.first_token import first_token
+    from dear_local.engine import prompt_ids
+    from dear_local.store import get_manifest
+    from dear_local_convert.slices import load_slice
+    from dear_local_convert.standins.id_scores import IdTree, id_logprobs, order_by
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
+
+    profile = get_manifest(tr.STANDIN_MODEL).profile
+    backend = TransformersBackend(standin_dir, device="cpu", dtype="fp32")
+    for qi, n in ((2, 20), (3, 13), (4, 7)):  # ids 10..20 share "1" and "2" with SmolLM2's digits
+        q = load_slice("noveleval", queries=qi + 1, passages=n).queries[qi]
+        ids = prompt_ids(backend, profile, q.text, list(q.passages))
+        gen, probs = first_token(backend, profile.tmpl, ids, n)
+        tree = IdTree.build(backend, profile.tmpl, n)
+        with torch.no_grad():
+            x = torch.tensor([ids + list(tree.prefix_ids)])
+            out = backend.model(input_ids=x, logits_to_keep=1, use_cache=True)
+            logp = id_logprobs(backend.model, tree, out.logits[0, -1], out.past_key_values, x.shape[1])
+            assert out.past_key_values.get_seq_length() == x.shape[1]  # the extra steps are cropped away
+        assert np.allclose(np.exp(logp.numpy()), probs, atol=1e-4), (n, probs)
+        assert abs(float(torch.exp(logp).sum()) - 1.0) < 1e-5
+        if min(abs(a - b) for i, a in enumerate(probs) for b in probs[i + 1:]) > 1e-3:
+            assert gen.text.startswith(f"[{order_by(logp)[0] + 1}]")
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_the_first_token_loss_prefers_every_better_graded_id_and_ignores_ties(seed):
+    """Raising a better-graded id's score over a worse one lowers the loss; swapping two ids of one grade changes nothing."""
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    n = rng.randint(2, 20)
+    grades = [rng.choice([-1, 0, 0, 1, 2, 3]) for _ in range(n)]
+    if len(set(grades)) < 2:
+        grades[0], grades[1] = 2, 0
+    logp = torch.log_softmax(torch.tensor([rng.gauss(0, 2) for _ in range(n)]), 0)
+    cfg = tr.TrainConfig(objective="first-token")
+    base = float(tr.first_token_loss(logp, tuple(grades), cfg))
+    a = max(range(n), key=lambda k: grades[k])
+    b = min(range(n), key=lambda k: grades[k])
+    moved = logp.clone()
+    moved[a], moved[b] = logp[a] + 0.5, logp[b] - 0.5
+    assert float(tr.first_token_loss(moved, tuple(grades), cfg)) < base
+    same = [k for k in range(n) if grades[k] == grades[a] and k != a]
+    if same:
+        swapped = logp.clone()
+        swapped[a], swapped[same[0]] = logp[same[0]], logp[a]
+        assert abs(float(tr.first_token_loss(swapped, tuple(grades), cfg)) - base) < 1e-5
+
+
+def test_the_first_token_objective_trains_end_to_end_under_bf16_autocast(standin_dir, tmp_path):
+    """The FIRST objective's training step runs on windows whose ids share a first digit, under bf16 autocast."""
+    args = _tiny(tmp_path / "f", standin_dir)
+    args[args.index("--min-window") + 1], args[args.index("--max-window") + 1] = "10", "12"
+    assert tr.main([*args, "--steps", "2", "--objective", "first-token", "--autocast"]) == 0
+    record = json.loads((tmp_path / "f" / "training.json").read_text())
+    assert record["config"]["objective"] == "first-token" and record["config"]["autocast"] is True
+    assert len(record["losses"]) == 2 and all(0 < v < 100 for v in record["losses"])

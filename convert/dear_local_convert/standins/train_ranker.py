@@ -10,9 +10,9 @@ Command (needs the ``train`` extra for the default teacher; ``--teacher bm25`` n
     PYTHONPATH=.:convert DEAR_LOCAL_DATA=../shared/data \\
         python -m dear_local_convert.standins.train_ranker --out DIR --steps N
 
-No adapter is committed yet: on a 2-core CPU (about 5-8 s per window of 12 passages), runs of
-up to 250 steps of rank 4 learned the answer format and a fixed position pattern, not relevance
-(see docs/standin.md for the runs and their dev-split figures).
+No adapter is committed yet: on a 2-core CPU (about 5-12 s per window of 12 passages), runs of
+up to 250 steps of rank 4, with either objective, learned the answer format and a fixed position
+pattern, not relevance (see docs/standin.md for the runs and their dev-split figures).
 
 What it does:
 
@@ -35,9 +35,13 @@ What it does:
   checked against the decoder's permutation grammar. The end-of-turn token follows.
 - **Prompt ids** come from :func:`dear_local.engine.prompt_ids` on the transformers reference
   backend, so they are token for token what the reference and the runtime feed.
-- **Loss.** Cross-entropy on the answer tokens only; the tokens that name the first ids weigh
-  more (``--head-weight`` for the first id, falling linearly to 1 at the tenth), because nDCG@10
-  is decided at the top.
+- **Loss.** ``--objective answer`` (the default): cross-entropy on the answer tokens only; the
+  tokens that name the first ids weigh more (``--head-weight`` for the first id, falling linearly
+  to 1 at the tenth), because nDCG@10 is decided at the top. ``--objective first-token``: FIRST's
+  objective on the ids' first-token probabilities (:mod:`.id_scores`, what ``--decoding
+  first-token`` ranks by), a RankNet loss over every pair of different grades plus ``-log`` of the
+  best grade's probability mass (:func:`first_token_loss`), with ``--lm-weight`` times the answer's
+  cross-entropy. ``--eval-every N`` prints the dev split's nDCG@10 by those probabilities.
 - **Deterministic.** Seeded (``--seed``), fixed data order, ``torch.set_num_threads(--threads)``
   (2 by default), deterministic torch algorithms. Two runs with the same arguments print the same
   losses.
@@ -95,6 +99,16 @@ class TrainConfig:
     teacher: str = "minilm"  # what breaks ties between passages of one grade: "minilm" or "bm25"
     foreign: float = 0.0  # share of a window's non-relevant slots filled from other training queries
     max_queries: int | None = None  # for quick tests: only the first training queries
+    # "answer": cross-entropy on the answer's tokens only. "first-token": also the FIRST
+    # objective on the ids' first-token scores (what --decoding first-token ranks by): a
+    # pairwise (RankNet) loss over every pair of different grades, plus the log of the
+    # probability mass on the best grade's ids; the answer's cross-entropy weighs lm_weight.
+    objective: str = "answer"
+    pair_weight: float = 1.0
+    top_weight: float = 1.0
+    lm_weight: float = 0.2
+    small_windows: float = 0.0  # share of windows drawn with 2..9 candidates (cheaper steps), the rest as above
+    autocast: bool = False  # run forward and backward under bf16 autocast (fp32 master weights); faster on CPUs with AVX512_BF16 or AMX
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,7 @@ class Window:
     query: str
     passages: tuple[str, ...]
     order: tuple[int, ...]
+    grades: tuple[int, ...] = ()  # per prompt position: the qrels grade, -1 for another query's passage
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +172,10 @@ def sample_windows(queries, qrels, teacher, cfg: TrainConfig) -> list[Window]:
             rng.shuffle(order)
         qi = order.pop()
         q, rel, non = usable[qi]
-        n = rng.randint(cfg.min_window, cfg.max_window)
+        if cfg.small_windows and rng.random() < cfg.small_windows:
+            n = rng.randint(2, min(9, cfg.max_window))
+        else:
+            n = rng.randint(cfg.min_window, cfg.max_window)
         n_rel = rng.randint(1, min(n - 1, len(rel)))
         n_non = min(n - n_rel, len(non))
         n_foreign = sum(rng.random() < cfg.foreign for _ in range(n_non)) if len(usable) > 1 else 0
@@ -188,7 +206,7 @@ def sample_windows(queries, qrels, teacher, cfg: TrainConfig) -> list[Window]:
 
         keyed = sorted(range(len(picked)), key=lambda j: (-grade(picked[j]), -scores[qi][picked[j]], j))
         passages = tuple(usable[src][0].passages[i] for src, i in picked)
-        windows.append(Window(q.qid, q.text, passages, tuple(keyed)))
+        windows.append(Window(q.qid, q.text, passages, tuple(keyed), tuple(grade(k) for k in picked)))
     return windows
 
 
@@ -362,6 +380,7 @@ def train(
     base: str | Path | None = None,
     log_every: int = 10,
     save_every: int = 0,
+    eval_every: int = 0,
     log=print,
 ) -> dict:
     """Train the adapter and write it to ``out`` atomically; returns the run record (also ``out/training.json``).
@@ -369,7 +388,9 @@ def train(
     ``base`` is the SmolLM2 bf16 checkpoint directory (default: the stand-in's, built on first
     use). The loss curve is printed every ``log_every`` steps (mean over those steps) and kept
     in full (one float per step) in the record's ``losses``. With ``save_every``, a snapshot of
-    the adapter goes to ``<out>.step-<N>`` every that many steps (for watching a long run).
+    the adapter goes to ``<out>.step-<N>`` every that many steps (for watching a long run). With
+    ``eval_every``, the dev split's nDCG@10 by first-token scores (:func:`dev_ndcg`) is printed
+    before training and every that many steps, and kept in the record's ``dev_curve``.
 
     Raises:
         UserInputError: bad settings.
@@ -377,6 +398,7 @@ def train(
         MissingExtraError: torch, transformers, peft or the teacher package are missing.
     """
     _check_config(cfg)
+    out_dir = out
     try:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -386,6 +408,7 @@ def train(
     from dear_local.contract.constraint import PermutationConstraint, TokenIndex
     from dear_local.store import get_manifest
     from dear_local_convert.slices import load_slice
+    from dear_local_convert.standins.id_scores import IdTree, id_logprobs
     from dear_local_convert.standins.smollm2 import standin_checkpoint
     from dear_local_convert.transformers_backend.backend import TransformersBackend
 
@@ -426,6 +449,25 @@ def train(
     log(f"LoRA r={cfg.rank} alpha={cfg.alpha} on {','.join(cfg.targets)}: {n_params:,} trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
+    trees: dict[int, IdTree] = {}
+
+    def tree_for(n: int) -> IdTree:
+        if n not in trees:
+            trees[n] = IdTree.build(backend, profile.tmpl, n)
+        return trees[n]
+
+    dev = _dev_windows(backend, profile) if eval_every else []
+    dev_curve: list[dict] = []
+
+    def dev_check(step: int) -> None:
+        model.eval()
+        score = dev_ndcg(model, dev, tree_for)
+        model.train()
+        dev_curve.append({"step": step, "ndcg@10": round(score, 4)})
+        log(f"step {step:5d}  dev nDCG@10 {score:.4f} (first-token, {len(dev)} windows)")
+
+    if eval_every:
+        dev_check(0)
     losses: list[float] = []
     tokens = 0
     for step, win in enumerate(windows):
@@ -438,9 +480,21 @@ def train(
         x = torch.tensor([ids[:-1]])
         y = torch.tensor(labels[-n_answer:])
         wt = torch.tensor(weights[-n_answer:])
-        logits = model(input_ids=x, logits_to_keep=n_answer).logits[0]
-        nll = torch.nn.functional.cross_entropy(logits.float(), y, reduction="none")
-        loss = (nll * wt).sum() / wt.sum()
+        first = cfg.objective == "first-token"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast):
+            out = model(input_ids=x, logits_to_keep=n_answer, use_cache=first)
+            logits = out.logits[0].float()
+            nll = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+            loss = (nll * wt).sum() / wt.sum()
+            if first:
+                tree = tree_for(len(win.passages))
+                # kept logit j is the prediction after input position len(prompt) - 1 + j, so the
+                # point right after the answer prefix is j = len(prefix)
+                n_prompt = len(ids) - n_answer
+                logp = id_logprobs(
+                    model, tree, logits[len(tree.prefix_ids)], out.past_key_values, n_prompt + len(tree.prefix_ids)
+                )
+                loss = cfg.lm_weight * loss + first_token_loss(logp, win.grades, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -448,7 +502,7 @@ def train(
         losses.append(float(loss.detach()))
         if save_every and (step + 1) % save_every == 0 and step + 1 < len(windows):
             # a snapshot beside the output, for watching a long run; the output itself is written at the end
-            _save(model, Path(f"{out}.step-{step + 1}"), cfg, {"step": step + 1, "losses": losses}, restore=True)
+            _save(model, Path(f"{out_dir}.step-{step + 1}"), cfg, {"step": step + 1, "losses": losses}, restore=True)
         if (step + 1) % log_every == 0 or step == 0 or step + 1 == len(windows):
             recent = losses[-log_every:] if step else losses
             log(
@@ -457,6 +511,8 @@ def train(
                 f"{time.time() - t_start:.0f}s",
             )
             sys.stdout.flush()
+        if eval_every and (step + 1) % eval_every == 0:
+            dev_check(step + 1)
 
     record = {
         "config": {**asdict(cfg), "targets": list(cfg.targets)},
@@ -470,13 +526,64 @@ def train(
         "trainable_parameters": n_params,
         "tokens": tokens,
         "losses": [round(v, 6) for v in losses],
+        "dev_curve": dev_curve,
         "wall_seconds": round(time.time() - t_start, 1),
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "torch": torch.__version__,
     }
-    _save(model, out, cfg, record)
-    log(f"wrote {out} ({record['wall_seconds']:.0f} s wall, {record['cpu_seconds']:.0f} s CPU)")
+    _save(model, out_dir, cfg, record)
+    log(f"wrote {out_dir} ({record['wall_seconds']:.0f} s wall, {record['cpu_seconds']:.0f} s CPU)")
     return record
+
+
+def first_token_loss(logp, grades: tuple[int, ...], cfg: TrainConfig):
+    """The FIRST objective on one window's id log-probabilities ``logp`` (shape ``(n,)``).
+
+    ``pair_weight`` x the mean RankNet loss ``softplus(logp[b] - logp[a])`` over every pair
+    with ``grades[a] > grades[b]``, plus ``top_weight`` x ``-log`` of the probability mass on
+    the ids of the best grade in the window (any of them may come first). Ties within a grade
+    cost nothing, so no teacher's guess between equally judged passages is learned.
+    """
+    import torch
+
+    g = torch.tensor(grades, dtype=torch.float32)
+    better = g[:, None] > g[None, :]
+    diff = logp[None, :] - logp[:, None]  # [a, b]: logp[b] - logp[a]
+    pair = torch.nn.functional.softplus(diff[better]).mean() if bool(better.any()) else logp.new_zeros(())
+    top = -torch.logsumexp(logp[g == g.max()], dim=0)
+    return cfg.pair_weight * pair + cfg.top_weight * top
+
+
+def _dev_windows(backend, profile) -> list[tuple[list[int], int, dict[str, int], list[str], str]]:
+    """The dev split's windows for :func:`dev_ndcg`: (prompt ids, n, qrels of the query, docids, qid)."""
+    from dear_local.engine import prompt_ids
+    from dear_local_convert.standins.eval_ranker import eval_slice
+
+    sl = eval_slice("dl19-dev")
+    out = []
+    for q in sl.queries:
+        ids = prompt_ids(backend, profile, q.text, list(q.passages))
+        out.append((ids, len(q.passages), sl.qrels[q.qid], list(q.docids), q.qid))
+    return out
+
+
+def dev_ndcg(model, dev, tree_for) -> float:
+    """Mean nDCG@10 over ``dev`` (from :func:`_dev_windows`) of the order by first-token scores."""
+    import torch
+
+    from dear_local_convert.agreement.metrics import ndcg
+    from dear_local_convert.standins.id_scores import id_logprobs, order_by
+
+    run, qrels = {}, {}
+    with torch.no_grad():
+        for ids, n, grades, docids, qid in dev:
+            tree = tree_for(n)
+            x = torch.tensor([ids + list(tree.prefix_ids)])
+            out = model(input_ids=x, logits_to_keep=1, use_cache=True)
+            logp = id_logprobs(model, tree, out.logits[0, -1], out.past_key_values, x.shape[1])
+            run[qid] = [docids[k] for k in order_by(logp)]
+            qrels[qid] = grades
+    return ndcg(run, qrels, (10,)).mean["ndcg@10"]
 
 
 def _save(model, out: str | Path, cfg: TrainConfig, record: dict, *, restore: bool = False) -> None:
@@ -529,6 +636,12 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserInputError(f"--foreign must be in [0, 1), not {cfg.foreign}")
     if cfg.threads < 1:
         raise UserInputError(f"--threads must be at least 1, not {cfg.threads}")
+    if cfg.objective not in ("answer", "first-token"):
+        raise UserInputError(f"--objective must be answer or first-token, not {cfg.objective!r}")
+    if min(cfg.pair_weight, cfg.top_weight, cfg.lm_weight) < 0:
+        raise UserInputError("--pair-weight, --top-weight and --lm-weight must not be negative")
+    if not 0.0 <= cfg.small_windows <= 1.0:
+        raise UserInputError(f"--small-windows must be in [0, 1], not {cfg.small_windows}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,16 +671,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default=None, help="SmolLM2 bf16 checkpoint dir (default: build the stand-in's)")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--save-every", type=int, default=0, help="also write a snapshot to <out>.step-N every N steps")
+    ap.add_argument("--objective", default=d.objective, choices=("answer", "first-token"),
+                    help="answer: cross-entropy on the answer tokens; first-token: also FIRST's pairwise loss on the id scores")
+    ap.add_argument("--pair-weight", type=float, default=d.pair_weight)
+    ap.add_argument("--top-weight", type=float, default=d.top_weight)
+    ap.add_argument("--lm-weight", type=float, default=d.lm_weight, help="weight of the answer cross-entropy under --objective first-token")
+    ap.add_argument("--small-windows", type=float, default=d.small_windows, help="share of windows with 2..9 candidates")
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast (faster where the CPU has AVX512_BF16 or AMX)")
+    ap.add_argument("--eval-every", type=int, default=0, help="print the dev split's first-token nDCG@10 every N steps")
     a = ap.parse_args(argv)
     cfg = TrainConfig(
         steps=a.steps, lr=a.lr, warmup=a.warmup, rank=a.rank, alpha=a.alpha,
         targets=tuple(t.strip() for t in a.targets.split(",") if t.strip()),
         min_window=a.min_window, max_window=a.max_window, head_weight=a.head_weight, seed=a.seed,
         threads=a.threads, save_dtype=a.save_dtype, max_queries=a.max_queries,
-        foreign=a.foreign, teacher=a.teacher,
+        foreign=a.foreign, teacher=a.teacher, objective=a.objective, pair_weight=a.pair_weight,
+        top_weight=a.top_weight, lm_weight=a.lm_weight, small_windows=a.small_windows, autocast=a.autocast,
     )
     try:
-        train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every)
+        train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every, eval_every=a.eval_every)
     except DearLocalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
