@@ -229,7 +229,8 @@ NOT_A_QUERY = st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_siz
                         st.text(" \t\n", max_size=3), st.booleans())
 NOT_DOCUMENTS = st.one_of(st.none(), st.integers(), st.text(min_size=1, max_size=5), st.binary(min_size=1, max_size=5),
                           st.dictionaries(st.text(max_size=3), st.text(max_size=3), min_size=1, max_size=3),
-                          st.just([]),
+                          st.just([]), st.sets(st.text(max_size=3), min_size=1, max_size=3),
+                          st.frozensets(st.text(max_size=3), min_size=1, max_size=3),
                           st.lists(st.one_of(st.none(), st.integers(), st.binary(max_size=2)), min_size=1, max_size=3)
                           .map(lambda xs: ["fine", *xs]))
 NOT_TOP_N = st.one_of(st.floats(allow_nan=False), st.booleans(), st.integers(max_value=0), st.text(max_size=2))
@@ -271,6 +272,14 @@ def test_iterables_of_str_are_read_once(reranker):
     from_tuple = reranker.rerank("q", tuple(docs), top_n=2)
     assert [r.text for r in from_gen] == [r.text for r in from_list]
     assert [r.index for r in from_tuple] == [r.index for r in from_list][:2]
+
+
+def test_ordered_views_are_read_and_sets_are_refused(reranker):
+    texts = {"a": "Paris", "b": "Lyon"}
+    assert sorted(r.text for r in reranker.rerank("q", texts.values())) == ["Lyon", "Paris"]
+    assert sorted(r.text for r in reranker.rerank("q", texts.keys())) == ["a", "b"]  # a dict's keys keep their order
+    with pytest.raises(UserInputError, match="^documents must be in an order .* got set"):
+        reranker.rerank("q", {"Paris", "Lyon"})
 
 
 def test_more_than_1000_documents_from_a_generator_stop_early(reranker):
