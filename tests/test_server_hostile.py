@@ -399,7 +399,8 @@ def test_a_server_failure_is_logged_with_its_credentials_masked(caplog):
 
 
 NOT_TEXT = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                     st.lists(st.text(max_size=2), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+                     st.lists(st.text(max_size=2), max_size=2),
+                     st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
