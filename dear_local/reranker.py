@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, KeysView, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,7 +64,8 @@ def check_call(query: Any, documents: Any, top_n: Any, top_name: str = "top_n") 
     The messages use the Python argument names (``query``, ``documents``, ``top_name``).
     ``documents`` may be any iterable of ``str`` (a list, a tuple, a generator, which is read
     once); a ``str``, ``bytes`` or a mapping is refused, since iterating it would rank its
-    characters or keys. Raises :class:`UserInputError`.
+    characters or keys, and so is a set, whose order is arbitrary (a result's ``index`` could not
+    point back at the caller's document). Raises :class:`UserInputError`.
     """
     if not isinstance(query, str) or not query.strip():
         shown = "an empty or blank str" if isinstance(query, str) else _type_name(query)
@@ -71,6 +73,11 @@ def check_call(query: Any, documents: Any, top_n: Any, top_name: str = "top_n") 
     if isinstance(documents, (str, bytes, bytearray, memoryview, Mapping)) or not isinstance(documents, Iterable):
         raise UserInputError(
             f"documents must be a list of str (one item per document), got {_type_name(documents)}"
+        )
+    if isinstance(documents, AbstractSet) and not isinstance(documents, KeysView):
+        raise UserInputError(
+            f"documents must be in an order (a list, a tuple or a generator of str), got {_type_name(documents)}: "
+            "a set has none, so the results' index could not point back at your documents"
         )
     docs = []
     for i, d in enumerate(documents):

@@ -229,7 +229,8 @@ NOT_A_QUERY = st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_siz
                         st.text(" \t\n", max_size=3), st.booleans())
 NOT_DOCUMENTS = st.one_of(st.none(), st.integers(), st.text(min_size=1, max_size=5), st.binary(min_size=1, max_size=5),
                           st.dictionaries(st.text(max_size=3), st.text(max_size=3), min_size=1, max_size=3),
-                          st.just([]),
+                          st.just([]), st.sets(st.text(max_size=3), min_size=1, max_size=3),
+                          st.frozensets(st.text(max_size=3), min_size=1, max_size=3),
                           st.lists(st.one_of(st.none(), st.integers(), st.binary(max_size=2)), min_size=1, max_size=3)
                           .map(lambda xs: ["fine", *xs]))
 NOT_TOP_N = st.one_of(st.floats(allow_nan=False), st.booleans(), st.integers(max_value=0), st.text(max_size=2))
@@ -271,6 +272,14 @@ def test_iterables_of_str_are_read_once(reranker):
     from_tuple = reranker.rerank("q", tuple(docs), top_n=2)
     assert [r.text for r in from_gen] == [r.text for r in from_list]
     assert [r.index for r in from_tuple] == [r.index for r in from_list][:2]
+
+
+def test_ordered_views_are_read_and_sets_are_refused(reranker):
+    texts = {"a": "Paris", "b": "Lyon"}
+    assert sorted(r.text for r in reranker.rerank("q", texts.values())) == ["Lyon", "Paris"]
+    assert sorted(r.text for r in reranker.rerank("q", texts.keys())) == ["a", "b"]  # a dict's keys keep their order
+    with pytest.raises(UserInputError, match="^documents must be in an order .* got set"):
+        reranker.rerank("q", {"Paris", "Lyon"})
 
 
 def test_more_than_1000_documents_from_a_generator_stop_early(reranker):
@@ -382,3 +391,86 @@ def test_a_byte_order_mark_through_the_cli(cli, fake_gguf, tmp_path):
     code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--format", "json", stdin=BOM + b"alpha\nbeta\n")
     assert code == 0, err
     assert "\ufeff" not in json.loads(out)["results"][1]["text"] and "\\ufeff" not in out
+
+
+# --run, --topics and --corpus read pipes and stdin as --docs and --jsonl do
+RUN = "".join(f"{q} Q0 d{q}-{j} {j + 1} {9 - j} bm25\n" for q in (1, 2) for j in range(3))
+TOPICS = "1\tcapital of France\n2\tyellow fruit\n"
+CORPUS_TSV = "".join(f"d{q}-{j}\tpassage {q} {j}\n" for q in (1, 2) for j in range(3))
+CORPUS_JSONL = "".join(json.dumps({"id": f"d{q}-{j}", "contents": f"passage {q} {j}"}) + "\n"
+                       for q in (1, 2) for j in range(3))
+SOURCES = st.sampled_from(["file", "pipe", "fifo", "stdin"])
+
+
+def _source(kind: str, data: str, tmp, name: str, fds: list) -> str:
+    if kind == "file":
+        path = tmp / name
+        path.write_text(data, encoding="utf-8")
+        return str(path)
+    if kind == "pipe":  # what <(cmd) gives: /dev/fd/N of a pipe
+        r, w = os.pipe()
+        os.write(w, data.encode())
+        os.close(w)
+        fds.append(r)
+        return f"/dev/fd/{r}"
+    if kind == "fifo":
+        path = tmp / ("fifo-" + name)
+        os.mkfifo(path)
+        threading.Thread(target=lambda: path.write_bytes(data.encode()), daemon=True).start()
+        return str(path)
+    return "-"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.tuples(SOURCES, SOURCES, SOURCES).filter(lambda k: k.count("stdin") <= 1), jsonl=st.booleans())
+def test_run_topics_and_corpus_read_files_pipes_fifos_and_stdin_alike(cli, fake_gguf, tmp_path_factory, kinds, jsonl):
+    tmp = tmp_path_factory.mktemp("sources")
+    corpus = CORPUS_JSONL if jsonl else CORPUS_TSV
+    data = [RUN, TOPICS, corpus]
+    names = ["run.trec", "topics.tsv", "corpus.jsonl" if jsonl else "corpus.tsv"]
+    expected_args = ["rerank", "-m", str(fake_gguf), "--format", "trec"]
+    for flag, text, name in zip(("--run", "--topics", "--corpus"), data, names):
+        path = tmp / ("expected-" + name)
+        path.write_text(text, encoding="utf-8")
+        expected_args += [flag, str(path)]
+    code, expected, err = cli(*expected_args)
+    assert code == 0 and len(expected.splitlines()) == 6, err
+    fds: list = []
+    try:
+        args = ["rerank", "-m", str(fake_gguf), "--format", "trec"]
+        for flag, kind, text, name in zip(("--run", "--topics", "--corpus"), kinds, data, names):
+            args += [flag, _source(kind, text, tmp, name, fds)]
+        stdin = data[kinds.index("stdin")] if "stdin" in kinds else ""
+        code, out, err = cli(*args, stdin=stdin)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert code == 0, (kinds, err)
+    assert out == expected
+
+
+def test_only_one_of_run_topics_and_corpus_can_be_stdin(cli, fake_gguf, tmp_path):
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text(CORPUS_TSV, encoding="utf-8")
+    code, out, err = cli("rerank", "-m", str(fake_gguf), "--run", "-", "--topics", "-", "--corpus", str(corpus),
+                         stdin=RUN)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert "--run and --topics" in err and "stdin" in err and "does not exist" not in err
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "--run", str(tmp_path / "nope.trec"), "--topics", "-",
+                       "--corpus", str(corpus), stdin=TOPICS)
+    assert code == 2 and "nope.trec does not exist" in err
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "--run", str(tmp_path), "--topics", "-",
+                       "--corpus", str(corpus), stdin=TOPICS)
+    assert code == 2 and "is a directory" in err
+
+
+def test_a_corpus_named_without_a_suffix_is_read_by_its_first_line(tmp_path):
+    jsonl = tmp_path / "collection"
+    jsonl.write_text("\n" + CORPUS_JSONL, encoding="utf-8")
+    tsv = tmp_path / "collection-tsv"
+    tsv.write_text(CORPUS_TSV, encoding="utf-8")
+    wanted = ["d1-0", "d2-2"]
+    assert read_corpus(jsonl, wanted) == read_corpus(tsv, wanted) == {"d1-0": "passage 1 0", "d2-2": "passage 2 2"}
+    named_tsv = tmp_path / "odd.tsv"
+    named_tsv.write_text('{"x"}\tbraces are text here\n', encoding="utf-8")
+    assert read_corpus(named_tsv, ['{"x"}']) == {'{"x"}': "braces are text here"}

@@ -405,6 +405,13 @@ def drip_headers(handler):
     _drip(handler, b"a")
 
 
+def drip_until_close(handler):
+    """A 200 with no Content-Length (the body ends when the connection closes), one space every 0.2 s."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+    handler.close_connection = True
+    _drip(handler, b" ")
+
+
 def silent(handler):
     """Reads the request and never answers."""
     time.sleep(20)
@@ -419,7 +426,7 @@ def _drip(handler, byte: bytes):
         pass
 
 
-@pytest.mark.parametrize("writer", [drip_body, drip_headers, silent])
+@pytest.mark.parametrize("writer", [drip_body, drip_headers, drip_until_close, silent])
 def test_a_request_ends_at_its_total_deadline_whatever_the_server_sends(server, writer):
     server.answer = answering("/completion", lambda body: writer)
     fleet = Fleet([server.url], timeout=1.0, retries=3, backoff=0.01)

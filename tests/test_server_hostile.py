@@ -396,3 +396,24 @@ def test_a_server_failure_is_logged_with_its_credentials_masked(caplog):
     assert r.status_code == 503 and "hunter2" not in r.text
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert "admin:***@10.9.9.9" in logged and "hunter2" not in logged
+
+
+NOT_TEXT = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                     st.lists(st.text(max_size=2), max_size=2),
+                     st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(value=NOT_TEXT, wrapped=st.booleans(), at=st.integers(0, 2))
+def test_a_document_that_is_not_text_is_refused_naming_what_it_is(client, value, wrapped, at):
+    """The v1 shape's documents as the --jsonl documents shape refuses them: by position, and what was sent."""
+    docs = ["a", "b", "c"]
+    docs[at] = {"text": value} if wrapped else value
+    if not wrapped and isinstance(value, dict):  # an object without "text"
+        expected = 'needs a "text" field' if "text" not in value else "must be a string"
+    elif wrapped:
+        expected = '"text" must be a string, not '
+    else:
+        expected = "a document must be a string or an object"
+    err = assert_json_error(client.post("/v1/rerank", json={"query": "q", "documents": docs}))
+    assert f"documents.{at}" in err["message"] and expected in err["message"], err

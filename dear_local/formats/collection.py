@@ -4,7 +4,9 @@
 - A corpus: TSV lines ``docid<TAB>text`` (MS MARCO's ``collection.tsv``), or JSONL records
   ``{"id" | "docid" | "_id": ..., "contents" | "text": ..., "title"?: ...}`` (Pyserini's and
   BEIR's layouts; a non-empty title goes in front as rank_llm does, see ``formats.rank_llm``).
-  A ``.jsonl``/``.json`` name (optionally ``.gz``) means JSONL, any other name TSV.
+  A ``.jsonl``/``.json`` name (optionally ``.gz``) means JSONL; a name without a suffix (``-``
+  for stdin, a pipe such as ``<(zcat corpus.jsonl.gz)``, ``/dev/stdin``) means JSONL when its
+  first non-blank line starts with ``{``; any other name means TSV.
 
 The corpus is read in one streaming pass that keeps only the documents asked for, so a
 multi-GB collection never has to fit in memory; its first occurrence wins when a docid repeats.
@@ -16,6 +18,7 @@ that happens to look CSV-quoted (say ``"a ""b"" c"`` meant literally) is therefo
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Iterable
 
@@ -37,8 +40,9 @@ def unquote_field(text: str) -> str:
     return text
 
 
-def _tsv_pairs(path: str | Path, what: str, layout: str) -> Iterable[tuple[int, str, str]]:
-    for n, line in iter_lines(path):
+def _tsv_pairs(path: str | Path, what: str, layout: str,
+               lines: Iterable[tuple[int, str]] | None = None) -> Iterable[tuple[int, str, str]]:
+    for n, line in iter_lines(path) if lines is None else lines:
         if not line.strip():
             continue
         key, tab, text = line.partition("\t")
@@ -65,17 +69,35 @@ def read_topics(path: str | Path) -> dict[str, str]:
     return topics
 
 
-def corpus_layout(path: str | Path) -> str:
-    """``"jsonl"`` for a ``.jsonl``/``.json`` file (optionally ``.gz``), else ``"tsv"``."""
+def corpus_layout(path: str | Path) -> str | None:
+    """``"jsonl"`` for a ``.jsonl``/``.json`` file (optionally ``.gz``), ``None`` for a name without
+    a suffix (stdin, a pipe: the first line decides), else ``"tsv"``."""
     suffixes = Path(path).suffixes
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
-    return "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "tsv"
+    if not suffixes:
+        return None
+    return "jsonl" if suffixes[-1] in (".jsonl", ".json") else "tsv"
 
 
-def _jsonl_docs(path: str | Path) -> Iterable[tuple[str, str, str]]:
+def _corpus_lines(path: str | Path) -> tuple[str, Iterable[tuple[int, str]]]:
+    """The corpus's layout and its lines, read once (a pipe cannot be read twice)."""
+    lines = iter_lines(path)
+    layout = corpus_layout(path)
+    if layout is not None:
+        return layout, lines
+    head: list[tuple[int, str]] = []
+    for n, line in lines:
+        head.append((n, line))
+        if line.strip():
+            break
+    layout = "jsonl" if head and head[-1][1].lstrip().startswith("{") else "tsv"
+    return layout, itertools.chain(head, lines)
+
+
+def _jsonl_docs(path: str | Path, lines: Iterable[tuple[int, str]] | None = None) -> Iterable[tuple[str, str, str]]:
     """``(docid, where, record)`` for every record, the text left to read only when wanted."""
-    for n, line in iter_lines(path):
+    for n, line in iter_lines(path) if lines is None else lines:
         if not line.strip():
             continue
         record = loads(line, f"{path} line {n}")
@@ -106,14 +128,15 @@ def read_corpus(path: str | Path, wanted: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     if not wanted:
         return found
-    if corpus_layout(path) == "jsonl":
-        for docid, where, record in _jsonl_docs(path):
+    layout, lines = _corpus_lines(path)
+    if layout == "jsonl":
+        for docid, where, record in _jsonl_docs(path, lines):
             if docid in wanted and docid not in found:
                 found[docid] = doc_text(record, where)
                 if len(found) == len(wanted):
                     break
     else:
-        for _, docid, text in _tsv_pairs(path, "corpus", "docid<TAB>text"):
+        for _, docid, text in _tsv_pairs(path, "corpus", "docid<TAB>text", lines):
             if docid in wanted and docid not in found:
                 found[docid] = text
                 if len(found) == len(wanted):

@@ -17,6 +17,7 @@ from typing import Callable
 from ..errors import UserInputError
 from .request import Request
 from .collection import read_corpus, read_topics
+from .lines import check_input
 from .trec import read_run
 
 DEFAULT_DEPTH = 100
@@ -44,9 +45,16 @@ def requests_from_run(
     """
     if depth < 1:
         raise UserInputError(f"--depth must be at least 1, got {depth}")
+    # Files, pipes (``<(zcat run.gz)``, FIFOs, /dev/stdin) and ``-`` for stdin: each is read once.
+    from_stdin = [flag for flag, path in (("--run", run_path), ("--topics", topics_path), ("--corpus", corpus_path))
+                  if str(path) == "-"]
+    if len(from_stdin) > 1:
+        raise UserInputError(
+            f"{' and '.join(from_stdin)} are each - (stdin), which holds one file; give at most one of them as -, "
+            "the others as files or pipes"
+        )
     for path in (run_path, topics_path, corpus_path):
-        if not Path(path).is_file():
-            raise UserInputError(f"{path} does not exist; check the path")
+        check_input(path)
     run = {qid: entries[:depth] for qid, entries in read_run(run_path).items()}
     topics = read_topics(topics_path)
 

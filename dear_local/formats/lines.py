@@ -25,14 +25,24 @@ def open_binary(path: str | Path, stdin: IO[bytes] | None = None) -> IO[bytes]:
     if str(path) == "-":
         return stdin if stdin is not None else sys.stdin.buffer
     p = Path(path)
-    if p.is_dir():
-        raise UserInputError(f"{p} is a directory; pass a file")
-    if not p.exists():
-        raise UserInputError(f"{p} does not exist; check the path")
+    check_input(p)
     try:
         return gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb")
     except OSError as exc:
         raise UserInputError(f"{p} could not be opened: {exc.strerror or exc}; check the file") from None
+
+
+def check_input(path: str | Path) -> None:
+    """Raise ``UserInputError`` unless ``path`` can be opened for reading as an input: ``-``
+    (stdin), a file, or a pipe (a FIFO, ``/dev/stdin``, ``<(cmd)``). Opens nothing, so a pipe
+    is still whole for the reader that comes after."""
+    if str(path) == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserInputError(f"{p} is a directory; pass a file")
+    if not p.exists():
+        raise UserInputError(f"{p} does not exist; check the path")
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:

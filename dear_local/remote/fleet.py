@@ -286,6 +286,10 @@ class Fleet:
                     if len(data) > MAX_REPLY_BYTES:
                         raise ServerError(f"{server.label}{path} answered more than {MAX_REPLY_BYTES >> 20} MB; "
                                           "check that --server points at an inference server")
+                # A body without a length ends when the connection closes: the watchdog's cut
+                # ends it too, and what came before the cut is not the whole answer.
+                if conn.cut_off:
+                    raise _TimedOut(late)
                 status = resp.status_code
         except httpx.HTTPError as exc:
             if conn.cut_off or time.monotonic() >= deadline:

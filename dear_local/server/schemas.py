@@ -62,11 +62,22 @@ Query = Annotated[
 
 
 def _unwrap_document(value):
-    """Accept ``{"text": ...}`` objects (other keys ignored) as their text."""
+    """Accept ``{"text": ...}`` objects (other keys ignored) as their text.
+
+    Anything else that is not a string is refused here, naming what it is, as the ``--jsonl``
+    reader words it: a ``"text"`` of null or 5 is never ranked as the text ``None`` or ``5``.
+    """
+    from ..formats.ids import json_type
+
     if isinstance(value, dict):
         if "text" not in value:
             raise ValueError('a document object needs a "text" field')
-        return value["text"]
+        text = value["text"]
+        if not isinstance(text, str):
+            raise ValueError(f'"text" must be a string, not {json_type(text)}')
+        return text
+    if not isinstance(value, str):
+        raise ValueError(f'a document must be a string or an object with a "text" string, not {json_type(value)}')
     return value
 
 
