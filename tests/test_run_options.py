@@ -106,7 +106,7 @@ def test_serve_settings_hold_the_run_options_and_the_defaults_of_settings():
         dl_settings.DEFAULT_TIMEOUT, dl_settings.DEFAULT_MAX_BODY_BYTES,
     )
     serve = _command("serve")
-    for name in ("host", "port", "max_queue", "timeout", "max_body_bytes"):
+    for name in ("host", "port", "max_queue", "timeout", "max_body_bytes", "max_documents"):
         assert _param(serve, name).default == getattr(s, name), name
 
 

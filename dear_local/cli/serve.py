@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from ..limits import MAX_BODY_BYTES, MAX_IN_FLIGHT, MAX_QUEUE
+from ..limits import MAX_BODY_BYTES, MAX_DOCUMENTS, MAX_IN_FLIGHT, MAX_QUEUE
 from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from .messages import warn
 from ..run_options import RunOptions
@@ -38,7 +38,7 @@ def serve(
     ),
     max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
-    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request (1 to 1000)."),
+    max_documents: int = typer.Option(MAX_DOCUMENTS, "--max-documents", help="Most documents per request (1 to 1000)."),
     max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
     in_flight: Optional[int] = typer.Option(
         None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
