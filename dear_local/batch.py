@@ -17,7 +17,7 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterable
 
-from .decoding.remote import RemoteModel
+from .backends.base import capabilities_of
 from .errors import UserInputError
 from .formats.ids import check_line_id
 from .formats.request import Request
@@ -90,7 +90,7 @@ def run_batch(
         whatever a query raised first (``ServerError``, ``ContextOverflowError``, ...), after
         handing back every query that finished.
     """
-    if in_flight <= 1 or not isinstance(reranker.backend, RemoteModel):
+    if in_flight <= 1 or not capabilities_of(reranker.backend).concurrent_queries:
         for pos, req in requests:
             on_done(pos, req, _rerank_one(reranker, req, top_n, on_window))
         return

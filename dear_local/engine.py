@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .backends.base import Backend
+from .backends.base import Backend, capabilities_of
 from .contract import Profile, parse_ranking, window_spans
 from .decoding import decode
 from .errors import ContextOverflowError, UserInputError
@@ -82,7 +82,7 @@ def _check_fits(backend: Backend, n_prompt: int, budget: int, n_passages: int) -
         raise ContextOverflowError(
             f"the prompt for {what} needs {n_prompt} tokens plus {budget} for the answer, "
             f"but the context holds {backend.n_ctx}; use a shorter query, a smaller --window or "
-            + getattr(backend, "context_advice", "a larger --n-ctx")  # a server's context is set where it runs
+            + capabilities_of(backend).context_advice  # a server's context is set where it runs
         )
 
 

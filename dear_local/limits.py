@@ -14,3 +14,4 @@ MAX_QUEUE = 100_000  # serve --max-queue
 MAX_IN_FLIGHT = 1024  # requests or queries ranked at once
 MAX_CTX = 1 << 20  # tokens of llama.cpp context (n_ctx, --n-ctx)
 MAX_THREADS = 1024  # llama.cpp CPU threads (n_threads, --threads)
+MAX_GPU_LAYERS = 1 << 16  # layers offloaded to a GPU (n_gpu_layers, --gpu-layers)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, KeysView, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .api_args import check_choice, check_int, check_real, check_str, check_str_list
-from .backends.base import Backend
+import inspect
+from .api_args import check_int
+from .backends.base import Backend, ModelRuntime  # noqa: F401 - Backend kept importable from here
 from .contract import Profile
 from .contract.profile import check_fields
-from .decoding.remote import RemoteModel
 from .engine import Ranking, WindowResult, rank_documents
 from .errors import UserInputError
-from .run_options import RunOptions
+from .run_options import PROFILE, RunOptions, check_values, knobs, options_doc
 from .store import resolve
 
-from .limits import MAX_DOCUMENTS, MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT
+from .limits import MAX_DOCUMENTS
+
+_OPTION_NAMES = frozenset(RunOptions.names())
+_PROFILE_FIELDS = tuple(name for name, _d, k in knobs() if k.kind == PROFILE)
 
 
 @dataclass(frozen=True)
@@ -97,31 +99,19 @@ def check_call(query: Any, documents: Any, top_n: Any, top_name: str = "top_n") 
 
 
 
-def check_arguments(*, profile, n_threads, n_gpu_layers, n_ctx, cpu_buffers, servers, protocol, served_model,
-                    request_timeout, lora, lora_scale, backend, verbose) -> None:
+def check_arguments(*, profile=None, backend=None, verbose=False, **options) -> None:
     """Check the keyword arguments of :class:`Reranker` (but the profile fields, which
     :meth:`Profile.with_` checks) for type and range before any work; messages name the argument.
+
+    ``options`` are run options (:class:`RunOptions` fields), checked as their declaration says.
 
     Raises:
         UserInputError: the first argument of the wrong type or out of range.
     """
-    from .limits import MAX_CTX, MAX_THREADS
-    from .backends.loader import CPU_BUFFER_MODES
-
     if profile is not None and not isinstance(profile, Profile):
         raise UserInputError(f"profile must be None or a dear_local.Profile, got {_type_name(profile)}")
-    check_int("n_threads", n_threads, 1, MAX_THREADS, optional=True)
-    check_int("n_gpu_layers", n_gpu_layers, -1, 1 << 16)
-    check_int("n_ctx", n_ctx, 1, MAX_CTX, optional=True)
-    check_choice("cpu_buffers", cpu_buffers, CPU_BUFFER_MODES, optional=True)
-    check_str_list("servers", servers)
-    check_choice("protocol", protocol, ("auto", "llama-server", "openai"))
-    check_str("served_model", served_model, optional=True)
-    check_real("request_timeout", request_timeout, 0.0, MAX_REQUEST_TIMEOUT, lo_open=True)
-    if lora is not None and not isinstance(lora, (str, os.PathLike)):
-        raise UserInputError(f"lora must be None or a path (str or os.PathLike), got {_type_name(lora)}")
-    check_real("lora_scale", lora_scale, -MAX_LORA_SCALE, MAX_LORA_SCALE)
-    if backend is not None and not isinstance(backend, (Backend, RemoteModel)):
+    check_values(**options)
+    if backend is not None and not isinstance(backend, ModelRuntime):
         raise UserInputError(f"backend must be None or a dear_local Backend, got {_type_name(backend)}")
     if not isinstance(verbose, bool):
         raise UserInputError(f"verbose must be a bool, got {_type_name(verbose)}")
@@ -133,94 +123,30 @@ def rank_scores(n: int) -> list[float]:
 
 
 class Reranker:
-    """A listwise reranker backed by a GGUF model through llama.cpp.
+    # The docstring is _RERANKER_DOC below, with one line per run option from RunOptions.
 
-    ``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store. The
-    profile defaults to the model manifest's, or to ``Profile()`` (the card
-    prompt, greedy) for a bare file; ``template``/``decoding``/``window``/
-    ``stride`` override single fields of it. ``n_threads`` (CPU threads),
-    ``n_gpu_layers``, ``n_ctx`` (tokens; sized from the profile by default) and
-    ``cpu_buffers`` (``auto``/``extra``/``plain``, see ``dear_local.backends.loader``)
-    go to llama.cpp; so does ``lora``, a GGUF LoRA adapter (``dear-local convert-lora``)
-    applied to the model at ``lora_scale`` times its trained strength, so one base GGUF
-    serves several adapters. :meth:`from_options` takes them as one :class:`RunOptions`.
-    With ``servers`` (URLs of llama-server, vLLM or SGLang) the model runs there instead:
-    ``model`` only lends its tokenizer, ``protocol`` is ``auto``/``llama-server``/``openai``,
-    ``served_model`` the name an OpenAI-protocol server expects, ``request_timeout`` in
-    seconds; a key for the servers comes from ``DEAR_LOCAL_SERVER_API_KEY``.
-    ``backend`` replaces the llama.cpp backend with any :class:`Backend`.
-
-    Raises:
-        ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
-        InvalidModelFileError: a file llama.cpp cannot load, or an adapter that does not fit it.
-        ServerError: a server that does not answer, or serves another tokenizer.
-        UnknownTemplateError, UnknownProfileError: a bad profile override.
-    """
-
-    def __init__(
-        self,
-        model: str,
-        profile: Profile | None = None,
-        *,
-        template: str | None = None,
-        decoding: str | None = None,
-        window: int | None = None,
-        stride: int | None = None,
-        n_threads: int | None = None,
-        n_gpu_layers: int = 0,
-        n_ctx: int | None = None,
-        cpu_buffers: str | None = None,
-        servers: tuple[str, ...] | list[str] = (),
-        protocol: str = "auto",
-        served_model: str | None = None,
-        request_timeout: float = 120.0,
-        lora: str | None = None,
-        lora_scale: float = 1.0,
-        backend: Backend | None = None,
-        verbose: bool = False,
-    ) -> None:
-        check_arguments(
-            profile=profile, n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-            servers=servers, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
-            lora=lora, lora_scale=lora_scale, backend=backend, verbose=verbose,
-        )
-        check_fields(**{k: v for k, v in dict(template=template, decoding=decoding, window=window,
-                                                  stride=stride).items() if v is not None})
-        servers = tuple(servers)
+    def __init__(self, model: str, profile: Profile | None = None, *, backend: ModelRuntime | None = None,
+                 verbose: bool = False, **options: Any) -> None:
+        unknown = [name for name in options if name not in _OPTION_NAMES]
+        if unknown:
+            raise TypeError(f"Reranker() got an unexpected keyword argument {unknown[0]!r}")
+        check_arguments(profile=profile, backend=backend, verbose=verbose, **options)
+        profile_fields = {k: options[k] for k in _PROFILE_FIELDS if options.get(k) is not None}
+        check_fields(**profile_fields)
+        if options.get("servers"):
+            options["servers"] = tuple(options["servers"])
+        run = RunOptions(**options)
         resolved = resolve(model) if backend is None else None
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
-        self.profile = base.with_(template=template, decoding=decoding, window=window, stride=stride)
+        self.profile = base.with_(**{k: options.get(k) for k in _PROFILE_FIELDS})
         self.model = model
-        if servers and n_ctx is not None and backend is None:
-            raise UserInputError(
-                "n_ctx has no effect with servers: each server sets its own context when it starts "
-                "(llama-server -c/--ctx-size divided by --parallel; vLLM --max-model-len); drop n_ctx"
-            )
-        if servers and lora is not None:
-            raise UserInputError(
-                "--lora applies an adapter to a local model; with --server, load the adapter on the server "
-                "(llama-server --lora ADAPTER.gguf, vLLM --enable-lora) and drop --lora here"
-            )
-        if backend is None and servers:
-            from .remote import open_remote
-
-            backend = open_remote(
-                resolved.path, list(servers), protocol=protocol, served_model=served_model or "",
-                timeout=request_timeout, api_key=os.environ.get("DEAR_LOCAL_SERVER_API_KEY"),
-            )
+        self.options = run
         if backend is None:
-            from .backends.llama import LlamaCppBackend
+            from .backends import factory
 
-            backend = LlamaCppBackend(
-                resolved.path,
-                n_ctx=n_ctx or self.profile.context_tokens(),
-                n_threads=n_threads,
-                n_gpu_layers=n_gpu_layers,
-                cpu_buffers=cpu_buffers,
-                verbose=verbose,
-                lora=lora,
-                lora_scale=lora_scale,
-            )
+            backend = factory.open_backend(resolved.path, run, profile=self.profile, verbose=verbose)
+        else:
+            run.check_lora()  # refused with a backend too
         self.backend = backend
 
     @classmethod
@@ -257,8 +183,7 @@ class Reranker:
         documents = check_call(query, documents, top_n)
         if on_window is not None and not callable(on_window):
             raise UserInputError(f"on_window must be a callable or None, got {_type_name(on_window)}")
-        if isinstance(self.backend, RemoteModel):
-            self.backend.rebind()  # each query starts on the least-used server, its windows stay there
+        self.backend.start_query()  # on servers: each query starts on the least-used one, its windows stay there
         ranking = rank_documents(self.backend, self.profile, query, documents, on_window)
         n = len(documents)
         if ranking.scores is not None:
@@ -298,3 +223,39 @@ class Reranker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_RERANKER_DOC = """A listwise reranker backed by a GGUF model through llama.cpp, or by inference servers.
+
+``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store. The profile
+defaults to the model manifest's, or to ``Profile()`` (the card prompt, greedy) for a
+bare file. The run options, as keyword arguments (:meth:`from_options` takes them as
+one :class:`RunOptions`):
+
+{options}
+
+``backend`` replaces the model :func:`dear_local.backends.factory.open_backend` would open
+with any runtime (a :class:`Backend`); ``verbose`` shows llama.cpp's own log.
+
+Raises:
+    ModelNotFoundError, UnknownModelError: a missing file or an unknown name/quant.
+    InvalidModelFileError: a file llama.cpp cannot load, or an adapter that does not fit it.
+    ServerError: a server that does not answer, or serves another tokenizer.
+    UnknownTemplateError, UnknownProfileError: a bad profile override.
+    UserInputError: an argument of the wrong type or out of range, ``n_ctx`` or ``lora`` with ``servers``.
+"""
+
+
+def _derive_signature_and_doc() -> None:
+    """``Reranker``'s docstring and signature, with every run option from :class:`RunOptions`."""
+    Reranker.__doc__ = _RERANKER_DOC.format(options=options_doc(indent=""))
+    P = inspect.Parameter
+    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("model", P.POSITIONAL_OR_KEYWORD, annotation=str),
+              P("profile", P.POSITIONAL_OR_KEYWORD, default=None, annotation="Profile | None")]
+    params += [P(name, P.KEYWORD_ONLY, default=default) for name, default, _k in knobs()]
+    params += [P("backend", P.KEYWORD_ONLY, default=None, annotation="ModelRuntime | None"),
+               P("verbose", P.KEYWORD_ONLY, default=False, annotation=bool)]
+    Reranker.__init__.__signature__ = inspect.Signature(params, return_annotation=None)
+
+
+_derive_signature_and_doc()

@@ -1,6 +1,8 @@
-"""Every environment variable dear-local reads, in one place.
+"""Every environment variable dear-local reads, and every default, in one place.
 
-Settings are read when asked for, never cached at import time, so tests and
+The way ``huggingface_hub/constants.py`` does it: the names of the variables and the
+defaults they fall back to are constants here, and nothing else in the package spells
+them. Settings are read when asked for, never cached at import time, so tests and
 long-running apps see changes to the environment.
 
 - ``DEAR_LOCAL_HOME``: where models are stored (default: the user cache dir).
@@ -9,8 +11,10 @@ long-running apps see changes to the environment.
 - ``DEAR_LOCAL_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``: never download.
 - ``DEAR_LOCAL_NO_PROGRESS=1``: no progress bars.
 - ``DEAR_LOCAL_API_KEY``: the key ``dear-local serve`` requires, when set.
+- ``DEAR_LOCAL_SERVER_API_KEY``: the key sent to ``--server`` inference servers.
 - ``DEAR_LOCAL_CPU_BUFFERS``: ``auto`` (default), ``extra`` or ``plain``: how llama.cpp
   lays out weights in CPU memory (see ``dear_local.backends.loader``).
+- ``DEAR_LOCAL_FLASH_ATTN=1``: llama.cpp's flash attention (off by default).
 """
 
 from __future__ import annotations
@@ -18,6 +22,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+# -- environment variables -------------------------------------------------------------------------
+ENV_HOME = "DEAR_LOCAL_HOME"
+ENV_DATA = "DEAR_LOCAL_DATA"
+ENV_DEBUG = "DEAR_LOCAL_DEBUG"
+ENV_OFFLINE = "DEAR_LOCAL_OFFLINE"
+ENV_HF_OFFLINE = "HF_HUB_OFFLINE"
+ENV_NO_PROGRESS = "DEAR_LOCAL_NO_PROGRESS"
+ENV_API_KEY = "DEAR_LOCAL_API_KEY"
+ENV_SERVER_API_KEY = "DEAR_LOCAL_SERVER_API_KEY"
+ENV_CPU_BUFFERS = "DEAR_LOCAL_CPU_BUFFERS"
+ENV_FLASH_ATTN = "DEAR_LOCAL_FLASH_ATTN"
+
+# -- defaults of the run options (see dear_local.run_options) ----------------------------------------
+DEFAULT_CPU_BUFFERS = "auto"
+DEFAULT_FLASH_ATTN = False
+DEFAULT_N_GPU_LAYERS = 0
+DEFAULT_PROTOCOL = "auto"
+DEFAULT_REQUEST_TIMEOUT = 120.0
+DEFAULT_LORA_SCALE = 1.0
+
+# -- defaults of `dear-local serve` (see dear_local.server.config) -----------------------------------
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_QUEUE = 32
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -41,6 +72,8 @@ class Settings:
     progress: bool
     api_key: str | None
     cpu_buffers: str
+    server_api_key: str | None = None
+    flash_attn: bool = DEFAULT_FLASH_ATTN
 
     @property
     def models_dir(self) -> Path:
@@ -52,14 +85,16 @@ class Settings:
 
 
 def get_settings() -> Settings:
-    home = os.environ.get("DEAR_LOCAL_HOME")
-    data = os.environ.get("DEAR_LOCAL_DATA")
+    home = os.environ.get(ENV_HOME)
+    data = os.environ.get(ENV_DATA)
     return Settings(
         home=Path(home).expanduser() if home else _default_home(),
         data_dir=Path(data).expanduser() if data else None,
-        debug=_flag("DEAR_LOCAL_DEBUG"),
-        offline=_flag("DEAR_LOCAL_OFFLINE") or _flag("HF_HUB_OFFLINE"),
-        progress=not _flag("DEAR_LOCAL_NO_PROGRESS"),
-        api_key=os.environ.get("DEAR_LOCAL_API_KEY") or None,
-        cpu_buffers=os.environ.get("DEAR_LOCAL_CPU_BUFFERS", "").strip() or "auto",
+        debug=_flag(ENV_DEBUG),
+        offline=_flag(ENV_OFFLINE) or _flag(ENV_HF_OFFLINE),
+        progress=not _flag(ENV_NO_PROGRESS),
+        api_key=os.environ.get(ENV_API_KEY) or None,
+        cpu_buffers=os.environ.get(ENV_CPU_BUFFERS, "").strip() or DEFAULT_CPU_BUFFERS,
+        server_api_key=os.environ.get(ENV_SERVER_API_KEY) or None,
+        flash_attn=_flag(ENV_FLASH_ATTN),
     )

@@ -106,18 +106,13 @@ def fake_gguf(tmp_path, monkeypatch) -> Path:
     """A model file that loads as the scripted :class:`FakeBackend` wherever dear-local opens a GGUF.
 
     For tests of the layers above the backend (CLI, server, the check's bookkeeping); the file is a
-    bare GGUF header, and every load of it, through ``Reranker`` or the check, gets a fake model.
+    bare GGUF header, and every load of it, through ``Reranker`` or the check, gets a fake model:
+    the one function that opens models, ``dear_local.backends.factory.open_backend``, is patched.
     """
-    import dear_local.backends.llama as llama_backend
-    from fake_backend import FakeBackend
+    from dear_local.backends import factory
+    from fake_backend import fake_open_backend
 
-    monkeypatch.setattr(llama_backend, "LlamaCppBackend", FakeBackend)
-    try:
-        import dear_local_convert.agreement.check as agreement_check
-
-        monkeypatch.setattr(agreement_check, "LlamaCppBackend", FakeBackend)
-    except ImportError:  # the check extra is not installed
-        pass
+    monkeypatch.setattr(factory, "open_backend", fake_open_backend())
     path = tmp_path / "fake-Q4_K_M.gguf"
     path.write_bytes(b"GGUF" + bytes(12))
     return path

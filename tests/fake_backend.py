@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from dear_local.backends.base import Backend
+from dear_local.backends.factory import open_backend as real_open_backend
 
 SPECIALS = ["<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 BOS, EOS, IM_START, IM_END = range(256, 256 + len(SPECIALS))
@@ -132,3 +133,19 @@ class FakeBackend(Backend):
     @property
     def n_params(self) -> int:
         return 1_000_000
+
+
+def fake_open_backend(script: Callable[[int], list[int]] | None = None) -> Callable:
+    """An ``open_backend`` that loads every GGUF, the model's or a server tokenizer's, as a :class:`FakeBackend`.
+
+    Patch it over :func:`dear_local.backends.factory.open_backend`, the one place dear-local opens a
+    model: the choice of local, LoRA or servers stays the real one.
+    """
+
+    def loader(path=None, **load_options):
+        return FakeBackend(path, script=script, **load_options)
+
+    def open_backend(model, options, settings=None, *, profile=None, verbose=False, loader=loader):
+        return real_open_backend(model, options, settings, profile=profile, verbose=verbose, loader=loader)
+
+    return open_backend

@@ -71,8 +71,8 @@ def first_stage(tmp: Path, n_queries: int = 3, n_docs: int = 3) -> dict[str, Pat
 RUNNER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {tests!r})
-    import dear_local.backends.llama as llama_backend
-    from fake_backend import FakeBackend, reverse_order
+    from dear_local.backends import factory
+    from fake_backend import fake_open_backend, reverse_order
 
     HOLD = os.environ.get("FAKE_HOLD")
 
@@ -81,7 +81,7 @@ RUNNER = textwrap.dedent("""
             time.sleep(0.02)
         return reverse_order(n)
 
-    llama_backend.LlamaCppBackend = lambda path, **kw: FakeBackend(path, script=script, **kw)
+    factory.open_backend = fake_open_backend(script)
     from dear_local.cli import main
     sys.argv = ["dear-local", *sys.argv[1:]]
     main()

@@ -231,14 +231,14 @@ def test_rank_llm_output_of_a_bad_url_is_refused_before_writing(cli, fake_gguf, 
 @pytest.mark.parametrize("script", [lambda n: [n + 6, n + 5, n + 4], lambda n: [-1] * n, lambda n: [0]])
 def test_answers_without_usable_ids_warn_fail_strict_and_reach_meta_warnings(script, cli, fake_gguf, monkeypatch):
     pytest.importorskip("fastapi")
-    from fake_backend import FakeBackend
+    from fake_backend import FakeBackend, fake_open_backend
     from fastapi.testclient import TestClient
 
-    import dear_local.backends.llama as llama_backend
+    from dear_local.backends import factory
     from dear_local import Profile, Reranker
     from dear_local.server import ServerSettings, create_app
 
-    monkeypatch.setattr(llama_backend, "LlamaCppBackend", lambda *a, **k: FakeBackend(*a, script=script, **k))
+    monkeypatch.setattr(factory, "open_backend", fake_open_backend(script))
     code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--format", "trec", stdin="a\nb\nc\n")
     assert code == 0 and "gave no ranking" in err
     code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--strict", stdin="a\nb\nc\n")

@@ -272,9 +272,9 @@ def test_curl_style_form_posts_of_json_are_ranked(client):
 
 SERVE_WITH_FAKE_MODEL = (
     "import sys\n"
-    "import dear_local.backends.llama as llama\n"
-    "from fake_backend import FakeBackend\n"
-    "llama.LlamaCppBackend = FakeBackend\n"
+    "from dear_local.backends import factory\n"
+    "from fake_backend import fake_open_backend\n"
+    "factory.open_backend = fake_open_backend()\n"
     "from dear_local.cli import main\n"
     "sys.argv = ['dear-local', 'serve', *sys.argv[1:]]\n"
     "main()\n"

@@ -1,36 +1,65 @@
-"""The backend protocol: what the ranking engine needs from a model runtime.
+"""What the ranking engine needs from a model runtime, as three small interfaces.
 
-A backend holds one model and one evaluation state. The engine drives it with
-``prefill`` (start from a prompt), ``extend`` (feed more tokens) and
-``rewind`` (forget tokens past a position), and reads the logits at the last
-position. Decoding itself lives in :mod:`dear_local.decoding`, written once
-against these primitives, so llama.cpp and the transformers reference decode
-with the very same loops.
+- :class:`Tokenizer`: token ids for text and text for ids, the vocabulary, the chat template.
+- :class:`Evaluator`: one evaluation state, driven with ``prefill`` (start from a prompt),
+  ``extend`` (feed more tokens) and ``rewind`` (forget tokens past a position), giving the
+  logits at the last position.
+- :class:`ModelRuntime`: a tokenizer with a model behind it, its context size, a label, what it
+  can do (:class:`Capabilities`) and ``close``.
+
+A :class:`Backend` is a runtime that evaluates locally (llama.cpp here, transformers in
+``convert``): both interfaces. A server backend (:class:`dear_local.remote.RemoteBackend`) is a
+runtime whose model answers requests instead (:class:`dear_local.decoding.remote.RemoteModel`),
+so it has no evaluation primitives to stub out.
+
+Decoding lives in :mod:`dear_local.decoding`, written once against these primitives, so
+llama.cpp and the transformers reference decode with the very same loops. Callers ask a
+runtime's :class:`Capabilities` (through :func:`capabilities_of`), never its class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable
 
 import numpy as np
 
 from ..chat_template import render_chat
 
 
-class Backend(ABC):
-    """Base class for a model runtime (llama.cpp here, transformers in ``convert``)."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runtime can do, for the callers that would otherwise ask for its class.
 
-    name: str = "backend"
-    n_ctx: int
+    - ``local_evaluation``: it has the :class:`Evaluator` primitives, and the local decoding
+      loops run on it; otherwise decoding goes through requests (``dear_local.decoding.remote``).
+    - ``concurrent_queries``: several queries may run on it at once, from several threads.
+    - ``context_advice``: how to get a larger context, for the message of a prompt that does not fit.
+    - ``request_errors``: it counts failed requests (:meth:`ModelRuntime.request_error_count`).
+    """
+
+    local_evaluation: bool = True
+    concurrent_queries: bool = False
+    context_advice: str = "a larger --n-ctx"
+    request_errors: bool = False
+
+
+LOCAL = Capabilities()
+
+
+class Tokenizer(ABC):
+    """Token ids, the vocabulary and the chat template of one model."""
+
     n_vocab: int
     add_bos: bool
     bos_token: str
     eos_token: str
     eog_ids: frozenset[int]
     chat_template: str | None
-    model_label: str = ""
 
-    # -- tokens -------------------------------------------------------------
     @abstractmethod
     def tokenize(self, text: str, *, add_bos: bool, special: bool = False) -> list[int]:
         """Token ids for ``text``, with the BOS id first when ``add_bos``.
@@ -60,14 +89,19 @@ class Backend(ABC):
         Constrained and first-token decoding need it; a backend that supports
         them overrides this.
         """
-        raise NotImplementedError(f"the {self.name} backend does not expose token bytes")
+        raise NotImplementedError(f"the {getattr(self, 'name', 'backend')} backend does not expose token bytes")
 
     def vocab_pieces(self) -> list[bytes]:
         """``token_bytes`` of every token id, computed once per backend and kept."""
-        pieces = self.__dict__.get("_vocab_pieces")
-        if pieces is None:
-            pieces = self._vocab_pieces = [self.token_bytes(t) for t in range(self.n_vocab)]
-        return pieces
+        return self.memo("_vocab_pieces", lambda: [self.token_bytes(t) for t in range(self.n_vocab)])
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value derived from the vocabulary, made once by ``make`` and kept on this tokenizer."""
+        value = self.__dict__.get(key)
+        if value is None:
+            value = make()
+            self.__dict__[key] = value
+        return value
 
     @abstractmethod
     def token_text(self, tok: int) -> str:
@@ -78,7 +112,10 @@ class Backend(ABC):
             self.chat_template, messages, bos_token=self.bos_token, eos_token=self.eos_token
         )
 
-    # -- evaluation state ---------------------------------------------------
+
+class Evaluator(ABC):
+    """One evaluation state: the primitives the local decoding loops run on."""
+
     @abstractmethod
     def prefill(self, ids: list[int]) -> np.ndarray:
         """Start a new sequence from ``ids``; return the logits after the last one."""
@@ -105,5 +142,44 @@ class Backend(ABC):
     def n_past(self) -> int:
         """How many tokens the current sequence holds."""
 
+
+class ModelRuntime(Tokenizer):
+    """A model that ranks: its tokenizer, context size, label and :class:`Capabilities`."""
+
+    name: str = "backend"
+    n_ctx: int
+    model_label: str = ""
+    capabilities: Capabilities = LOCAL
+    # The GGUF's metadata and, with a LoRA adapter applied at run time, the adapter's (llama.cpp).
+    metadata: Mapping[str, str] = MappingProxyType({})
+    lora_metadata: Mapping[str, str] | None = None
+
+    def start_query(self) -> None:
+        """A new query starts on this thread (a server backend picks the least-used server)."""
+
+    def request_error_count(self) -> int:
+        """Failed requests so far (with ``capabilities.request_errors``; 0 otherwise)."""
+        return 0
+
     def close(self) -> None:  # pragma: no cover - optional
         pass
+
+
+class Backend(ModelRuntime, Evaluator):
+    """Base class for a model runtime that evaluates locally (llama.cpp here, transformers in ``convert``)."""
+
+
+def capabilities_of(runtime) -> Capabilities:
+    """What ``runtime`` can do: its ``capabilities``.
+
+    A class that mixes :class:`Backend` with :class:`~dear_local.decoding.remote.RemoteModel`
+    (what a server backend was before the interfaces were split) and declares nothing gets a
+    server's capabilities.
+    """
+    caps = getattr(runtime, "capabilities", LOCAL)
+    if caps is LOCAL:
+        from ..decoding.remote import RemoteModel
+
+        if isinstance(runtime, RemoteModel):
+            return RemoteModel.capabilities
+    return caps

@@ -7,7 +7,7 @@ file) or tries to allocate without limit.
 from __future__ import annotations
 
 from ..errors import UserInputError
-from ..limits import MAX_CTX, MAX_THREADS
+from ..limits import MAX_CTX, MAX_GPU_LAYERS, MAX_THREADS
 
 
 def _whole(value, name: str, low: int, high: int, *, optional: bool) -> None:
@@ -29,7 +29,7 @@ def check_load_settings(*, n_ctx, n_threads, n_gpu_layers, n_batch) -> None:
     """
     _whole(n_ctx, "n_ctx", 1, MAX_CTX, optional=True)
     _whole(n_threads, "n_threads", 1, MAX_THREADS, optional=True)
-    _whole(n_gpu_layers, "n_gpu_layers", -1, 1 << 16, optional=False)
+    _whole(n_gpu_layers, "n_gpu_layers", -1, MAX_GPU_LAYERS, optional=False)
     _whole(n_batch, "n_batch", 1, MAX_CTX, optional=False)
 
 

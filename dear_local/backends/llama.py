@@ -58,7 +58,8 @@ class LlamaCppBackend(Backend):
     ``cpu_buffers`` is ``auto``/``extra``/``plain`` (default: ``DEAR_LOCAL_CPU_BUFFERS``);
     the resolved :class:`~dear_local.backends.loader.BufferChoice` is ``self.cpu_buffers``.
     ``lora`` is a GGUF LoRA adapter applied to the model at ``lora_scale`` (see
-    :mod:`dear_local.backends.lora`).
+    :mod:`dear_local.backends.lora`). ``flash_attn`` turns on llama.cpp's flash attention
+    (left out, llama-cpp-python's own default, off).
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: a missing or unloadable file or adapter.
@@ -81,6 +82,7 @@ class LlamaCppBackend(Backend):
         verbose: bool = False,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
+        flash_attn: bool = False,
     ) -> None:
         import llama_cpp
 
@@ -110,6 +112,7 @@ class LlamaCppBackend(Backend):
                     vocab_only=vocab_only,
                     logits_all=False,
                     verbose=verbose,
+                    **({"flash_attn": True} if flash_attn else {}),
                 )
         except (ValueError, RuntimeError) as exc:
             raise InvalidModelFileError(

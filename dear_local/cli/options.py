@@ -1,23 +1,38 @@
-"""Options shared by several commands, declared once as typer ``Annotated`` aliases."""
+"""Options shared by several commands, declared once as typer ``Annotated`` aliases.
+
+The run options (profile overrides, llama.cpp and server settings) are not declared here: each is
+a field of :class:`dear_local.run_options.RunOptions`, and :func:`with_run_options` turns every
+field into an option of a command. The ``*Option`` aliases below are derived from the same
+declaration, for commands that take only some of them (``check``, ``reference``).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from contextlib import contextmanager
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-import math
-
-from ..limits import MAX_CTX, MAX_THREADS
-from ..contract import DECODING_MODES
-from ..contract.profile import MAX_WINDOW, StrideError
+from ..contract.profile import StrideError
 from ..errors import UserInputError
-from ..limits import MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT
-from ..run_options import RunOptions
-
-MAX_GPU_LAYERS = 1 << 16  # as check_load_settings
+from ..limits import MAX_GPU_LAYERS  # noqa: F401 - kept importable from here
+from ..run_options import (
+    CHOICE,
+    FLAG,
+    INT,
+    PATH,
+    PROFILE,
+    REAL,
+    TEXT,
+    URLS,
+    Knob,
+    RunOptions,
+    knobs,
+)
 
 
 def finite(value: float | None) -> float | None:
@@ -27,98 +42,81 @@ def finite(value: float | None) -> float | None:
     return value
 
 
-class CpuBuffers(str, Enum):
-    """llama.cpp's CPU weight buffers; see ``dear_local.backends.loader``."""
+def _choices(name: str, choices: tuple[str, ...], doc: str) -> type[Enum]:
+    enum = Enum(name, {c.replace("-", "_"): c for c in choices}, type=str, module=__name__)
+    enum.__doc__ = doc
+    return enum
 
-    auto = "auto"
-    extra = "extra"
-    plain = "plain"
 
+_KNOBS = {name: (default, k) for name, default, k in knobs()}
+
+CpuBuffers = _choices("CpuBuffers", _KNOBS["cpu_buffers"][1].choices,
+                      "llama.cpp's CPU weight buffers; see ``dear_local.backends.loader``.")
+Protocol = _choices("Protocol", _KNOBS["protocol"][1].choices,
+                    "How to talk to --server; see ``dear_local.remote.protocols``.")
+_ENUMS = {"cpu_buffers": CpuBuffers, "protocol": Protocol}
+
+
+def _cli_type(name: str, default: Any, k: Knob) -> Any:
+    if k.kind == CHOICE:
+        base = _ENUMS[name]
+    elif k.kind in (INT,) or (k.kind == PROFILE and k.high is not None):
+        base = int
+    elif k.kind == REAL:
+        base = float
+    elif k.kind == URLS:
+        base = list[str]
+    elif k.kind == FLAG:
+        base = bool
+    elif k.kind in (TEXT, PATH, PROFILE):
+        base = str
+    else:  # pragma: no cover - a kind without a CLI type
+        raise TypeError(f"run option {name}: no CLI type for kind {k.kind!r}")
+    return Optional[base] if default is None or k.kind == URLS else base
+
+
+def run_option(name: str) -> Any:
+    """The typer ``Annotated`` type of the run option ``name``, as :class:`RunOptions` declares it."""
+    default, k = _KNOBS[name]
+    extra: dict[str, Any] = {}
+    if k.kind == REAL:
+        extra["callback"] = finite
+    low = k.cli_low if k.cli_low is not None else k.low
+    if k.kind in (INT, REAL, PROFILE) and k.high is not None:
+        extra.update(min=low, max=k.high)
+    if k.env is not None or k.kind in (URLS, FLAG):
+        extra["show_default"] = False  # the default is the environment's, or nothing
+    return Annotated[_cli_type(name, default, k), typer.Option(*k.flags, help=k.help, **extra)]
+
+
+def cli_default(name: str) -> Any:
+    """The CLI parameter's default for the run option ``name`` (an enum member for a choice)."""
+    default, k = _KNOBS[name]
+    if k.kind == URLS:
+        return None
+    if k.kind == CHOICE and default is not None:
+        return _ENUMS[name](default)
+    return default
+
+
+TemplateOption = run_option("template")
+DecodingOption = run_option("decoding")
+WindowOption = run_option("window")
+StrideOption = run_option("stride")
+ThreadsOption = run_option("n_threads")
+GpuLayersOption = run_option("n_gpu_layers")
+NCtxOption = run_option("n_ctx")
+CpuBuffersOption = run_option("cpu_buffers")
+FlashAttnOption = run_option("flash_attn")
+ServerOption = run_option("servers")
+ProtocolOption = run_option("protocol")
+ServedModelOption = run_option("served_model")
+RequestTimeoutOption = run_option("request_timeout")
+LoraOption = run_option("lora")
+LoraScaleOption = run_option("lora_scale")
 
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`.")
-]
-TemplateOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--template", "--profile",
-        help="Prompt template (see `dear-local templates`); default: the model's (check: the reference's, "
-        "which it must match).",
-    ),
-]
-DecodingOption = Annotated[
-    Optional[str],
-    typer.Option("--decoding", help=f"One of: {', '.join(DECODING_MODES)}; default: the model's."),
-]
-WindowOption = Annotated[
-    Optional[int],
-    typer.Option("--window", min=1, max=MAX_WINDOW, help="Passages per window (default: the model's profile, 20)."),
-]
-StrideOption = Annotated[
-    Optional[int],
-    typer.Option("--stride", min=1, max=MAX_WINDOW,
-                 help="Window stride, at most --window (default: the model's profile, 10)."),
-]
-ThreadsOption = Annotated[
-    Optional[int],
-    typer.Option("--threads", min=1, max=MAX_THREADS, help="CPU threads (default: llama.cpp's choice)."),
-]
-GpuLayersOption = Annotated[
-    int, typer.Option("--gpu-layers", min=-1, max=MAX_GPU_LAYERS, help="Layers to offload to a GPU, if llama.cpp was built with one (-1: all).")
-]
-NCtxOption = Annotated[
-    Optional[int],
-    typer.Option("--n-ctx", min=1, max=MAX_CTX, help="Context size in tokens (default: sized from the profile)."),
-]
-CpuBuffersOption = Annotated[
-    Optional[CpuBuffers],
-    typer.Option(
-        "--cpu-buffers",
-        help="llama.cpp weight buffers: auto (plain on AMX builds, else extra), extra or plain. "
-        "Default: $DEAR_LOCAL_CPU_BUFFERS, else auto; see `dear-local env`.",
-        show_default=False,
-    ),
-]
-
-
-class Protocol(str, Enum):
-    """How to talk to --server; see ``dear_local.remote.protocols``."""
-
-    auto = "auto"
-    llama_server = "llama-server"
-    openai = "openai"
-
-
-ServerOption = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--server",
-        help="Run the model on this inference server (llama-server, vLLM, SGLang), e.g. http://127.0.0.1:8080; "
-        "repeat for a fleet. --model then only lends its tokenizer (any quant of the served model). "
-        "A key for the servers comes from $DEAR_LOCAL_SERVER_API_KEY.",
-        show_default=False,
-    ),
-]
-ProtocolOption = Annotated[
-    Protocol,
-    typer.Option("--protocol", help="Server protocol: auto (llama-server's /props, else openai), llama-server or "
-                 "openai (vLLM/SGLang /v1/completions)."),
-]
-ServedModelOption = Annotated[
-    Optional[str],
-    typer.Option("--served-model", help="Model name an openai-protocol server expects (default: the first it lists)."),
-]
-RequestTimeoutOption = Annotated[
-    float, typer.Option("--request-timeout", min=1.0, max=MAX_REQUEST_TIMEOUT, callback=finite, help="Seconds one server request may take in all, answer included (a total deadline).")
-]
-LoraOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--lora", help="A GGUF LoRA adapter (from `dear-local convert-lora`) to apply to the model at run time.",
-    ),
-]
-LoraScaleOption = Annotated[
-    float, typer.Option("--lora-scale", min=-MAX_LORA_SCALE, max=MAX_LORA_SCALE, callback=finite, help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.")
 ]
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
@@ -130,37 +128,56 @@ def cpu_buffers_value(option: CpuBuffers | None) -> str | None:
     return option.value if option is not None else None
 
 
-def run_options(
-    *, template: str | None, decoding: str | None, window: int | None, stride: int | None,
-    n_threads: int | None, n_gpu_layers: int, n_ctx: int | None, cpu_buffers: CpuBuffers | None,
-    servers: list[str] | None = None, protocol: Protocol = Protocol.auto, served_model: str | None = None,
-    request_timeout: float = 120.0,
-    lora: str | None = None, lora_scale: float = 1.0,
-) -> RunOptions:
-    """The :class:`RunOptions` that ``rerank`` and ``serve`` build from their shared options.
+def run_options(**values: Any) -> RunOptions:
+    """The :class:`RunOptions` of a command's run options, as typer passed them (enums, a list of servers).
 
     Raises ``UserInputError`` for --n-ctx with --server (the server sets its own context).
     """
-    if servers and n_ctx is not None:
-        raise UserInputError(
-            "--n-ctx has no effect with --server: each server sets its context when it starts "
-            "(llama-server -c/--ctx-size divided by --parallel; vLLM --max-model-len); drop --n-ctx"
-        )
-    return RunOptions(
-        template=template, decoding=decoding, window=window, stride=stride, n_threads=n_threads,
-        n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers_value(cpu_buffers),
-        servers=tuple(servers or ()), protocol=protocol.value, served_model=served_model,
-        request_timeout=request_timeout,
-        lora=lora, lora_scale=lora_scale,
-    )
+    converted = {}
+    for name, value in values.items():
+        if isinstance(value, Enum):
+            value = value.value
+        elif name == "servers":
+            value = tuple(value or ())
+        converted[name] = value
+    options = RunOptions(**converted)
+    options.check_context(cli=True)
+    return options
 
 
 def run_options_for_servers(
     servers: list[str], protocol: Protocol, served_model: str | None, request_timeout: float
 ) -> RunOptions:
     """:class:`RunOptions` that run the model on ``servers`` (profile from the model's manifest)."""
-    return RunOptions(servers=tuple(servers), protocol=protocol.value, served_model=served_model,
-                      request_timeout=request_timeout)
+    return run_options(servers=servers, protocol=protocol, served_model=served_model, request_timeout=request_timeout)
+
+
+def with_run_options(command: Callable) -> Callable:
+    """Give the typer ``command`` one option per :class:`RunOptions` field.
+
+    ``command`` takes a parameter ``options: RunOptions`` in place of them; the options are added
+    after its own, with the flags, help, bounds and defaults the declaration gives, and arrive
+    checked as one :class:`RunOptions` (:func:`run_options`).
+    """
+    sig = inspect.signature(command, eval_str=True)
+    if "options" not in sig.parameters:
+        raise TypeError(f"{command.__name__} must take an `options` parameter to get the run options")
+    own = [p for p in sig.parameters.values() if p.name != "options"]
+    params = {name: k.param or name for name, _d, k in knobs()}
+    added = [
+        inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=cli_default(name), annotation=run_option(name))
+        for name, param in params.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = run_options(**{name: kwargs.pop(param) for name, param in params.items()})
+        return command(options=options, **kwargs)
+
+    del wrapper.__wrapped__  # typer reads the signature below, not the command's
+    wrapper.__signature__ = sig.replace(parameters=own + added)
+    wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+    return wrapper
 
 
 @contextmanager

@@ -13,27 +13,8 @@ from ..contract import list_templates, window_spans
 from ..errors import UserInputError
 from ..limits import MAX_DOCUMENTS, MAX_IN_FLIGHT
 from .messages import note, warn
-from .options import (
-    CpuBuffersOption,
-    LoraOption,
-    LoraScaleOption,
-    DecodingOption,
-    ForceOption,
-    GpuLayersOption,
-    ModelOption,
-    NCtxOption,
-    Protocol,
-    ProtocolOption,
-    RequestTimeoutOption,
-    ServedModelOption,
-    ServerOption,
-    StrideOption,
-    TemplateOption,
-    ThreadsOption,
-    WindowOption,
-    flag_names,
-    run_options,
-)
+from .options import ForceOption, ModelOption, flag_names, with_run_options
+from ..run_options import RunOptions
 
 
 class OutputFormat(str, Enum):
@@ -43,6 +24,7 @@ class OutputFormat(str, Enum):
     rank_llm = "rank_llm"
 
 
+@with_run_options
 def rerank(
     model: ModelOption,
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
@@ -71,29 +53,16 @@ def rerank(
     ),
     force: ForceOption = False,
     top_n: Optional[int] = typer.Option(None, "--top-n", "-n", min=1, max=MAX_DOCUMENTS, help="Show only the best N documents."),
-    template: TemplateOption = None,
-    decoding: DecodingOption = None,
-    window: WindowOption = None,
-    stride: StrideOption = None,
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", "-f", help="Output format."),
-    n_threads: ThreadsOption = None,
-    n_gpu_layers: GpuLayersOption = 0,
-    n_ctx: NCtxOption = None,
-    cpu_buffers: CpuBuffersOption = None,
-    server: ServerOption = None,
-    protocol: ProtocolOption = Protocol.auto,
-    served_model: ServedModelOption = None,
     in_flight: Optional[int] = typer.Option(
         None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
         help="Queries reranked at once on the servers (default: 2 per --server); locally always 1.",
     ),
-    request_timeout: RequestTimeoutOption = 120.0,
-    lora: LoraOption = None,
-    lora_scale: LoraScaleOption = 1.0,
     strict: bool = typer.Option(
         False, "--strict",
         help="Fail (exit 1) instead of warning when a quarter or more of the windows gave no readable ranking.",
     ),
+    options: RunOptions = RunOptions(),
 ) -> None:
     """Rerank documents for a query with a local GGUF model, or on inference servers (--server).
 
@@ -119,12 +88,7 @@ def rerank(
     requests = _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing)
     check_requests(requests, fmt.value, depth)  # ids, duplicates, document counts: before any query runs
     with flag_names():
-        reranker = Reranker.from_options(model, run_options(
-            template=template, decoding=decoding, window=window, stride=stride,
-            n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-            servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
-            lora=lora, lora_scale=lora_scale,
-        ))
+        reranker = Reranker.from_options(model, options)
     todo = list(enumerate(requests))
     sink = None
     if out is not None:
@@ -136,15 +100,24 @@ def rerank(
 
             depth = DEFAULT_DEPTH  # the same job as --depth 100
         key = _run_key(reranker, model, fmt.value, requests, top_n, depth=depth, skip_missing=skip_missing,
-                       lora=lora, lora_scale=lora_scale, served_model=served_model)
+                       lora=options.lora, lora_scale=options.lora_scale, served_model=options.served_model,
+                       **_flash_attn_key(options))
         sink = ResumableOutput(out, key, force=force, qids=qids)
         if sink.done:
             note(f"resuming {out}: {len(sink.done)} of {len(requests)} queries were already written")
             skip = sink.done_positions
             todo = [(i, r) for i, r in todo if i not in skip]
-    _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(server or ()), strict)
+    _run(reranker, todo, sink, fmt.value, top_n, in_flight or 2 * len(options.servers), strict)
     if sink is not None:
         sink.finish()
+
+
+def _flash_attn_key(options: RunOptions) -> dict:
+    """``{"flash_attn": True}`` when a local model runs with flash attention (it can move logits a little)."""
+    from ..settings import get_settings
+
+    on = options.flash_attn if options.flash_attn is not None else get_settings().flash_attn
+    return {"flash_attn": True} if on and not options.servers else {}
 
 
 def _run_key(reranker, model: str, fmt: str, requests: list, top_n, **options) -> dict:
@@ -180,13 +153,14 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
     query that crossed it.
     """
     from ..answer_check import ParseTally, UnparsedAnswersError
+    from ..backends.base import capabilities_of
     from ..batch import run_batch
     from ..fileio import stdout_errors
     from ..formats.results import render
     from ..progress import bar
 
     p = reranker.profile
-    fleet = getattr(reranker.backend, "fleet", None)
+    counts_errors = capabilities_of(reranker.backend).request_errors
     total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for _, r in todo)
     done = 0
     tally = ParseTally()
@@ -204,8 +178,9 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
             sink.write(req.qid, lines, pos)
         _warn_truncated([(req, resp)], p)
         done += 1
-        if fleet is not None:
-            pbar.set_postfix_str(f"queries {done}/{len(todo)}, errors {fleet.stats.error_count}", refresh=False)
+        if counts_errors:
+            pbar.set_postfix_str(f"queries {done}/{len(todo)}, errors {reranker.backend.request_error_count()}",
+                                 refresh=False)
 
     with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
         try:

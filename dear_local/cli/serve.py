@@ -8,30 +8,12 @@ from typing import Optional
 import typer
 
 from ..errors import UserInputError
-from ..limits import MAX_BODY_BYTES, MAX_IN_FLIGHT, MAX_QUEUE
+from ..limits import MAX_BODY_BYTES, MAX_DOCUMENTS, MAX_IN_FLIGHT, MAX_QUEUE
 from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from .messages import warn
-from .options import (
-    CpuBuffersOption,
-    LoraOption,
-    LoraScaleOption,
-    DecodingOption,
-    GpuLayersOption,
-    ModelOption,
-    NCtxOption,
-    Protocol,
-    ProtocolOption,
-    RequestTimeoutOption,
-    ServedModelOption,
-    ServerOption,
-    StrideOption,
-    TemplateOption,
-    ThreadsOption,
-    WindowOption,
-    finite,
-    flag_names,
-    run_options,
-)
+from ..run_options import RunOptions
+from ..settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DEFAULT_TIMEOUT, ENV_API_KEY
+from .options import ModelOption, finite, flag_names, with_run_options
 
 
 class LogLevel(str, Enum):
@@ -45,37 +27,25 @@ class LogLevel(str, Enum):
     trace = "trace"
 
 
+@with_run_options
 def serve(
     model: ModelOption,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; the default only accepts local clients."),
-    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to bind; the default only accepts local clients."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     api_key: Optional[str] = typer.Option(
-        None, "--api-key", help="Require 'Authorization: Bearer KEY' (default: $DEAR_LOCAL_API_KEY, else no key).",
+        None, "--api-key", help=f"Require 'Authorization: Bearer KEY' (default: ${ENV_API_KEY}, else no key).",
         show_default=False,
     ),
-    max_queue: int = typer.Option(32, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
-    timeout: float = typer.Option(300.0, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
-    max_documents: int = typer.Option(1000, "--max-documents", help="Most documents per request (1 to 1000)."),
-    max_body_bytes: int = typer.Option(8 * 2**20, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
-    template: TemplateOption = None,
-    decoding: DecodingOption = None,
-    window: WindowOption = None,
-    stride: StrideOption = None,
-    n_threads: ThreadsOption = None,
-    n_gpu_layers: GpuLayersOption = 0,
-    n_ctx: NCtxOption = None,
-    cpu_buffers: CpuBuffersOption = None,
-    server: ServerOption = None,
-    protocol: ProtocolOption = Protocol.auto,
-    served_model: ServedModelOption = None,
+    max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
+    timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
+    max_documents: int = typer.Option(MAX_DOCUMENTS, "--max-documents", help="Most documents per request (1 to 1000)."),
+    max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
     in_flight: Optional[int] = typer.Option(
         None, "--in-flight", min=1, max=MAX_IN_FLIGHT,
         help="Requests ranked at once (default: 1 with a local model, 4 per --server with servers).",
     ),
-    request_timeout: RequestTimeoutOption = 120.0,
-    lora: LoraOption = None,
-    lora_scale: LoraScaleOption = 1.0,
     log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="uvicorn's log level."),
+    options: RunOptions = RunOptions(),
 ) -> None:
     """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs).
 
@@ -100,13 +70,8 @@ def serve(
     settings = ServerSettings(
         model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
         max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
-        run=run_options(
-            template=template, decoding=decoding, window=window, stride=stride,
-            n_threads=n_threads, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, cpu_buffers=cpu_buffers,
-            servers=server, protocol=protocol, served_model=served_model, request_timeout=request_timeout,
-            lora=lora, lora_scale=lora_scale,
-        ),
-        in_flight=in_flight or (4 * len(server) if server else 1),
+        run=options,
+        in_flight=in_flight or (4 * len(options.servers) if options.servers else 1),
     )
     # Bind before anything else, so a port in use is the only line printed; uvicorn gets these sockets.
     sockets = listen(settings.host, settings.port)

@@ -87,11 +87,7 @@ class TokenIndex:
     @classmethod
     def from_backend(cls, backend) -> "TokenIndex":
         """The index for a backend's vocabulary, built once and kept on the backend."""
-        index = getattr(backend, "_permutation_token_index", None)
-        if index is None:
-            index = cls(backend.vocab_pieces())
-            backend._permutation_token_index = index
-        return index
+        return backend.memo("_permutation_token_index", lambda: cls(backend.vocab_pieces()))
 
 
 @dataclass(frozen=True)

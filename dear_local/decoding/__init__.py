@@ -13,13 +13,13 @@ transformers reference decode identically. :func:`decode` is the one switch.
 
 from __future__ import annotations
 
-from ..backends.base import Backend
+from ..backends.base import Backend, capabilities_of
 from ..contract import Profile
 from ..errors import UnknownProfileError
 from .constrained import constrained
 from .first_token import branch_points, first_token, id_token_paths
 from .greedy import completion_check, greedy
-from .remote import RemoteModel, remote_constrained, remote_first_token, remote_greedy
+from .remote import remote_constrained, remote_first_token, remote_greedy
 from .result import Generation, StopCheck
 
 __all__ = [
@@ -39,7 +39,7 @@ def decode(backend: Backend, profile: Profile, prompt_ids: list[int], n: int) ->
             with a template/tokenizer whose id tokens cannot be told apart.
     """
     tmpl = profile.tmpl
-    remote = isinstance(backend, RemoteModel)  # an inference server: the same modes over HTTP (.remote)
+    remote = not capabilities_of(backend).local_evaluation  # an inference server: the same modes over HTTP (.remote)
     if profile.decoding == "greedy":
         stop = completion_check(backend, n, tmpl.id_base)
         run = remote_greedy if remote else greedy

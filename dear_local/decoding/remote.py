@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 
+from ..backends.base import Capabilities
 from ..contract import Template
 from ..contract.constraint import PermutationConstraint, TokenIndex
 from ..errors import ServerError
@@ -33,6 +34,9 @@ from .result import Generation, StopCheck
 
 class RemoteModel(ABC):
     """What a server backend offers decoding instead of logits."""
+
+    # no local evaluation state: the decoding modes here; queries may run side by side
+    capabilities = Capabilities(local_evaluation=False, concurrent_queries=True)
 
     @abstractmethod
     def generate(self, ids: list[int], max_tokens: int) -> tuple[list[int], str]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 
-from ..backends.base import Backend
+from ..backends.base import Capabilities, ModelRuntime
 from ..decoding.remote import RemoteModel
 from ..errors import ServerError
+from ..settings import DEFAULT_REQUEST_TIMEOUT
 from ..token_ids import first_difference
 from . import replies
 from .fleet import Fleet, Server
@@ -81,7 +82,12 @@ def engine_info(fleet: Fleet, server: Server, protocol: str) -> tuple[str, dict]
     return "openai", _engine_openai(fleet, server)
 
 
-class RemoteBackend(Backend, RemoteModel):
+# --n-ctx does nothing here: the context is the server's, per slot
+CONTEXT_ADVICE = ("a server started with a larger per-slot context (llama-server -c/--ctx-size divided by "
+                  "--parallel; vLLM --max-model-len)")
+
+
+class RemoteBackend(ModelRuntime, RemoteModel):
     """Tokenizer from ``tokenizer`` (a local backend), model on the servers of ``fleet``.
 
     ``protocol``: ``auto`` (llama-server if the first server answers ``/props`` as llama.cpp
@@ -94,11 +100,11 @@ class RemoteBackend(Backend, RemoteModel):
     """
 
     name = "server"
-    # --n-ctx does nothing here: the context is the server's, per slot
-    context_advice = ("a server started with a larger per-slot context (llama-server -c/--ctx-size divided by "
-                      "--parallel; vLLM --max-model-len)")
+    context_advice = CONTEXT_ADVICE
+    capabilities = Capabilities(local_evaluation=False, concurrent_queries=True, context_advice=CONTEXT_ADVICE,
+                                request_errors=True)
 
-    def __init__(self, tokenizer: Backend, fleet: Fleet, *, protocol: str = "auto", served_model: str = "") -> None:
+    def __init__(self, tokenizer: ModelRuntime, fleet: Fleet, *, protocol: str = "auto", served_model: str = "") -> None:
         self.tok = tokenizer
         self.fleet = fleet
         for attr in ("n_vocab", "add_bos", "bos_token", "eos_token", "eog_ids", "chat_template"):
@@ -211,19 +217,21 @@ class RemoteBackend(Backend, RemoteModel):
                 )
             k = min(k * 8, self.n_vocab)
 
-    # -- what a local backend does that a server backend cannot ------------------------
-    def _no_state(self, *_args):
-        raise NotImplementedError("a server backend has no local evaluation state; decoding goes through requests")
-
-    prefill = extend = rewind = _no_state  # type: ignore[assignment]
-
-    @property
-    def n_past(self) -> int:
-        return 0
-
+    # -- the runtime around the requests -------------------------------------------------
     def rebind(self) -> None:
         """Send this thread's next requests to the least-used server (once per query)."""
         self.fleet.rebind()
+
+    def start_query(self) -> None:
+        self.rebind()  # each query starts on the least-used server, its windows stay there
+
+    def request_error_count(self) -> int:
+        return self.fleet.stats.error_count
+
+    @property
+    def server_urls(self) -> list[str]:
+        """The URLs of the servers, as given."""
+        return [s.url for s in self.fleet.servers]
 
     def close(self) -> None:
         self.fleet.close()
@@ -231,17 +239,20 @@ class RemoteBackend(Backend, RemoteModel):
 
 
 def open_remote(tokenizer_model, urls: list[str], *, protocol: str = "auto", served_model: str = "",
-                timeout: float = 120.0, retries: int = 3, api_key: str | None = None) -> RemoteBackend:
-    """A :class:`RemoteBackend` for ``urls``, with the tokenizer of the GGUF at ``tokenizer_model``.
+                timeout: float = DEFAULT_REQUEST_TIMEOUT, retries: int = 3, api_key: str | None = None,
+                loader=None) -> RemoteBackend:
+    """A :class:`RemoteBackend` for ``urls``, with the tokenizer of the GGUF at ``tokenizer_model``
+    (opened vocabulary-only by ``loader``, default ``LlamaCppBackend``).
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: the tokenizer's GGUF.
         ServerError: see :class:`RemoteBackend` and :class:`~dear_local.remote.fleet.Fleet`.
     """
-    from ..backends.llama import LlamaCppBackend
+    if loader is None:
+        from ..backends.llama import LlamaCppBackend as loader
 
     fleet = Fleet(urls, timeout=timeout, retries=retries, api_key=api_key)
-    tok = LlamaCppBackend(tokenizer_model, vocab_only=True)
+    tok = loader(tokenizer_model, vocab_only=True)
     try:
         return RemoteBackend(tok, fleet, protocol=protocol, served_model=served_model)
     except BaseException:

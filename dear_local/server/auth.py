@@ -15,6 +15,7 @@ import hmac
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
+from ..settings import ENV_API_KEY
 from .service import ApiError
 
 # Documents the scheme in the OpenAPI schema; its own parse of the header (text, stripped
@@ -48,7 +49,7 @@ def require_key(key: str):
             raise ApiError(
                 401, "unauthorized",
                 "this server needs an API key: send the header 'Authorization: Bearer <key>' with the key "
-                "it was started with (--api-key or DEAR_LOCAL_API_KEY)",
+                f"it was started with (--api-key or {ENV_API_KEY})",
                 {"WWW-Authenticate": "Bearer"},
             )
 

@@ -14,12 +14,14 @@ from ..errors import UserInputError
 from ..limits import MAX_BODY_BYTES, MAX_DOCUMENTS, MAX_IN_FLIGHT, MAX_QUEUE
 from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from ..run_options import RunOptions
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-DEFAULT_MAX_QUEUE = 32
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+from ..settings import (  # noqa: F401 - the defaults live in settings, kept importable from here
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT,
+    ENV_API_KEY,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class ServerSettings:
     """Everything ``create_app`` needs.
 
     - ``model``: a ``.gguf`` path or ``NAME[:QUANT]`` from the model store.
-    - ``run``: profile overrides and llama.cpp settings, as for ``Reranker``.
+    - ``run``: profile overrides, llama.cpp and server settings, as for ``Reranker``: one
+      :class:`~dear_local.run_options.RunOptions`, the same declaration ``rerank`` uses.
     - ``api_key``: when set, every rerank and models request needs ``Authorization: Bearer <key>``.
     - ``max_queue``: requests allowed to wait behind the one being ranked; more get 429.
     - ``timeout``: seconds a request may take, waiting included, before it gets 504.
@@ -92,7 +95,7 @@ def check_api_key(key: str) -> None:
 
     Raises ``UserInputError`` naming --api-key and DEAR_LOCAL_API_KEY.
     """
-    where = "the API key (--api-key or DEAR_LOCAL_API_KEY)"
+    where = f"the API key (--api-key or {ENV_API_KEY})"
     if not key:
         raise UserInputError(
             f"{where} is empty, which would serve without a key; pass a non-empty key, or leave --api-key out"
@@ -129,5 +132,5 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
         return None
     return (
         f"serving on {host} without an API key: anyone who can reach this address can use the model; "
-        "pass --api-key (or set DEAR_LOCAL_API_KEY), or bind 127.0.0.1"
+        f"pass --api-key (or set {ENV_API_KEY}), or bind 127.0.0.1"
     )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dear_local.backends import factory
 from dear_local.backends.llama import LlamaCppBackend
 from dear_local.backends.loader import choose_cpu_buffers, llama_system_info
 from dear_local.env_report import cpu_model
@@ -24,6 +25,7 @@ from dear_local.contract import STATUSES, Profile, first_window
 from dear_local.engine import prompt_ids
 from dear_local.errors import ReferenceError_, UserInputError
 from dear_local.gguf_file import Keys
+from dear_local.run_options import RunOptions
 from dear_local.token_ids import first_difference
 
 from dear_local_convert.agreement import metrics
@@ -69,9 +71,9 @@ def lora_label(label: str, backend, adapter: Path | None, header: dict) -> tuple
         ReferenceError_: the GGUF records a different adapter (by sha256) from the reference's.
     """
     ref = header["model"].get("lora") or {}
-    metadata = getattr(backend, "metadata", None) or {}  # the GGUF's keys (llama.cpp backends)
+    metadata = backend.metadata or {}  # the GGUF's keys (llama.cpp backends; empty for others)
     if adapter is not None:
-        adapter_meta = getattr(backend, "lora_metadata", None) or {}
+        adapter_meta = backend.lora_metadata or {}
         info = {"mode": "runtime", "adapter": str(adapter), "sha256": adapter_meta.get(Keys.LORA_SHA256)}
         label = f"{label} + {adapter.stem}"
     elif metadata.get(Keys.LORA_SHA256):
@@ -200,7 +202,8 @@ def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, pro
     n_ctx = max(profile.context_tokens(), longest + profile.max_new_tokens() + 8)
     with PeakRSS() as rss:
         t0 = time.perf_counter()
-        backend = LlamaCppBackend(gguf, n_ctx=n_ctx, n_threads=n_threads, cpu_buffers=cpu_buffers, lora=lora)
+        backend = factory.open_backend(gguf, RunOptions(n_ctx=n_ctx, n_threads=n_threads, cpu_buffers=cpu_buffers,
+                                                        lora=lora))
         load_seconds = time.perf_counter() - t0
         try:
             label, lora_info = lora_label(label, backend, lora, header)

@@ -95,7 +95,7 @@ def write_server_reference(
     engine = {
         "device": "server", "device_name": f"{info['engine']} {info['version']}", "dtype": "as served",
         "torch": None, "transformers": None,
-        "engine": {**info, "servers": [s.url for s in backend.fleet.servers], "protocol": backend.protocol.name},
+        "engine": {**info, "servers": backend.server_urls, "protocol": backend.protocol.name},
     }
     model = {"name": model_name, "checkpoint": info.get("model"), "repo": None, "revision": None,
              "tokenizer": source}

@@ -35,13 +35,14 @@ def first_window_logprobs(
     """
     import math
 
+    from dear_local.backends.base import capabilities_of
     from dear_local.decoding import first_token
-    from dear_local.decoding.remote import RemoteModel, remote_first_token
+    from dear_local.decoding.remote import remote_first_token
 
     window = first_window(passages, profile.window)
     n = len(window)
     ids = prompt_ids(backend, profile, query, window)
-    if isinstance(backend, RemoteModel):
+    if not capabilities_of(backend).local_evaluation:  # an inference server: log-probabilities by request
         _, probs = remote_first_token(backend, profile.tmpl, ids, n)
         return [math.log(max(p, 1e-300)) for p in probs]
     cached = ranking is not None and bool(ranking.windows) and ranking.windows[-1].prompt_ids == ids
