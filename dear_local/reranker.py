@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, KeysView, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import inspect
 from .api_args import check_int
 from .backends.base import Backend, ModelRuntime  # noqa: F401 - Backend kept importable from here
 from .contract import Profile
