@@ -170,16 +170,18 @@ class Backend(ModelRuntime, Evaluator):
 
 
 def capabilities_of(runtime) -> Capabilities:
-    """What ``runtime`` can do: its ``capabilities``.
+    """What ``runtime`` can do: the ``capabilities`` it or its nearest class declares.
 
-    A class that mixes :class:`Backend` with :class:`~dear_local.decoding.remote.RemoteModel`
-    (what a server backend was before the interfaces were split) and declares nothing gets a
-    server's capabilities.
+    A declaration equal to the default (a local model's) does not hide one further along the
+    method resolution order, so a class that mixes :class:`Backend` with
+    :class:`~dear_local.decoding.remote.RemoteModel` (what a server backend was before the
+    interfaces were split) and declares nothing gets a server's capabilities.
     """
-    caps = getattr(runtime, "capabilities", LOCAL)
-    if caps is LOCAL:
-        from ..decoding.remote import RemoteModel
-
-        if isinstance(runtime, RemoteModel):
-            return RemoteModel.capabilities
-    return caps
+    own = getattr(runtime, "__dict__", {}).get("capabilities")
+    if own is not None:
+        return own
+    for klass in type(runtime).__mro__:
+        caps = vars(klass).get("capabilities")
+        if caps is not None and caps != LOCAL:
+            return caps
+    return LOCAL

@@ -4,9 +4,9 @@ Runs the transformers reference backend (fp32 by default, CPU) under the stand-i
 (``rankgpt-chat``, window 20, constrained decoding), with or without the LoRA adapter (applied
 through PEFT, unmerged, as ``dear-local reference --lora`` does), on one window per query:
 
-- ``dl19-dev``: the DL19 dev queries of :data:`~dear_local_convert.standins.train_ranker.DEV_QIDS`,
+- ``dl19-dev``: the DL19 dev queries of :data:`~dear_local_convert.standins.ranker_split.DEV_QIDS`,
   BM25 top-20;
-- ``dl19-holdout``: the further held-out queries (:data:`~dear_local_convert.standins.train_ranker.HOLDOUT_QIDS`);
+- ``dl19-holdout``: the further held-out queries (:data:`~dear_local_convert.standins.ranker_split.HOLDOUT_QIDS`);
 - ``noveleval``: all 21 NovelEval queries x 20 passages, never trained on.
 
 Command::
@@ -29,29 +29,7 @@ from pathlib import Path
 
 from dear_local.errors import DearLocalError, UserInputError
 
-SLICES = ("dl19-dev", "dl19-holdout", "noveleval")
-
-
-def eval_slice(name: str):
-    """The queries of eval slice ``name`` (see the module docstring), 20 candidates each, as a loaded ``Slice``.
-
-    Raises:
-        UserInputError: an unknown name.
-        DataError: the data files are missing or wrong.
-    """
-    from dataclasses import replace
-
-    from dear_local_convert.slices import load_slice
-    from dear_local_convert.standins.train_ranker import DEV_QIDS, HOLDOUT_QIDS
-
-    if name == "noveleval":
-        return load_slice("noveleval")
-    if name not in SLICES:
-        raise UserInputError(f"unknown slice {name!r}; choose one of: {', '.join(SLICES)}")
-    keep = set(DEV_QIDS if name == "dl19-dev" else HOLDOUT_QIDS)
-    full = load_slice("dl19-top20")
-    queries = tuple(q for q in full.queries if q.qid in keep)
-    return replace(full, name=name, queries=queries, qrels={q.qid: dict(full.qrels[q.qid]) for q in queries})
+from dear_local_convert.standins.ranker_split import SLICES, STANDIN_MODEL, eval_slice  # noqa: F401 - eval_slice is this module's too
 
 
 def evaluate(backend, profile, sl, *, log=print) -> dict:
@@ -102,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         from dear_local.fileio import write_text_atomic
         from dear_local.store import get_manifest
         from dear_local_convert.standins.smollm2 import standin_checkpoint
-        from dear_local_convert.standins.train_ranker import STANDIN_MODEL
         from dear_local_convert.transformers_backend.backend import TransformersBackend
 
         torch.set_num_threads(a.threads)

