@@ -146,7 +146,10 @@ def build(name: str, *, force: bool = False, threads: int | None = None,
         if checkpoint is not None:
             src_dir, repo, revision = Path(checkpoint), None, None
         else:
-            say(f"pulling {m.hf_repo} ...")
+            if m.name == STANDIN:
+                say(f"deriving the bf16 checkpoint of {m.hf_repo} from the pinned {STANDIN_QUANT} GGUF ...")
+            else:
+                say(f"pulling {m.hf_repo} ...")
             (src_dir, revision), repo = _checkpoint(m), m.hf_repo
         adapter = None
         if lora is not None:
