@@ -180,11 +180,21 @@ class RunOptions:
         """Refuse combinations that cannot work, in the CLI's terms (flags) or the API's (arguments).
 
         Raises:
-            UserInputError: ``n_ctx`` or ``lora`` with ``servers`` (a server sets its own context,
-                and loads its own adapters).
+            UserInputError: ``n_ctx``, ``lora`` or ``flash_attn=True`` with ``servers`` (a server
+                sets its own context and attention kernels when it starts, and loads its own adapters).
         """
         self.check_context(cli=cli)
         self.check_lora()
+        self.check_flash_attn(cli=cli)
+
+    def check_flash_attn(self, *, cli: bool = False) -> None:
+        """Refuse ``flash_attn=True`` with ``servers``: flash attention is chosen where a server starts."""
+        if self.servers and self.flash_attn:
+            name = "--flash-attn" if cli else "flash_attn=True"
+            raise UserInputError(
+                f"{name} has no effect with {'--server' if cli else 'servers'}: each server chooses its attention kernels "
+                f"when it starts (llama-server --flash-attn on; vLLM picks its own); drop {name}"
+            )
 
     def check_context(self, *, cli: bool = False) -> None:
         """Refuse ``n_ctx`` with ``servers``: each server sets its own context."""

@@ -114,9 +114,11 @@ def test_a_window_below_the_profiles_stride_says_where_the_stride_came_from(wind
     assert Profile().with_(window=window, stride=window).stride == window
 
 
-def test_n_ctx_with_servers_is_refused_in_python_terms(fake_gguf):
-    with pytest.raises(UserInputError, match="^n_ctx has no effect with servers"):
-        Reranker(str(fake_gguf), servers=["http://127.0.0.1:1"], n_ctx=4096)
+@pytest.mark.parametrize("option, value, name", [("n_ctx", 4096, "n_ctx"), ("flash_attn", True, "flash_attn=True")])
+def test_a_servers_own_setting_with_servers_is_refused_in_python_terms(fake_gguf, option, value, name):
+    """What a server decides when it starts (its context, its attention kernels) is refused here, naming it."""
+    with pytest.raises(UserInputError, match=f"^{name} has no effect with servers"):
+        Reranker(str(fake_gguf), servers=["http://127.0.0.1:1"], **{option: value})
 
 
 def test_a_local_context_overflow_advises_n_ctx():
@@ -208,10 +210,11 @@ def test_cli_zero_is_refused_by_flag_name(cli, fake_gguf, flag):
     assert code == 2 and flag in err and "top_n" not in err and "window must" not in err, err
 
 
-def test_cli_n_ctx_with_server_is_refused(cli, fake_gguf):
-    code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--server", "http://127.0.0.1:1", "--n-ctx", "4096",
+@pytest.mark.parametrize("args, advice", [(["--n-ctx", "4096"], "--ctx-size"), (["--flash-attn"], "llama-server --flash-attn")])
+def test_cli_a_servers_own_setting_with_server_is_refused(cli, fake_gguf, args, advice):
+    code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--server", "http://127.0.0.1:1", *args,
                        stdin="a\nb\n")
-    assert code == 2 and err.startswith("error: --n-ctx has no effect with --server") and "--ctx-size" in err, err
+    assert code == 2 and err.startswith(f"error: {args[0]} has no effect with --server") and advice in err, err
 
 
 # -- odd files and paths ----------------------------------------------------------------------------

@@ -142,6 +142,7 @@ def run_options(**values: Any) -> RunOptions:
         converted[name] = value
     options = RunOptions(**converted)
     options.check_context(cli=True)
+    options.check_flash_attn(cli=True)
     return options
 
 
