@@ -103,13 +103,48 @@ def _flush_stdout() -> None:
         raise
 
 
+def _run_app() -> None:
+    """Run the app; a usage error is one line, ``error: <click's message> (see '<command> --help')``, exit 2.
+
+    click's standalone mode would print the usage line, a hint and the message in a frame (four
+    lines or more); the message alone, with the command to ask for help, says the same in one.
+    Everything else is as in standalone mode: ``--help`` and an explicit exit (Ctrl-C is 130) end
+    with their status, and other exceptions reach :func:`main`.
+    """
+    from typer import core
+
+    # typer 0.29 carries its own copy of click (typer._click); earlier releases use click itself
+    click = getattr(core, "_click", None)
+    if click is None:  # pragma: no cover - typer < 0.29
+        import click
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
+    abort = tuple({c for c in (getattr(core, "Abort", None), getattr(click.exceptions, "Abort", None)) if c is not None})
+    try:
+        rv = app(standalone_mode=False)
+    except no_args as exc:
+        # no command given: the help, as standalone mode shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else app.info.name or "dear-local"
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"error: {safe(message)} (see '{safe(where)} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    if isinstance(rv, int) and not isinstance(rv, bool):
+        sys.exit(rv)  # an explicit exit, which non-standalone mode returns
+
+
 def main() -> None:
     """Entry point of the ``dear-local`` console script.
 
-    typer runs in its standalone mode, so usage errors (unknown option or
-    command, missing or malformed value) take click's own path for whichever
-    click the installed typer uses: usage line, message, exit 2. What is left
-    to handle here is dear-local's own errors and the unexpected.
+    A usage error (unknown option or command, missing or malformed value) is
+    one line naming the command whose ``--help`` explains, exit 2
+    (:func:`_run_app`); dear-local's own errors are one line with their exit
+    status, and the unexpected one line unless ``DEAR_LOCAL_DEBUG=1``.
 
     Standard output that cannot be written: a full disk or device (ENOSPC, EDQUOT) is one line,
     ``error: standard output (...) is full: ...``, with a full disk's exit status; a reader that went away (EPIPE, ``| head -1``)
@@ -119,7 +154,7 @@ def main() -> None:
     stdout_at_start = _fd1_target()
     try:
         try:
-            app(standalone_mode=True)
+            _run_app()
         except SystemExit as exc:
             # click ends a command whose reader went away with exit 1 after pacifying stdout; rich (--help)
             # with exit 1 after pointing standard output at the null device
