@@ -266,3 +266,31 @@ def test_a_nul_byte_anywhere_in_a_path_is_one_line_naming_it(before, after, cli,
     # an option of path type is checked by click first: its usage error names the option
     code, _, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--out", bad, stdin="a\n")
     assert code == 2 and "'--out'" in err and "null byte" in err and "Traceback" not in err, err
+
+
+USAGE_COMMANDS = ["rerank", "serve", "check", "evaluate", "models", "env", "pull", "templates", "convert", "quantize"]
+
+
+@CLI_PROFILE
+@given(command=st.sampled_from(USAGE_COMMANDS + ["bogus-command"]),
+       flag=st.text(alphabet=string.ascii_lowercase + "-", min_size=1, max_size=10),
+       value=st.text(max_size=12) | CONTROL)
+def test_every_usage_error_is_one_line_naming_the_help(cli, command, flag, value):
+    """An unknown command or option, or an option with a malformed value, is one line (user text escaped) that names the --help to read."""
+    assume(not flag.startswith("-") and flag not in ("help",))
+    args = [command, f"--x-{flag}", value] if command != "bogus-command" else [command]
+    code, out, err = cli(*args)
+    assert code == 2, (args, err)
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--help')" in err, err
+    assert not any(ord(c) < 32 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in err), err
+    assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("args", [["rerank", "-m", "x.gguf", "-q", "q", "--threads", "many"],
+                                  ["serve", "--model", "x.gguf", "--port", "-1"],
+                                  ["rerank", "-m", "x.gguf", "-q", "q", "--cpu-buffers", "huge"],
+                                  ["evaluate"]])
+def test_malformed_and_missing_values_are_one_line_too(cli, args):
+    code, out, err = cli(*args)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"(see 'dear-local {args[0]} --help')" in err, err
