@@ -1,8 +1,12 @@
-"""Dependencies point one way: the benchmarks use the installed packages, never the tests.
+"""Dependencies point one way, checked by AST scans of the sources.
 
-An AST scan of ``bench/*.py``: no import of a module from ``tests/`` and no edit of ``sys.path``.
-A benchmark is run as a script (``python bench/bench_x.py``) where dear-local is installed, so it
-imports ``dear_local`` and ``dear_local_convert`` as installed and its sibling scripts by name.
+- The benchmarks use the installed packages, never the tests: no ``bench/*.py`` imports a module
+  from ``tests/`` or edits ``sys.path``. A benchmark is run as a script (``python bench/bench_x.py``)
+  where dear-local is installed, so it imports ``dear_local`` and ``dear_local_convert`` as
+  installed and its sibling scripts by name.
+- ``dear_local_convert.lora`` stands below ``dear_local_convert.to_gguf`` (which merges an adapter
+  while converting): nothing under ``lora/`` imports ``to_gguf``; what both need lives in
+  ``safetensors_file`` and ``gguf_layout``.
 """
 
 from __future__ import annotations
@@ -18,9 +22,14 @@ SYS_PATH_EDITS = {"insert", "append", "extend", "remove", "pop", "clear"}
 def _imported(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
-    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-        return [node.module]
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:  # the module, and module.name
+        return [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
     return []
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    return [(node.lineno, name) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            for name in _imported(node)]
 
 
 def _is_sys_path(node: ast.AST) -> bool:
@@ -47,4 +56,13 @@ def test_the_benchmarks_import_neither_the_tests_nor_edit_sys_path():
             found += [f"{where} imports {name}" for name in _imported(node) if name.split(".")[0] in TEST_MODULES]
             if _sys_path_edit(node):
                 found.append(f"{where} edits sys.path: {ast.unparse(node)}")
+    assert not found, "\n".join(found)
+
+
+def test_lora_does_not_import_to_gguf():
+    package = ROOT / "convert" / "dear_local_convert"
+    modules = sorted((package / "lora").rglob("*.py"))
+    assert modules
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in modules for line, name in _imports(path)
+             if name == "dear_local_convert.to_gguf" or name.startswith("dear_local_convert.to_gguf.")]
     assert not found, "\n".join(found)
