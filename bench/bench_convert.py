@@ -42,8 +42,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
 
 LLAMA31_8B = {
     "architectures": ["LlamaForCausalLM"],
@@ -181,7 +179,7 @@ def run_child(code: str) -> dict:
     """
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code + PEAK_RSS], stdout=subprocess.PIPE, cwd=ROOT,
-                          env={**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "convert")])})
+                          env={**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"child failed ({proc.returncode}): {code}")

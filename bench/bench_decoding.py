@@ -30,20 +30,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
+from dear_local import store
+from dear_local.backends.llama import LlamaCppBackend
+from dear_local.contract import Profile
+from dear_local.engine import prompt_ids, rank_window
 
-from dear_local import store  # noqa: E402
-from dear_local.backends.llama import LlamaCppBackend  # noqa: E402
-from dear_local.contract import Profile  # noqa: E402
-from dear_local.engine import prompt_ids, rank_window  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STANDIN = "smollm2-135m-instruct:Q4_1"
 CLOCKS = ("wall", "cpu")

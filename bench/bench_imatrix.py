@@ -31,10 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
-
 STANDIN = "smollm2-135m-instruct"
 TYPES = ("IQ4_XS", "Q3_K_M", "Q2_K", "IQ3_M", "IQ2_M")
 

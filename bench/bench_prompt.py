@@ -23,9 +23,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
-sys.path.insert(0, str(ROOT / "bench"))
 
 
 def prompt_ids_for(path: Path, template: str, query: str, passages: list[str]) -> list[int]:

@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))
-sys.path.insert(0, str(ROOT / "tests"))  # llama_server: starts and stops a llama-server process
 
 MODES = ("greedy", "constrained", "first-token")
 
 
 def per_window(model: str, threads: int, queries: list, logs: Path) -> list[dict]:
     from dear_local import Reranker
-    from llama_server import LlamaServer
+    from dear_local_convert.llama_server import LlamaServer
 
     rows = []
     with LlamaServer(Path(model), logs, slots=1, threads=threads) as server:
@@ -61,7 +55,7 @@ def per_window(model: str, threads: int, queries: list, logs: Path) -> list[dict
 def batch(model: str, threads: int, requests: list, logs: Path, mode: str) -> list[dict]:
     from dear_local import Reranker
     from dear_local.batch import run_batch
-    from llama_server import LlamaServer
+    from dear_local_convert.llama_server import LlamaServer
 
     half = max(1, threads // 2)
     setups = [("1 server, 1 in flight", 1, 1, 1), ("1 server, 2 in flight", 1, 2, 2), ("2 servers, 4 in flight", 2, 2, 4)]

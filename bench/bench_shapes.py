@@ -57,12 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "convert"))  # dear_local_convert, when not installed
-sys.path.insert(0, str(ROOT / "bench"))
+from bench_convert import LLAMA31_8B, tensor_shapes, write_random_checkpoint
 
-from bench_convert import LLAMA31_8B, tensor_shapes, write_random_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # meta-llama/Llama-3.2-1B-Instruct's config.json (tied embeddings, head_dim 64, rope factor 32).
 LLAMA32_1B = {
@@ -167,8 +164,7 @@ def build(shape: str, work: Path, types: list[str], threads: int, log: dict) -> 
 
 def child(kind: str, **kw) -> dict:
     """Run ``kind`` in a fresh process of this script; its wall time, peak RSS (VmHWM) and JSON result."""
-    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "convert")])}
+    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(kw)],
                           stdout=subprocess.PIPE, cwd=ROOT, env=env)

@@ -25,7 +25,7 @@ from dear_local.batch import run_batch
 from dear_local.errors import ServerError
 from dear_local.formats.request import Request
 from dear_local.formats.results import render
-from llama_server import LlamaServer
+from dear_local_convert.llama_server import LlamaServer
 
 MODES = ("greedy", "constrained", "first-token")
 PROTOCOLS = ("llama-server", "openai")
@@ -106,7 +106,7 @@ def test_a_server_with_another_tokenizer_is_refused_at_start(servers, llama3_voc
 
 
 def test_an_unreachable_server_is_a_clear_error(standin_gguf):
-    from llama_server import free_port
+    from dear_local_convert.llama_server import free_port
 
     with pytest.raises(ServerError, match="does not answer|every server is down"):
         Reranker(str(standin_gguf), template="card", servers=[f"http://127.0.0.1:{free_port()}"])

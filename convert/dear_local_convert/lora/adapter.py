@@ -25,8 +25,9 @@ from types import SimpleNamespace
 
 from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import sha256_file
+from dear_local.gguf_file import Keys
 
-from dear_local_convert.to_gguf.checkpoint import SourceTensor, scan_file
+from dear_local_convert.safetensors_file import SourceTensor, scan_file
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -285,3 +286,14 @@ def read_adapter(path: str | Path, *, repo: str | None = None, revision: str | N
         scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
         pairs[f"{module}.weight"] = LoraPair(module, a, b, rank, alpha, scale)
     return Adapter(path, cfg, pairs, sha256_file(weights), repo=repo, revision=revision)
+
+
+def add_lora_provenance(w, adapter) -> None:
+    """Record which adapter was merged (repo, revision, sha256, the base it names)."""
+    w.add_string(Keys.LORA_SHA256, adapter.sha256)
+    if adapter.repo:
+        w.add_string(Keys.LORA_REPO, adapter.repo)
+    if adapter.revision:
+        w.add_string(Keys.LORA_REVISION, adapter.revision)
+    if adapter.base_model:
+        w.add_string(Keys.LORA_BASE_MODEL, adapter.base_model)

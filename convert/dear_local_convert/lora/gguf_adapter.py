@@ -26,10 +26,9 @@ from dear_local.errors import ConversionError, InvalidModelFileError, ModelNotFo
 from dear_local.fileio import atomic_path
 from dear_local.gguf_file import Keys, check_tensor_data, read_header
 
-from dear_local_convert.lora.adapter import Adapter, read_adapter
-from dear_local_convert.to_gguf.checkpoint import open_tensor
-from dear_local_convert.to_gguf.tensors import unpermute_qk
-from dear_local_convert.to_gguf.writer import add_lora_provenance, output_path
+from dear_local_convert.gguf_layout import output_path, unpermute_qk
+from dear_local_convert.lora.adapter import Adapter, add_lora_provenance, read_adapter
+from dear_local_convert.safetensors_file import open_tensor
 
 OUTTYPES = ("f32", "f16", "bf16")
 KEY_ADAPTER_BASE = Keys.LORA_BASE_GGUF  # its first name; see dear_local.gguf_file.Keys

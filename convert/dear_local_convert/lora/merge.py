@@ -8,7 +8,7 @@ one does, plus one fp32 copy of the largest adapted weight.
 from __future__ import annotations
 
 from dear_local_convert.lora.adapter import LoraPair
-from dear_local_convert.to_gguf.checkpoint import open_tensor
+from dear_local_convert.safetensors_file import open_tensor
 
 
 def merged_weight(weight, pair: LoraPair):

@@ -7,7 +7,8 @@ tensor is read, fixed up and written on its own.
 Two fix-ups matter for correctness:
 
 - HF stores q_proj/k_proj rows in the "rotate half" order of its rotary code;
-  llama.cpp expects interleaved pairs. :func:`unpermute_qk` undoes HF's permutation.
+  llama.cpp expects interleaved pairs. :func:`unpermute_qk` undoes HF's permutation
+  (in :mod:`dear_local_convert.gguf_layout`, shared with the LoRA adapter writer).
 - Norm weights and every 1-D tensor are written in F32 whatever the output type.
 """
 
@@ -20,7 +21,8 @@ import numpy as np
 
 from dear_local.errors import ConversionError
 
-from dear_local_convert.to_gguf.checkpoint import SourceTensor
+from dear_local_convert.gguf_layout import unpermute_qk
+from dear_local_convert.safetensors_file import SourceTensor
 from dear_local_convert.to_gguf.arch import LlamaParams
 
 OUTTYPES = ("bf16", "f16", "f32")
@@ -44,20 +46,6 @@ class PlannedTensor:
     def nbytes(self) -> int:
         n = int(np.prod(self.shape)) if self.shape else 1
         return n * (4 if self.outtype == "f32" else 2)
-
-
-def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """Reorder q/k rows from HF's half-split rotary layout to llama.cpp's interleaved pairs.
-
-    Each head's rows ``[x0..x(d/2-1), y0..y(d/2-1)]`` become ``[x0, y0, x1, y1, ...]``.
-    Works on 2-D weights and 1-D biases, and on any dtype (it only moves rows).
-    """
-    rows = w.shape[0]
-    return (
-        w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(w.shape)
-    )
 
 
 def _sort_key(name: str) -> tuple:

