@@ -73,3 +73,15 @@ def check_line_id(text: str, what: str) -> None:
             f"{what} holds U+{ord(ch):04X} ({name.lower()}), which breaks TREC run lines (fields are split on "
             "whitespace); rename the id, or write --format json or rank_llm, which keep any id"
         )
+
+
+def text_field(value: Any, where: str, name: str) -> str:
+    """``value`` when it is a string; else ``UserInputError`` naming ``where`` and the field ``name``."""
+    if not isinstance(value, str):
+        raise UserInputError(f'{where}: "{name}" must be a string, not {json_type(value)}')
+    return value
+
+
+def id_field(value: Any, where: str, name: str) -> str:
+    """``value`` as id text (see :func:`id_text`); the error names ``where`` and the field ``name``."""
+    return id_text(value, f'{where}: "{name}"')

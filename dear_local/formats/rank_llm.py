@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..errors import UserInputError
 from .request import Request
-from .shapes import id_field, text_field
+from .ids import id_field, text_field
 
 DOC_TEXT_FIELDS = ("text", "segment", "contents", "content", "body", "passage")
 

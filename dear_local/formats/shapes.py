@@ -19,10 +19,10 @@ turned into text such as ``"None"`` or ``"['x']"``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 from ..errors import UserInputError
-from .ids import id_text, json_type
+from .ids import id_field, id_text, json_type, text_field  # noqa: F401 - the field checks, importable from here too
 from .request import Request
 
 SHAPES = {
@@ -30,18 +30,6 @@ SHAPES = {
     "rankgpt": '{"query", "hits": [{"content", "docid"}]} (RankGPT)',
     "documents": '{"query", "documents": ["..."]}',
 }
-
-def text_field(value: Any, where: str, name: str) -> str:
-    """``value`` when it is a string; else ``UserInputError`` naming ``where`` and the field ``name``."""
-    if not isinstance(value, str):
-        raise UserInputError(f'{where}: "{name}" must be a string, not {json_type(value)}')
-    return value
-
-
-def id_field(value: Any, where: str, name: str) -> str:
-    """``value`` as id text (see :func:`~dear_local.formats.ids.id_text`); the error names ``where`` and ``name``."""
-    return id_text(value, f'{where}: "{name}"')
-
 
 _KEYS = (("candidates", "rank_llm"), ("hits", "rankgpt"), ("documents", "documents"))
 
