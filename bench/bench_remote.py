@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 MODES = ("greedy", "constrained", "first-token")
+# Per server slot: a window of 20 NovelEval passages under the stand-in's prompt needs about 4,900 tokens.
+CTX_PER_SLOT = 8192
 
 
 def per_window(model: str, threads: int, queries: list, logs: Path) -> list[dict]:
@@ -31,7 +33,7 @@ def per_window(model: str, threads: int, queries: list, logs: Path) -> list[dict
     from dear_local_convert.llama_server import LlamaServer
 
     rows = []
-    with LlamaServer(Path(model), logs, slots=1, threads=threads) as server:
+    with LlamaServer(Path(model), logs, slots=1, threads=threads, ctx_per_slot=CTX_PER_SLOT) as server:
         for mode in MODES:
             local = Reranker(model, decoding=mode, n_threads=threads)
             remote = Reranker(model, decoding=mode, servers=[server.url])
@@ -61,7 +63,7 @@ def batch(model: str, threads: int, requests: list, logs: Path, mode: str) -> li
     setups = [("1 server, 1 in flight", 1, 1, 1), ("1 server, 2 in flight", 1, 2, 2), ("2 servers, 4 in flight", 2, 2, 4)]
     rows = []
     for label, n_servers, slots, in_flight in setups:
-        servers = [LlamaServer(Path(model), logs, slots=slots, threads=half) for _ in range(n_servers)]
+        servers = [LlamaServer(Path(model), logs, slots=slots, threads=half, ctx_per_slot=CTX_PER_SLOT) for _ in range(n_servers)]
         try:
             r = Reranker(model, decoding=mode, servers=[s.url for s in servers])
             t = time.perf_counter()
