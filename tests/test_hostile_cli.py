@@ -287,6 +287,7 @@ def test_every_usage_error_is_one_line_naming_the_help(cli, command, flag, value
 
 
 @pytest.mark.parametrize("args", [["rerank", "-m", "x.gguf", "-q", "q", "--threads", "many"],
+                                  ["rerank", "-m"], ["serve", "--model", "x.gguf", "--port"], ["check", "--out"],
                                   ["serve", "--model", "x.gguf", "--port", "-1"],
                                   ["rerank", "-m", "x.gguf", "-q", "q", "--cpu-buffers", "huge"],
                                   ["evaluate"]])
@@ -294,3 +295,28 @@ def test_malformed_and_missing_values_are_one_line_too(cli, args):
     code, out, err = cli(*args)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert f"(see 'dear-local {args[0]} --help')" in err, err
+
+
+def test_a_huge_value_in_a_usage_error_is_cut_short(cli):
+    code, _, err = cli("rerank", "-m", "x.gguf", "-q", "q", "--format", "x" * 100_000)
+    assert code == 2 and err.count("\n") == 1 and len(err) < 600 and "\u2026" in err, err[:200]
+
+
+@pytest.mark.parametrize("option", ["-m", "--docs"])
+def test_a_path_too_long_for_the_file_system_is_one_line(cli, option):
+    args = ["rerank", "-m", "x" * 3000, "-q", "q"] if option == "-m" else ["rerank", "-m", "x.gguf", "-q", "q",
+                                                                         "--docs", "y" * 3000]
+    code, out, err = cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "unexpected" not in err, err[:300]
+
+
+def test_a_closed_standard_input_reads_as_empty():
+    """Started with stdin closed (`<&-`), commands that read it say there is nothing, in one line."""
+    import subprocess
+    import sys as _sys
+
+    proc = subprocess.run([_sys.executable, "-c", "import os, sys; os.close(0); sys.stdin = None; "
+                           "sys.argv = ['dear-local', 'rerank', '-m', 'x.gguf', '-q', 'q']; "
+                           "from dear_local.cli import main; main()"], capture_output=True, timeout=120)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and "unexpected" not in err, err

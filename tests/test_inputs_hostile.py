@@ -449,13 +449,16 @@ def test_run_topics_and_corpus_read_files_pipes_fifos_and_stdin_alike(cli, fake_
     assert out == expected
 
 
-def test_only_one_of_run_topics_and_corpus_can_be_stdin(cli, fake_gguf, tmp_path):
+@pytest.mark.parametrize("first, second", [("-", "-"), ("-", "/dev/stdin"), ("/dev/stdin", "/dev/fd/0"),
+                                           ("/proc/self/fd/0", "-")])
+def test_only_one_of_run_topics_and_corpus_can_be_stdin(cli, fake_gguf, tmp_path, first, second):
+    """Every name of standard input counts: two of them would read one stream twice."""
     corpus = tmp_path / "corpus.tsv"
     corpus.write_text(CORPUS_TSV, encoding="utf-8")
-    code, out, err = cli("rerank", "-m", str(fake_gguf), "--run", "-", "--topics", "-", "--corpus", str(corpus),
+    code, out, err = cli("rerank", "-m", str(fake_gguf), "--run", first, "--topics", second, "--corpus", str(corpus),
                          stdin=RUN)
     assert code == 2 and out == "" and len(err.splitlines()) == 1, err
-    assert "--run and --topics" in err and "stdin" in err and "does not exist" not in err
+    assert "--run and --topics" in err and "standard input" in err and "does not exist" not in err
     code, _, err = cli("rerank", "-m", str(fake_gguf), "--run", str(tmp_path / "nope.trec"), "--topics", "-",
                        "--corpus", str(corpus), stdin=TOPICS)
     assert code == 2 and "nope.trec does not exist" in err

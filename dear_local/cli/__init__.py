@@ -126,16 +126,36 @@ def _run_app() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.ClickException as exc:
-        ctx = getattr(exc, "ctx", None)
-        where = ctx.command_path if ctx is not None else app.info.name or "dear-local"
-        message = " ".join(exc.format_message().split())
-        typer.echo(f"error: {safe(message)} (see '{safe(where)} --help')", err=True)
+        typer.echo(f"error: {safe(_short(exc.format_message()))} (see '{safe(_help_path(exc))} --help')", err=True)
         sys.exit(exc.exit_code)
     except abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
     if isinstance(rv, int) and not isinstance(rv, bool):
         sys.exit(rv)  # an explicit exit, which non-standalone mode returns
+
+
+def _help_path(exc) -> str:
+    """The command whose ``--help`` explains a usage error: the subcommand's when one was named.
+
+    A value missing after an option (``rerank -m``) is raised with no context, or with the
+    group's, so the subcommand is then read from the command line.
+    """
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.parent is not None:
+        return ctx.command_path
+    prog = ctx.command_path if ctx is not None else (app.info.name or "dear-local")
+    from typer.main import get_command
+
+    commands = getattr(get_command(app), "commands", {}) or {}
+    first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    return f"{prog} {first}" if first in commands else prog
+
+
+def _short(message: str, limit: int = 400) -> str:
+    """``message`` on one line and at most ``limit`` characters (a value pasted by mistake can be huge)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "\u2026"
 
 
 def main() -> None:
@@ -151,6 +171,8 @@ def main() -> None:
     ends the command quietly with exit 141, as coreutils do.
     """
     debug = get_settings().debug
+    if sys.stdin is None:  # started with standard input closed (`<&-`): it reads as empty
+        sys.stdin = open(os.devnull, encoding="utf-8")
     stdout_at_start = _fd1_target()
     try:
         try:
@@ -183,6 +205,10 @@ def main() -> None:
             # os calls refuse a path holding "\x00" with a bare ValueError; whichever path it was, name the fix
             typer.echo("error: a path given contains a NUL byte (\\x00), which no file name can hold; fix the path",
                        err=True)
+            sys.exit(UserInputError.exit_code)
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            typer.echo(f"error: a path given is too long for the file system ({safe(_short(str(exc), 200))}); "
+                       "fix the path", err=True)
             sys.exit(UserInputError.exit_code)
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
             _silence_stdout()

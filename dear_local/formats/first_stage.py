@@ -28,6 +28,11 @@ def _examples(items: list[str], k: int = 5) -> str:
     return shown + (", ..." if len(items) > k else "")
 
 
+def _is_stdin(path) -> bool:
+    """True for the names of standard input: ``-``, ``/dev/stdin``, ``/dev/fd/0``, ``/proc/self/fd/0``."""
+    return str(path) in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+
+
 def requests_from_run(
     run_path: str | Path,
     topics_path: str | Path,
@@ -47,11 +52,11 @@ def requests_from_run(
         raise UserInputError(f"--depth must be at least 1, got {depth}")
     # Files, pipes (``<(zcat run.gz)``, FIFOs, /dev/stdin) and ``-`` for stdin: each is read once.
     from_stdin = [flag for flag, path in (("--run", run_path), ("--topics", topics_path), ("--corpus", corpus_path))
-                  if str(path) == "-"]
+                  if _is_stdin(path)]
     if len(from_stdin) > 1:
         raise UserInputError(
-            f"{' and '.join(from_stdin)} are each - (stdin), which holds one file; give at most one of them as -, "
-            "the others as files or pipes"
+            f"{' and '.join(from_stdin)} each read standard input (-, /dev/stdin or /dev/fd/0), which holds one file; "
+            "give at most one of them as stdin, the others as files or pipes"
         )
     for path in (run_path, topics_path, corpus_path):
         check_input(path)
