@@ -248,3 +248,31 @@ def test_serve_in_front_of_a_server_answers_the_cohere_sdk_and_bad_input(servers
         for body, needle in BAD_REQUESTS:
             r = httpx.post(url + "/v1/rerank", json=body, timeout=60)
             assert r.status_code == 422 and needle in r.text, (body, r.text)
+
+
+def test_a_llama_server_dies_with_the_process_that_started_it(standin_gguf, tmp_path):
+    """A test or bench killed half-way (timeout, SIGKILL) leaves no llama-server behind."""
+    script = (
+        "import os, sys; from pathlib import Path; from dear_local_convert.llama_server import LlamaServer; "
+        "s = LlamaServer(Path(sys.argv[1]), Path(sys.argv[2]), slots=1); print(s.proc.pid, flush=True); "
+        "os.kill(os.getpid(), 9)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(standin_gguf), str(tmp_path)], capture_output=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    pid = int(proc.stdout.decode().split()[0])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    return  # a zombie: already dead, waiting for init to reap it
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    raise AssertionError(f"llama-server {pid} outlived the process that started it")

@@ -2,8 +2,9 @@
 
 Used by the ``--server`` tests and by ``bench/bench_remote.py``. ``LlamaServer(gguf, log_dir)``
 picks a free port, starts the binary, waits for ``GET /health`` to answer 200, and is stopped by
-its PID (SIGTERM, then SIGKILL). Its log goes to a file in ``log_dir``, shown when it fails to
-start.
+its PID (SIGTERM, then SIGKILL). On Linux it also dies with the process that started it, so a
+test or bench killed half-way (a timeout, SIGKILL) leaves no server behind. Its log goes to a file
+in ``log_dir``, shown when it fails to start.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +36,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 class LlamaServer:
     """One llama-server process serving ``gguf`` on 127.0.0.1."""
 
@@ -46,7 +55,10 @@ class LlamaServer:
                "-c", str(ctx_per_slot * slots), "-np", str(slots), "-t", str(threads), "-tb", str(threads),
                "--no-webui", *extra]
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
