@@ -15,7 +15,7 @@ import typer
 
 from ..errors import DearLocalError, DiskFullError, UserInputError
 from ..settings import get_settings
-from .messages import safe
+from .messages import safe, shorten
 
 app = typer.Typer(
     name="dear-local",
@@ -126,7 +126,7 @@ def _run_app() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.ClickException as exc:
-        typer.echo(f"error: {safe(_short(exc.format_message()))} (see '{safe(_help_path(exc))} --help')", err=True)
+        typer.echo(f"error: {safe(shorten(exc.format_message()))} (see '{safe(_help_path(exc))} --help')", err=True)
         sys.exit(exc.exit_code)
     except abort:
         typer.echo("aborted", err=True)
@@ -150,12 +150,6 @@ def _help_path(exc) -> str:
     commands = getattr(get_command(app), "commands", {}) or {}
     first = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
     return f"{prog} {first}" if first in commands else prog
-
-
-def _short(message: str, limit: int = 400) -> str:
-    """``message`` on one line and at most ``limit`` characters (a value pasted by mistake can be huge)."""
-    message = " ".join(message.split())
-    return message if len(message) <= limit else message[: limit - 1] + "\u2026"
 
 
 def main() -> None:
@@ -207,7 +201,7 @@ def main() -> None:
                        err=True)
             sys.exit(UserInputError.exit_code)
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-            typer.echo(f"error: a path given is too long for the file system ({safe(_short(str(exc), 200))}); "
+            typer.echo(f"error: a path given is too long for the file system ({safe(shorten(str(exc), 200))}); "
                        "fix the path", err=True)
             sys.exit(UserInputError.exit_code)
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:

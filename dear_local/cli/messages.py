@@ -20,6 +20,13 @@ def safe(message: str) -> str:
     return printable(redact(message))
 
 
+def shorten(message: str, limit: int = 400) -> str:
+    """``message`` with its whitespace runs made single spaces, cut to ``limit`` characters with an
+    ellipsis (a value pasted by mistake into an option can be huge)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "\u2026"
+
+
 def warn(message: str) -> None:
     """``warning: MESSAGE`` on stderr."""
     typer.echo(f"warning: {safe(message)}", err=True)

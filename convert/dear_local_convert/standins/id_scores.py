@@ -54,6 +54,8 @@ def id_logprobs(model, tree: IdTree, root_logits, cache, base_len: int):
     """
     import torch
 
+    from dear_local_convert.transformers_backend.backend import cache_kwarg
+
     logp_at: dict[tuple[int, ...], dict[int, torch.Tensor]] = {}
     zero = root_logits.new_zeros(())
     for node, children in tree.branches.items():
@@ -70,14 +72,6 @@ def id_logprobs(model, tree: IdTree, root_logits, cache, base_len: int):
         logp_at[node] = {tok: values[i] for i, tok in enumerate(children)}
     _crop_to(cache, base_len)
     return torch.stack([sum((logp_at[path[:d]][path[d]] for d in range(len(path))), zero) for path in tree.paths])
-
-
-def cache_kwarg(model) -> str:
-    """The forward argument that takes a KV cache: ``cache`` in newer transformers, else ``past_key_values``."""
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _crop_to(cache, length: int) -> None:

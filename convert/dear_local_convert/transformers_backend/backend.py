@@ -8,6 +8,7 @@ jinja2 code the llama.cpp backend uses on the GGUF's copy of it.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def device_name(device: str) -> str:
 
     return f"cpu ({platform.processor() or platform.machine()})"
 
+
+
+def cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` since transformers 5 renamed
+    ``past_key_values``, else ``past_key_values``. A PEFT wrapper is asked about its base model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_kwarg_of(type(base))
+
+
+@functools.cache
+def _cache_kwarg_of(cls) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 class TransformersBackend(Backend):
     """A checkpoint in transformers; with ``lora``, a PEFT LoRA adapter directory applied through PEFT.
@@ -99,9 +112,8 @@ class TransformersBackend(Backend):
         self.eog_ids = frozenset(self._end_ids())
         self._cache = None
         self._seq: list[int] = []
-        # transformers 5 renamed the forward argument ``past_key_values`` to ``cache``.
         params = inspect.signature(self.model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = cache_kwarg(self.model)
         # Only the last position's logits are needed, except in ``extend_all``: asking for
         # fewer saves a prompt-length x vocabulary tensor.
         self._keep_kwarg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
