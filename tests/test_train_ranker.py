@@ -113,6 +113,8 @@ def test_windows_mix_grades_and_order_by_grade_then_teacher():
             gb = dl19.qrels[w.qid].get(by_text[w.qid][w.passages[b]], 0)
             if ga == gb:
                 assert rank_of[w.qid][by_text[w.qid][w.passages[a]]] < rank_of[w.qid][by_text[w.qid][w.passages[b]]]
+    for w in windows:  # the teacher's score travels with each passage, in prompt order
+        assert w.teacher == tuple(float(-position[p]) for p in w.passages)
     assert len(calls) == 2 * 3  # once per query and run
     assert windows != tr.sample_windows(queries, dl19.qrels, teacher, tr.TrainConfig(steps=12, min_window=5, max_window=9, seed=1))
 
@@ -123,6 +125,8 @@ def test_windows_mix_grades_and_order_by_grade_then_teacher():
         (["--steps", "0"], "--steps must be at least 1"),
         (["--min-window", "1"], "--min-window"),
         (["--max-window", "21"], "--max-window <= 20"),
+        (["--distill-weight", "-1"], "must not be negative"),
+        (["--layers", "-2"], "must not be negative"),
     ],
 )
 def test_bad_settings_fail_with_one_line(tmp_path, capsys, args, message):
@@ -216,11 +220,45 @@ def test_the_first_token_loss_prefers_every_better_graded_id_and_ignores_ties(se
         assert abs(float(tr.first_token_loss(swapped, tuple(grades), cfg)) - base) < 1e-5
 
 
+@pytest.mark.parametrize("seed", range(25))
+def test_the_distillation_term_is_smallest_at_the_target_distribution(seed):
+    """With only the ListNet term, the loss is least when the student's id distribution is the target
+    softmax(grade_scale * grade + z(teacher)); any other distribution costs more, and a better-graded id's
+    target weight is higher whatever the teacher says within a grade spread of one standard deviation."""
+    import random
+
+    import torch
+
+    rng = random.Random(seed)
+    n = rng.randint(2, 20)
+    grades = tuple(rng.choice([-1, 0, 0, 1, 2, 3]) for _ in range(n))
+    teacher = tuple(rng.uniform(-0.2, 0.9) for _ in range(n))
+    cfg = tr.TrainConfig(objective="first-token", pair_weight=0.0, top_weight=0.0, distill_weight=1.0)
+    g = torch.tensor(grades, dtype=torch.float32)
+    t = torch.tensor(teacher)
+    z = (t - t.mean()) / t.std() if n > 1 else t * 0
+    best = torch.log_softmax(cfg.grade_scale * g + z, 0)
+    at_target = float(tr.first_token_loss(best, grades, cfg, teacher))
+    for _ in range(5):
+        other = torch.log_softmax(best + torch.tensor([rng.gauss(0, 1) for _ in range(n)]), 0)
+        assert float(tr.first_token_loss(other, grades, cfg, teacher)) > at_target - 1e-6
+    # without teacher scores the term is absent
+    assert float(tr.first_token_loss(best, grades, cfg)) == 0.0
+
+
 def test_the_first_token_objective_trains_end_to_end_under_bf16_autocast(standin_dir, tmp_path):
-    """The FIRST objective's training step runs on windows whose ids share a first digit, under bf16 autocast."""
+    """The FIRST objective's training step, with distillation and LoRA on the last blocks only, runs on
+    windows whose ids share a first digit, under bf16 autocast."""
     args = _tiny(tmp_path / "f", standin_dir)
     args[args.index("--min-window") + 1], args[args.index("--max-window") + 1] = "10", "12"
-    assert tr.main([*args, "--steps", "2", "--objective", "first-token", "--autocast"]) == 0
+    assert tr.main([*args, "--steps", "2", "--objective", "first-token", "--autocast",
+                    "--distill-weight", "1", "--layers", "2"]) == 0
     record = json.loads((tmp_path / "f" / "training.json").read_text())
     assert record["config"]["objective"] == "first-token" and record["config"]["autocast"] is True
     assert len(record["losses"]) == 2 and all(0 < v < 100 for v in record["losses"])
+    # LoRA weights only on the last two of the stand-in's 30 blocks
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "f" / "adapter_model.safetensors"), "pt") as f:
+        blocks = {int(k.split(".layers.")[1].split(".")[0]) for k in f.keys()}
+    assert blocks == {28, 29}

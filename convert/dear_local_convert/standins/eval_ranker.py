@@ -1,7 +1,7 @@
 """Measure the ranking stand-in: nDCG@10 and identity share of its reference rankings.
 
 Runs the transformers reference backend (fp32 by default, CPU) under the stand-in's profile
-(``rankgpt-chat``, window 20, constrained decoding), with or without the LoRA adapter (applied
+(``rankgpt-chat``, window 20, its decoding unless ``--decoding`` names another), with or without the LoRA adapter (applied
 through PEFT, unmerged, as ``dear-local reference --lora`` does), on one window per query:
 
 - ``dl19-dev``: the DL19 dev queries of :data:`~dear_local_convert.standins.ranker_split.DEV_QIDS`,
@@ -13,7 +13,7 @@ Command::
 
     PYTHONPATH=.:convert DEAR_LOCAL_DATA=../shared/data \\
         python -m dear_local_convert.standins.eval_ranker --adapter ADAPTER_DIR \\
-        --slice dl19-dev --slice noveleval [--no-adapter] [--out results.json]
+        --slice dl19-dev --slice noveleval [--decoding first-token] [--out results.json]
 
 For each slice it prints nDCG@10 of the model's order and of the input order (BM25's for DL19,
 the search engine's for NovelEval) and the share of windows whose answer is not the identity.
@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from dear_local.errors import DearLocalError, UserInputError
@@ -71,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default=None, help="SmolLM2 bf16 checkpoint dir (default: the stand-in's)")
     ap.add_argument("--slice", action="append", choices=SLICES, help="repeatable; default: dl19-dev and noveleval")
     ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--decoding", action="append", choices=("greedy", "constrained", "first-token"),
+                    help="repeatable; default: the stand-in profile's")
+    ap.add_argument("--model", default=None, help="the manifest whose profile ranks (default: the stand-in's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     a = ap.parse_args(argv)
@@ -86,17 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         if a.adapter is not None and not (Path(a.adapter) / "adapter_config.json").is_file():
             raise UserInputError(f"{a.adapter} holds no adapter_config.json; pass a PEFT adapter directory")
         base = Path(a.base) if a.base else standin_checkpoint()
-        profile = get_manifest(STANDIN_MODEL).profile
+        base_profile = get_manifest(a.model or STANDIN_MODEL).profile
         backend = TransformersBackend(base, device="cpu", dtype=a.dtype, lora=a.adapter)
-        results = {"model": backend.model_label, "dtype": a.dtype, "profile": profile.to_dict(), "slices": []}
-        for name in a.slice or ["dl19-dev", "noveleval"]:
-            r = evaluate(backend, profile, eval_slice(name))
-            results["slices"].append(r)
-            print(
-                f"{name}: nDCG@10 {r['ndcg@10']:.4f} (input order {r['input_ndcg@10']:.4f}), "
-                f"non-identity {r['non_identity_share']:.0%} of {r['queries']} windows, {r['seconds']:.0f}s"
-            )
-            sys.stdout.flush()
+        results = {"model": backend.model_label, "dtype": a.dtype, "profile": base_profile.to_dict(), "slices": []}
+        for decoding in a.decoding or [base_profile.decoding]:
+            profile = replace(base_profile, decoding=decoding)
+            for name in a.slice or ["dl19-dev", "noveleval"]:
+                r = {**evaluate(backend, profile, eval_slice(name)), "decoding": decoding}
+                results["slices"].append(r)
+                print(
+                    f"{name} ({decoding}): nDCG@10 {r['ndcg@10']:.4f} (input order {r['input_ndcg@10']:.4f}), "
+                    f"non-identity {r['non_identity_share']:.0%} of {r['queries']} windows, {r['seconds']:.0f}s"
+                )
+                sys.stdout.flush()
         if a.out:
             write_text_atomic(a.out, json.dumps(results, indent=1) + "\n")
     except DearLocalError as exc:

@@ -107,6 +107,12 @@ class TrainConfig:
     lm_weight: float = 0.2
     small_windows: float = 0.0  # share of windows drawn with 2..9 candidates (cheaper steps), the rest as above
     autocast: bool = False  # run forward and backward under bf16 autocast (fp32 master weights); faster on CPUs with AVX512_BF16 or AMX
+    # ListNet distillation on the ids' first-token scores (first-token objective): the cross-entropy
+    # between softmax(grade_scale * grade + z(teacher)) over the window and the student's softmax
+    # over its id scores, where z is the teacher's score standardised within the window.
+    distill_weight: float = 0.0
+    grade_scale: float = 2.0
+    layers: int = 0  # LoRA on the last `layers` blocks only (0: every block); the blocks below run without gradients
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,7 @@ class Window:
     passages: tuple[str, ...]
     order: tuple[int, ...]
     grades: tuple[int, ...] = ()  # per prompt position: the qrels grade, -1 for another query's passage
+    teacher: tuple[float, ...] = ()  # per prompt position: the teacher's score against this window's query
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +211,10 @@ def sample_windows(queries, qrels, teacher, cfg: TrainConfig) -> list[Window]:
 
         keyed = sorted(range(len(picked)), key=lambda j: (-grade(picked[j]), -scores[qi][picked[j]], j))
         passages = tuple(usable[src][0].passages[i] for src, i in picked)
-        windows.append(Window(q.qid, q.text, passages, tuple(keyed), tuple(grade(k) for k in picked)))
+        windows.append(Window(
+            q.qid, q.text, passages, tuple(keyed), tuple(grade(k) for k in picked),
+            tuple(round(scores[qi][k], 6) for k in picked),
+        ))
     return windows
 
 
@@ -436,15 +446,20 @@ def train(
             constraints[n] = PermutationConstraint(index, n, profile.tmpl.id_base)
         return constraints[n]
 
+    n_layers = backend.model.config.num_hidden_layers
+    if cfg.layers > n_layers:
+        raise UserInputError(f"--layers must be at most the model's {n_layers} blocks, not {cfg.layers}")
     lora = LoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=0.0,
         bias="none", task_type="CAUSAL_LM",
+        layers_to_transform=list(range(n_layers - cfg.layers, n_layers)) if cfg.layers else None,
     )
     model = get_peft_model(backend.model, lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
-    log(f"LoRA r={cfg.rank} alpha={cfg.alpha} on {','.join(cfg.targets)}: {n_params:,} trainable parameters")
+    where = f"the last {cfg.layers} of {n_layers} blocks" if cfg.layers else f"all {n_layers} blocks"
+    log(f"LoRA r={cfg.rank} alpha={cfg.alpha} on {','.join(cfg.targets)} of {where}: {n_params:,} trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     trees: dict[int, IdTree] = {}
@@ -492,7 +507,7 @@ def train(
                 logp = id_logprobs(
                     model, tree, logits[len(tree.prefix_ids)], out.past_key_values, n_prompt + len(tree.prefix_ids)
                 )
-                loss = cfg.lm_weight * loss + first_token_loss(logp, win.grades, cfg)
+                loss = cfg.lm_weight * loss + first_token_loss(logp, win.grades, cfg, win.teacher)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -534,13 +549,16 @@ def train(
     return record
 
 
-def first_token_loss(logp, grades: tuple[int, ...], cfg: TrainConfig):
+def first_token_loss(logp, grades: tuple[int, ...], cfg: TrainConfig, teacher: tuple[float, ...] = ()):
     """The FIRST objective on one window's id log-probabilities ``logp`` (shape ``(n,)``).
 
     ``pair_weight`` x the mean RankNet loss ``softplus(logp[b] - logp[a])`` over every pair
     with ``grades[a] > grades[b]``, plus ``top_weight`` x ``-log`` of the probability mass on
     the ids of the best grade in the window (any of them may come first). Ties within a grade
-    cost nothing, so no teacher's guess between equally judged passages is learned.
+    cost nothing, so no teacher's guess between equally judged passages is learned. With
+    ``cfg.distill_weight``, plus that weight x ListNet's cross-entropy between the target
+    distribution ``softmax(grade_scale * grade + z)`` (``z``: ``teacher`` standardised within
+    the window) and ``softmax(logp)`` over the window's ids.
     """
     import torch
 
@@ -549,7 +567,13 @@ def first_token_loss(logp, grades: tuple[int, ...], cfg: TrainConfig):
     diff = logp[None, :] - logp[:, None]  # [a, b]: logp[b] - logp[a]
     pair = torch.nn.functional.softplus(diff[better]).mean() if bool(better.any()) else logp.new_zeros(())
     top = -torch.logsumexp(logp[g == g.max()], dim=0)
-    return cfg.pair_weight * pair + cfg.top_weight * top
+    loss = cfg.pair_weight * pair + cfg.top_weight * top
+    if cfg.distill_weight and teacher:
+        t = torch.tensor(teacher, dtype=torch.float32)
+        z = (t - t.mean()) / t.std().clamp(min=1e-6) if len(teacher) > 1 else t * 0
+        target = torch.softmax(cfg.grade_scale * g + z, dim=0)
+        loss = loss - cfg.distill_weight * (target * torch.log_softmax(logp, dim=0)).sum()
+    return loss
 
 
 def _dev_windows(backend, profile) -> list[tuple[list[int], int, dict[str, int], list[str], str]]:
@@ -637,6 +661,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserInputError(f"--objective must be answer or first-token, not {cfg.objective!r}")
     if min(cfg.pair_weight, cfg.top_weight, cfg.lm_weight) < 0:
         raise UserInputError("--pair-weight, --top-weight and --lm-weight must not be negative")
+    if cfg.distill_weight < 0 or cfg.layers < 0:
+        raise UserInputError("--distill-weight and --layers must not be negative")
     if not 0.0 <= cfg.small_windows <= 1.0:
         raise UserInputError(f"--small-windows must be in [0, 1], not {cfg.small_windows}")
 
@@ -675,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lm-weight", type=float, default=d.lm_weight, help="weight of the answer cross-entropy under --objective first-token")
     ap.add_argument("--small-windows", type=float, default=d.small_windows, help="share of windows with 2..9 candidates")
     ap.add_argument("--autocast", action="store_true", help="bf16 autocast (faster where the CPU has AVX512_BF16 or AMX)")
+    ap.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                    help="weight of ListNet distillation from grades and teacher scores (first-token objective)")
+    ap.add_argument("--grade-scale", type=float, default=d.grade_scale,
+                    help="how far one qrels grade moves the distillation target, in teacher standard deviations")
+    ap.add_argument("--layers", type=int, default=d.layers, help="LoRA on the last N blocks only (0: all)")
     ap.add_argument("--eval-every", type=int, default=0, help="print the dev split's first-token nDCG@10 every N steps")
     a = ap.parse_args(argv)
     cfg = TrainConfig(
@@ -684,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads, save_dtype=a.save_dtype, max_queries=a.max_queries,
         foreign=a.foreign, teacher=a.teacher, objective=a.objective, pair_weight=a.pair_weight,
         top_weight=a.top_weight, lm_weight=a.lm_weight, small_windows=a.small_windows, autocast=a.autocast,
+        distill_weight=a.distill_weight, grade_scale=a.grade_scale, layers=a.layers,
     )
     try:
         train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every, eval_every=a.eval_every)
