@@ -85,6 +85,12 @@ def noveleval_first3(session_env):
     return [(q.text, list(q.passages)) for q in load_slice("noveleval", queries=3).queries]
 
 
+# The fixtures that build real models (convert_fixtures: the tiny Llama-3.1, the SmolLM2 checkpoint and
+# their GGUFs; lora_fixtures: PEFT adapters on them) are registered here for every test module; the
+# plain helpers in those modules are imported by name where used.
+pytest_plugins = ["convert_fixtures", "lora_fixtures"]
+
+
 # -- the two tiers --------------------------------------------------------------------------------
 # A test that needs a real model (the stand-in GGUF or checkpoint, the tiny Llama-3.1) is in the slow
 # tier, whether it asks for the model directly or through another fixture: `pytest -m "not slow"`

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from convert_fixtures import tiny_f32_gguf, tiny_llama3_dir  # noqa: F401  (fixtures)
 
 pytest.importorskip("torch")
 pytest.importorskip("gguf")

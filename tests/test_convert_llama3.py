@@ -12,13 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from convert_fixtures import (  # noqa: F401  (fixtures)
-    noveleval_windows,
-    standin_dir,
-    tiny_f32_gguf,
-    tiny_llama3_dir,
-    vocab_test_vectors,
-)
+from convert_fixtures import noveleval_windows, vocab_test_vectors
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

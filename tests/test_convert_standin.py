@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from convert_fixtures import noveleval_windows, standin_bf16_gguf, standin_dir  # noqa: F401  (fixtures)
+from convert_fixtures import noveleval_windows
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convert_fixtures import standin_bf16_gguf, standin_dir  # noqa: F401  (fixtures)
 from dear_local.backends.loader import CPU_BUFFER_MODES, choose_cpu_buffers, cpu_features, llama_system_info
 from dear_local.errors import UserInputError
 

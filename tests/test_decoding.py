@@ -17,7 +17,6 @@ import sys
 
 import pytest
 
-from convert_fixtures import standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401  (fixtures)
 from dear_local import Profile, Reranker
 from dear_local.backends.llama import LlamaCppBackend
 from dear_local.contract import get_template, is_complete

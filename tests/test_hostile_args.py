@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from dear_local import Profile, Reranker
 from dear_local.contract.profile import StrideError
 from dear_local.errors import ContextOverflowError, DearLocalError, UnknownProfileError, UserInputError
-from convert_fixtures import standin_bf16_gguf, standin_dir  # noqa: F401
 from fake_backend import FakeBackend
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

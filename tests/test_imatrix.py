@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert_fixtures import tiny_f32_gguf, tiny_llama3_dir  # noqa: F401  (fixtures)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from convert_fixtures import noveleval_windows, standin_dir, tiny_llama3_dir  # noqa: F401  (fixtures)
-from lora_fixtures import (  # noqa: F401  (fixtures)
-    compare_every_position,
-    long_prompt_ids,
-    peft_model,
-    tiny_lora,
-    tiny_merged_f32,
-)
+from convert_fixtures import noveleval_windows
+from lora_fixtures import compare_every_position, long_prompt_ids, peft_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from convert_fixtures import tiny_f32_gguf, tiny_llama3_dir  # noqa: F401  (fixtures)
-from lora_fixtures import tiny_lora, tiny_merged_f32  # noqa: F401  (fixtures)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from convert_fixtures import noveleval_windows, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401  (fixtures)
-from lora_fixtures import GGML_TYPE_F32, tiny_lora, tiny_merged_f32  # noqa: F401  (fixtures)
+from convert_fixtures import noveleval_windows
+from lora_fixtures import GGML_TYPE_F32
 
 pytest.importorskip("torch")
 pytest.importorskip("peft")

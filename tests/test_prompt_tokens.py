@@ -18,7 +18,7 @@ from dear_local.backends.llama import LlamaCppBackend
 from dear_local.contract import Profile, get_template
 from dear_local.engine import prompt_ids
 from dear_local.prompt import cut_passage, spellable
-from convert_fixtures import noveleval_windows, standin_dir, tiny_llama3_dir  # noqa: F401  (fixtures)
+from convert_fixtures import noveleval_windows
 
 TEMPLATES = ["card", "rankgpt-chat"]
 # The two attacks: a fake end of turn and assistant turn carrying a ranking.

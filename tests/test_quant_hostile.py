@@ -24,7 +24,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convert_fixtures import standin_bf16_gguf, standin_dir, tiny_f32_gguf, tiny_llama3_dir  # noqa: F401
 from dear_local.errors import InvalidModelFileError, ModelNotFoundError, QuantizeError
 from dear_local.gguf_file import GGML_TYPE_SIZES, check_gguf
 from small_disk import in_small_disk, needs_tmpfs

@@ -3,8 +3,8 @@
 NovelEval windows ranked through llama-server (native and OpenAI-compatible protocols) against a
 local llama-cpp-python run of the same GGUF: same prompt ids, and the same answers in greedy and
 constrained decoding; first-token scores agree up to the two llama.cpp builds' numerics (see
-ENGINE_TOLERANCE). Then the fleet, against an uninterrupted run on the same servers: the 43 DL19
-queries killed half way and resumed, a server stopped mid-run, every server down; a server with
+ENGINE_TOLERANCE). Then the fleet, against an uninterrupted run on the same servers: a batch of
+DL19 queries killed half way and resumed, a server stopped mid-run, every server down; a server with
 another tokenizer; and ``serve --server`` answering the Cohere SDK and the bad-input matrix.
 """
 
@@ -53,11 +53,17 @@ def local(standin_gguf):
         r.close()
 
 
+# The fleet tests run the first DL19 queries: enough for two servers with two in flight to be killed
+# half way, a server stopped after 3 of them, and every server down after 3 (each query costs seconds).
+FLEET_QUERIES = 12
+
+
 @pytest.fixture(scope="module")
 def dl19_requests(session_env) -> list[Request]:
     from dear_local_convert.slices import load_slice
 
-    return [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in load_slice("dl19-top20").queries]
+    queries = load_slice("dl19-top20").queries[:FLEET_QUERIES]
+    return [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in queries]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -176,7 +182,7 @@ def test_a_batch_on_two_servers_killed_half_way_resumes_to_the_uninterrupted_res
 
 def test_a_server_stopped_mid_run_leaves_its_work_to_the_other(standin_gguf, dl19_requests, dl19_uninterrupted,
                                                                tmp_path):
-    requests = dl19_requests[:12]
+    requests = dl19_requests
     expected = _trec(dl19_uninterrupted, requests)
     with LlamaServer(standin_gguf, tmp_path, slots=1) as a, LlamaServer(standin_gguf, tmp_path, slots=1) as b:
         remote = Reranker(str(standin_gguf), template="card", decoding="constrained", servers=[a.url, b.url])
@@ -201,7 +207,7 @@ def test_a_server_stopped_mid_run_leaves_its_work_to_the_other(standin_gguf, dl1
 def test_with_every_server_down_the_run_stops_clearly_and_keeps_finished_queries(
     standin_gguf, dl19_requests, dl19_uninterrupted, tmp_path
 ):
-    requests = dl19_requests[:10]
+    requests = dl19_requests[:8]
     jsonl = _write_jsonl(requests, tmp_path / "q.jsonl")
     out = tmp_path / "run.trec"
     env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}

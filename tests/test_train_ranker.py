@@ -13,7 +13,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from convert_fixtures import standin_dir  # noqa: E402,F401  (fixture)
 from dear_local_convert.standins import train_ranker as tr  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("session_env")
