@@ -6,6 +6,7 @@ the llama.cpp runtime share one prompt, one decoding loop and one parser.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -60,10 +61,65 @@ class Ranking:
     windows: list[WindowResult]
     scores: list[float] | None = None  # per input index, when available from a single window
     truncated: list[bool] = field(default_factory=list)  # per input index: was the document cut?
+    planned: int | None = None  # windows the list needed; more than len(windows) when stopped early
 
     @property
     def statuses(self) -> list[str]:
         return [w.status for w in self.windows]
+
+    @property
+    def complete(self) -> bool:
+        """False for a ranking stopped before its last window (see :class:`RankingState`)."""
+        return self.planned is None or len(self.windows) >= self.planned
+
+
+def apply_window(order: list[int], window: WindowResult) -> None:
+    """Reorder ``order[window.start:window.end]`` in place as ``window`` ranked it."""
+    current = order[window.start:window.end]
+    order[window.start:window.end] = [current[j] for j in window.order]
+
+
+class RankingState:
+    """A ranking in progress, which another thread can read: the windows :func:`rank_documents` has finished.
+
+    Pass one to :func:`rank_documents` (or ``Reranker.rerank``); :meth:`snapshot` is then the best order
+    available at any moment: the finished windows applied, every other document in input order. The HTTP
+    server answers with it when a request's deadline comes before the ranking ends.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._lock = threading.Lock()
+        self._truncated = [False] * n
+        self._windows: list[WindowResult] = []
+        self._planned: int | None = None
+
+    def started(self, truncated: list[bool], planned: int) -> None:
+        with self._lock:
+            self._truncated, self._planned = list(truncated), planned
+
+    def finished(self, window: WindowResult) -> None:
+        with self._lock:
+            self._windows.append(window)
+
+    @property
+    def windows_left(self) -> int | None:
+        """Windows not finished yet; None before the ranking started."""
+        with self._lock:
+            return None if self._planned is None else self._planned - len(self._windows)
+
+    def snapshot(self) -> Ranking:
+        """The order so far, with no scores (they are rank-derived) and ``planned`` set.
+
+        Before the ranking started, the input order with no windows and ``planned`` 1 (not complete).
+        """
+        with self._lock:
+            windows, truncated, planned = list(self._windows), list(self._truncated), self._planned
+        order = list(range(self.n))
+        for window in windows:
+            apply_window(order, window)
+        return Ranking(order=order, windows=windows, truncated=truncated,
+                       planned=max(planned or 1, len(windows)))
 
 
 def prompt_ids(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[int]:
@@ -139,21 +195,29 @@ def rank_documents(
     query: str,
     documents: list[str],
     on_window: Callable[[WindowResult], None] | None = None,
+    state: RankingState | None = None,
 ) -> Ranking:
-    """Rerank a whole list through sliding windows, back to front."""
+    """Rerank a whole list through sliding windows, back to front.
+
+    ``on_window`` is called after each window; an exception it raises stops the ranking there.
+    ``state``, when given, records each finished window, so another thread can read the order so far.
+    """
     validate_request(query, documents)
     check_query(backend, query)  # before the documents are cut: a query that cannot fit costs little
     tmpl = profile.tmpl
     passages = [cut_passage(backend, tmpl, d) for d in documents]
     order = list(range(len(documents)))
     spans = window_spans(len(documents), profile.window, profile.stride)
+    if state is not None:
+        state.started([p.truncated for p in passages], len(spans))
     results: list[WindowResult] = []
     for start, end in spans:
-        current = order[start:end]
-        res = _rank_cut(backend, profile, query, [passages[i] for i in current])
+        res = _rank_cut(backend, profile, query, [passages[i] for i in order[start:end]])
         res.start, res.end = start, end
-        order[start:end] = [current[j] for j in res.order]
+        apply_window(order, res)
         results.append(res)
+        if state is not None:
+            state.finished(res)
         if on_window is not None:
             on_window(res)
     scores = None
@@ -162,7 +226,8 @@ def rank_documents(
         scores = [0.0] * len(documents)
         for pos, idx in enumerate(order):
             scores[idx] = window_scores[results[0].order[pos]] if len(documents) > 1 else 1.0
-    return Ranking(order=order, windows=results, scores=scores, truncated=[p.truncated for p in passages])
+    return Ranking(order=order, windows=results, scores=scores, truncated=[p.truncated for p in passages],
+                   planned=len(spans))
 
 
 def timed(fn, *args, **kw):

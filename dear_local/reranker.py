@@ -12,7 +12,7 @@ from .api_args import check_int
 from .backends.base import Backend, ModelRuntime  # noqa: F401 - Backend kept importable from here
 from .contract import Profile
 from .contract.profile import check_fields
-from .engine import Ranking, WindowResult, rank_documents
+from .engine import Ranking, RankingState, WindowResult, rank_documents
 from .errors import UserInputError
 from .run_options import PROFILE, RunOptions, check_values, knobs, options_doc
 from .store import resolve
@@ -122,6 +122,24 @@ def rank_scores(n: int) -> list[float]:
     return [(n - r) / n for r in range(n)]
 
 
+def response_of(ranking: Ranking, documents: list[str], top_n: int | None = None) -> RerankResponse:
+    """The results of ``ranking`` over ``documents``: best first, at most ``top_n``.
+
+    Scores are the ranking's own (first-token probabilities) when it has them, else derived
+    from rank; a ranking stopped early (``ranking.complete`` False) is one of those.
+    """
+    if ranking.scores is not None:
+        scores = [ranking.scores[i] for i in ranking.order]
+    else:
+        scores = rank_scores(len(documents))
+    results = [
+        RerankResult(index=idx, text=documents[idx], rank=r, score=float(scores[r]),
+                     truncated=ranking.truncated[idx])
+        for r, idx in enumerate(ranking.order)
+    ]
+    return RerankResponse(results=results[:top_n] if top_n else results, ranking=ranking)
+
+
 class Reranker:
     # The docstring is _RERANKER_DOC below, with one line per run option from RunOptions.
 
@@ -160,6 +178,7 @@ class Reranker:
         documents: list[str],
         top_n: int | None = None,
         on_window: Callable[[WindowResult], None] | None = None,
+        state: RankingState | None = None,
     ) -> RerankResponse:
         """Rerank ``documents`` for ``query``; return the best ``top_n`` (all by default).
 
@@ -167,7 +186,9 @@ class Reranker:
         front. ``results`` are best first, each with its input ``index``, ``rank``
         (0 = best), ``score`` in (0, 1] and ``truncated`` (cut to the template's
         passage cap); ``windows`` hold every window's raw answer, token ids and parse
-        status. ``on_window`` is called after each window (for progress bars).
+        status. ``on_window`` is called after each window (for progress bars); an exception it
+        raises stops the ranking. ``state`` (a :class:`~dear_local.engine.RankingState`) records the
+        finished windows, so another thread can take the order so far with ``state.snapshot()``.
 
         ``query`` is a non-empty ``str``; ``documents`` any iterable of ``str`` (a generator is
         read once), but not a ``str``, ``bytes`` or dict; ``top_n`` ``None`` or an ``int`` >= 1.
@@ -183,19 +204,13 @@ class Reranker:
         documents = check_call(query, documents, top_n)
         if on_window is not None and not callable(on_window):
             raise UserInputError(f"on_window must be a callable or None, got {_type_name(on_window)}")
+        if state is not None and not isinstance(state, RankingState):
+            raise UserInputError(f"state must be a dear_local.engine.RankingState or None, got {_type_name(state)}")
+        if state is not None and state.n != len(documents):
+            raise UserInputError(f"state is for {state.n} documents, but {len(documents)} were passed")
         self.backend.start_query()  # on servers: each query starts on the least-used one, its windows stay there
-        ranking = rank_documents(self.backend, self.profile, query, documents, on_window)
-        n = len(documents)
-        if ranking.scores is not None:
-            scores = [ranking.scores[i] for i in ranking.order]
-        else:
-            scores = rank_scores(n)
-        results = [
-            RerankResult(index=idx, text=documents[idx], rank=r, score=float(scores[r]),
-                         truncated=ranking.truncated[idx])
-            for r, idx in enumerate(ranking.order)
-        ]
-        return RerankResponse(results=results[:top_n] if top_n else results, ranking=ranking)
+        ranking = rank_documents(self.backend, self.profile, query, documents, on_window, state)
+        return response_of(ranking, documents, top_n)
 
     def rank(
         self, query: str, documents: list[str], top_k: int | None = None, return_documents: bool = True

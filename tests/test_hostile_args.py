@@ -146,7 +146,7 @@ def test_an_upper_case_scheme_is_accepted(scheme):
 
 RERANK_NUMERIC = ["--top-n", "--window", "--stride", "--request-timeout", "--lora-scale", "--depth", "--in-flight",
                   "--n-ctx", "--threads", "--gpu-layers"]
-SERVE_NUMERIC = ["--port", "--timeout", "--max-queue", "--max-documents", "--max-body-bytes", "--in-flight",
+SERVE_NUMERIC = ["--port", "--timeout", "--deadline", "--max-queue", "--max-documents", "--max-body-bytes", "--in-flight",
                  "--request-timeout", "--lora-scale", "--window", "--stride", "--n-ctx", "--threads", "--gpu-layers"]
 HUGE = st.sampled_from(["inf", "-inf", "nan", "1e308", "-1e308", "Infinity", str(10**30), str(-(10**30)), "1e400"])
 

@@ -3,7 +3,8 @@
 - API keys: any Unicode text is either refused at start-up with one line that does not show it,
   or authenticates when a client sends its UTF-8 bytes; a wrong key still gets 401.
 - Bodies are read as JSON whatever their Content-Type; anything that is not a valid request gets a
-  4xx JSON error, never a 5xx.
+  4xx JSON error, never a 5xx, on every rerank path and in every shape (Cohere, Jina, Infinity, TEI);
+  schemathesis checks the same from the OpenAPI schema.
 - A port in use: one line naming --port, exit 2, and nothing printed before it claims to serve.
 - Secrets: the key never reaches the banner, the access log or the error log; --server credentials
   are masked wherever a URL is shown.
@@ -195,20 +196,43 @@ WRONG_FIELD = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st
 
 
 @st.composite
+def valid_tei_bodies(draw) -> bytes:
+    texts = draw(st.lists(st.sampled_from(DOCS), min_size=1, max_size=6))
+    body = {"query": draw(st.sampled_from(["capital", "ville lumière", "🐈 sleep", "q"])), "texts": texts}
+    for flag in ("return_text", "raw_scores", "truncate"):
+        if draw(st.booleans()):
+            body[flag] = draw(st.sampled_from([True, False, "true", "False", "TRUE"]))
+    if draw(st.booleans()):
+        body["truncation_direction"] = draw(st.sampled_from(["Left", "Right", "left", "right"]))
+    return json.dumps(body, ensure_ascii=draw(st.booleans())).encode("utf-8")
+
+
+SHAPES = ("documents", "texts")
+
+
+@st.composite
 def invalid_bodies(draw) -> bytes:
-    kind = draw(st.sampled_from(["wrong_types", "surrogate", "oversized", "not_json", "not_utf8", "deep", "form"]))
+    kind = draw(st.sampled_from(["wrong_types", "surrogate", "oversized", "not_json", "not_utf8", "deep", "form",
+                                 "wrong_flags"]))
+    field = draw(st.sampled_from(SHAPES))  # the Cohere/Jina/Infinity shape, or TEI's
     if kind == "wrong_types":
         documents = draw(st.one_of(WRONG_FIELD, st.lists(WRONG_FIELD, max_size=3)))
-        body = {"query": draw(WRONG_FIELD), "documents": documents}
+        body = {"query": draw(WRONG_FIELD), field: documents}
         return json.dumps(body).encode()
+    if kind == "wrong_flags":
+        flags = ["return_documents"] if field == "documents" else ["return_text", "raw_scores", "truncate"]
+        value = draw(st.one_of(st.integers(), st.just("yes"), st.just(""), st.lists(st.booleans(), max_size=2)))
+        return json.dumps({"query": "q", field: ["a"], draw(st.sampled_from(flags)): value}).encode()
     if kind == "surrogate":
         code = draw(st.integers(0xD800, 0xDFFF))
         where = draw(st.sampled_from(['{"query": "%s", "documents": ["a"]}', '{"query": "q", "documents": ["%s"]}',
-                                      '{"query": "q", "documents": [{"text": "%s"}]}']))
+                                      '{"query": "q", "documents": [{"text": "%s"}]}', '{"query": "%s", "texts": ["a"]}',
+                                      '{"query": "q", "texts": ["%s"]}',
+                                      '{"query": "q", "documents": [{"content": [{"type": "text", "text": "%s"}]}]}']))
         return (where % f"\\u{code:04x}").encode()
     if kind == "oversized":
         size = draw(st.integers(MAX_BODY, 5 * MAX_BODY))
-        return json.dumps({"query": "q", "documents": ["x" * size]}).encode()
+        return json.dumps({"query": "q", field: ["x" * size]}).encode()
     if kind == "not_json":
         raw = draw(st.binary(min_size=1, max_size=200))
         try:
@@ -237,8 +261,12 @@ def assert_json_error(r: httpx.Response) -> dict:
     return body
 
 
+RERANK_PATHS = ["/v1/rerank", "/v2/rerank", "/rerank"]
+TEI_PATHS = ["/v1/rerank", "/rerank"]
+
+
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(content_type=CONTENT_TYPES, body=valid_bodies(), path=st.sampled_from(["/v1/rerank", "/v2/rerank"]))
+@given(content_type=CONTENT_TYPES, body=valid_bodies(), path=st.sampled_from(RERANK_PATHS))
 def test_a_valid_request_is_ranked_whatever_its_content_type(client, content_type, body, path):
     r = post(client, path, body, content_type)
     assert r.status_code == 200, (content_type, r.text)
@@ -247,9 +275,18 @@ def test_a_valid_request_is_ranked_whatever_its_content_type(client, content_typ
     assert [x["index"] for x in r.json()["results"]] == list(range(n))[::-1][: sent.get("top_n", n)]
 
 
-@settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(content_type=CONTENT_TYPES, body=valid_tei_bodies(), path=st.sampled_from(TEI_PATHS))
+def test_a_valid_tei_request_is_ranked_whatever_its_content_type(client, content_type, body, path):
+    r = post(client, path, body, content_type)
+    assert r.status_code == 200, (content_type, r.text)
+    n = len(json.loads(body)["texts"])
+    assert [x["index"] for x in r.json()] == list(range(n))[::-1]
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(content_type=CONTENT_TYPES, body=st.one_of(invalid_bodies(), JSON_VALUES.map(lambda v: json.dumps(v).encode())),
-       path=st.sampled_from(["/v1/rerank", "/v2/rerank"]))
+       path=st.sampled_from(RERANK_PATHS))
 def test_any_other_body_gets_a_4xx_json_error_never_a_5xx(client, content_type, body, path):
     assert_json_error(post(client, path, body, content_type))
 
@@ -266,6 +303,45 @@ def test_curl_style_form_posts_of_json_are_ranked(client):
     """``curl -d '{...}'`` sends JSON labelled as a form."""
     r = post(client, "/v2/rerank", json.dumps(BODY).encode(), "application/x-www-form-urlencoded")
     assert r.status_code == 200 and [x["index"] for x in r.json()["results"]] == [3, 2, 1, 0]
+
+
+def test_schemathesis_finds_no_server_errors_on_any_route():
+    """Schema-driven requests, valid and invalid, to every endpoint of the schema (the TEI and Infinity
+    ones included) over the fake model: none may get a 5xx. test_server.py runs the same on the stand-in."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import Phase
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+
+    settings_ = ServerSettings(model="fake.gguf", max_queue=8, timeout=30.0, max_documents=3, max_body_bytes=MAX_BODY)
+    app = create_app(settings_, reranker=_reranker())
+    statuses: dict[tuple[str, int], int] = {}
+    failures: list[str] = []
+    with background(app, settings_) as url:
+        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+        for mode, examples in ((GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 40)):
+            for result in schema.get_all_operations():
+                operation = result.ok()
+                if mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET":
+                    continue  # nothing in a bare GET can be made invalid
+
+                @settings(max_examples=examples, deadline=None, database=None,
+                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                @given(case=operation.as_strategy(generation_mode=mode))
+                def check(case):
+                    response = case.call(base_url=url, timeout=30)
+                    key = (case.path, response.status_code)
+                    statuses[key] = statuses.get(key, 0) + 1
+                    if response.status_code >= 500:
+                        failures.append(f"{case.method} {case.path} {case.body!r} -> {response.text}")
+                    case.validate_response(response, checks=[not_a_server_error])
+
+                check()
+    assert not failures
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):  # valid and invalid requests reached each
+        assert statuses.get((path, 200)) and statuses.get((path, 422)), statuses
+    assert statuses.get(("/info", 200)), statuses
+    print("schemathesis statuses:", statuses)
 
 
 # -- the port and the process ----------------------------------------------------------------------

@@ -38,6 +38,11 @@ def serve(
     ),
     max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=0, max=MAX_QUEUE, help="Requests that may wait behind the running one; more get 429."),
     timeout: float = typer.Option(DEFAULT_TIMEOUT, "--timeout", min=0.001, max=MAX_TIMEOUT, callback=finite, help="Seconds a request may take, waiting included; then 504."),
+    deadline: Optional[float] = typer.Option(
+        None, "--deadline", min=0.001, max=MAX_TIMEOUT, callback=finite, show_default=False,
+        help="Seconds after which a request is answered with the ranking so far (at most --timeout; "
+        "a request's X-Deadline header overrides it). Default: none.",
+    ),
     max_documents: int = typer.Option(MAX_DOCUMENTS, "--max-documents", help="Most documents per request (1 to 1000)."),
     max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1024, max=MAX_BODY_BYTES, help="Largest request body; bigger gets 413."),
     in_flight: Optional[int] = typer.Option(
@@ -47,7 +52,10 @@ def serve(
     log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="uvicorn's log level."),
     options: RunOptions = RunOptions(),
 ) -> None:
-    """Serve a Cohere/Jina-compatible rerank API (POST /v1/rerank, /v2/rerank; docs at /docs).
+    """Serve a rerank API in the shapes RAG apps speak: Cohere, Jina, TEI, Infinity (docs at /docs).
+
+    POST /v1/rerank and /rerank take Cohere v1/Jina/Infinity bodies ("documents") and TEI bodies
+    ("texts"), POST /v2/rerank Cohere v2; GET /info answers as TEI does. Client recipes: docs/clients.md.
 
     With --server (repeatable) the model runs on llama-server, vLLM or SGLang and this API is
     stateless, so many `serve` processes can sit behind any load balancer; --model then names
@@ -69,7 +77,8 @@ def serve(
         raise UserInputError("--api-key is empty, which would serve without a key; pass a non-empty key, or leave --api-key out")
     settings = ServerSettings(
         model=model, host=host, port=port, api_key=api_key or get_settings().api_key,
-        max_queue=max_queue, timeout=timeout, max_documents=max_documents, max_body_bytes=max_body_bytes,
+        max_queue=max_queue, timeout=timeout, deadline=deadline, max_documents=max_documents,
+        max_body_bytes=max_body_bytes,
         run=options,
         in_flight=in_flight or (4 * len(options.servers) if options.servers else 1),
     )

@@ -1,4 +1,4 @@
-"""``dear-local serve``: a Cohere/Jina-compatible rerank API over a local model.
+"""``dear-local serve``: a rerank API over a local model in the Cohere, Jina, Infinity and TEI shapes.
 
 Importing this package needs the ``serve`` extra (FastAPI, uvicorn).
 """

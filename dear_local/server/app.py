@@ -2,15 +2,18 @@
 
 Endpoints:
 
-- ``POST /v1/rerank``: Cohere v1 and Jina request/response shapes.
+- ``POST /v1/rerank``: Cohere v1 and Jina request/response shapes; TEI's with ``texts``.
 - ``POST /v2/rerank``: Cohere v2.
+- ``POST /rerank``: Infinity's shape with ``documents``; TEI's with ``texts``.
+- ``GET /info``: TEI's model info.
 - ``GET /health``, ``GET /v1/models``, and the OpenAPI docs (``/docs``, ``/openapi.json``).
 
-Every error is JSON ``{"error": code, "message": text}``: 400 for a body that
-is not JSON (bodies are read as JSON whatever their ``Content-Type``), 401 for a
-missing or wrong key, 413 for a body over the limit, 422 for a request that is
-JSON but not a valid rerank request, 429 (with ``Retry-After``) when the queue
-is full, 503 while shutting down and 504 past the request timeout.
+The rerank endpoints are in :mod:`.rerank_routes`. Every error is JSON ``{"error": code,
+"message": text}``: 400 for a body that is not JSON (bodies are read as JSON whatever their
+``Content-Type``), 401 for a missing or wrong key, 413 for a body over the limit, 422 for a
+request that is JSON but not a valid rerank request, 429 (with ``Retry-After``) when the queue
+is full, 503 while shutting down, when the inference servers are down, or (with ``Retry-After``)
+when the queue wait alone would pass the request's deadline, and 504 past ``--timeout``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,28 +32,23 @@ from .auth import require_key
 from .config import ServerSettings
 from .json_body import JsonBodies
 from .limits import BodySizeLimit
-from .schemas import (
-    ErrorBody,
-    Health,
-    ModelCard,
-    ModelList,
-    QueueInfo,
-    RerankRequestV1,
-    RerankRequestV2,
-    RerankResponseV1,
-    RerankResponseV2,
-)
+from .rerank_routes import add_rerank_routes
+from .schemas import ErrorBody, Health, ModelCard, ModelList, QueueInfo
 from .service import ApiError, RerankService
+from .shapes import field_path
 
 DESCRIPTION = """\
-A local, Cohere/Jina-compatible rerank API over a DeAR listwise reranker running in llama.cpp.
+A local rerank API over a DeAR listwise reranker running in llama.cpp, in the shapes RAG applications speak:
+Cohere v1 and Jina (`POST /v1/rerank`), Cohere v2 (`POST /v2/rerank`), Infinity (`POST /rerank` with
+`documents`) and Hugging Face text-embeddings-inference (`POST /rerank` or `/v1/rerank` with `texts`, `GET /info`).
 
 `relevance_score` is in [0, 1] and decreases with rank. With the `first-token` decoding mode and a
 request that fits in one window it is the model's first-token probability for the document's
 identifier; otherwise it is derived from rank: (n - rank) / n. `meta.scores` says which.
 Documents longer than the prompt template's passage limit (300 characters or 256 tokens for `card`,
 300 words or 640 tokens for `rankgpt-chat`, whichever is shorter) are cut before ranking; such results carry `truncated: true` and `meta.warnings`
-names them. Requests run one at a time, first come first served.
+names them. Requests run one at a time, first come first served. A request with a deadline (the `X-Deadline`
+header or the server's --deadline) is answered before it, with the ranking as far as it got (`meta.complete`).
 """
 
 _ERRORS = {
@@ -59,7 +57,8 @@ _ERRORS = {
     413: ("body_too_large", "The body is larger than --max-body-bytes."),
     422: ("invalid_request", "The JSON is not a valid rerank request."),
     429: ("queue_full", "Too many requests are waiting; see Retry-After."),
-    503: ("shutting_down", "The server is shutting down."),
+    503: ("shutting_down", "The server is shutting down, its inference servers are down, or the queue wait alone "
+          "would pass the request's deadline (`deadline_unreachable`); see Retry-After."),
     504: ("timeout", "The request took longer than --timeout."),
 }
 SEND_JSON = "send the request as a JSON object (Content-Type: application/json)"
@@ -104,35 +103,10 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
 
 
 def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) -> None:
-    """The endpoints: ``/v1/rerank``, ``/v2/rerank``, ``/v1/models`` and ``/health``."""
+    """The endpoints: the rerank ones (:mod:`.rerank_routes`), ``/v1/models`` and ``/health``."""
     reranker = service.reranker
     auth = [Depends(require_key(settings.api_key))] if settings.api_key else []
-
-    @app.post(
-        "/v1/rerank",
-        response_model=RerankResponseV1,
-        response_model_exclude_none=True,
-        responses=RERANK_RESPONSES,
-        dependencies=auth,
-        summary="Rerank documents (Cohere v1 and Jina shapes)",
-    )
-    async def rerank_v1(body: RerankRequestV1, request: Request):
-        docs = body.texts()
-        resp = await service.rerank(request, body.query, docs, body.top_n)
-        return service.response_v1(resp, docs, body.return_documents)
-
-    @app.post(
-        "/v2/rerank",
-        response_model=RerankResponseV2,
-        response_model_exclude_none=True,
-        responses=RERANK_RESPONSES,
-        dependencies=auth,
-        summary="Rerank documents (Cohere v2 shape)",
-    )
-    async def rerank_v2(body: RerankRequestV2, request: Request):
-        docs = body.texts()
-        resp = await service.rerank(request, body.query, docs, body.top_n)
-        return service.response_v2(resp, docs, body.return_documents)
+    add_rerank_routes(app, service, auth, RERANK_RESPONSES)
 
     @app.get(
         "/v1/models",
@@ -174,10 +148,11 @@ def _document_limits(app: FastAPI, max_documents: int) -> None:
     def openapi():
         if app.openapi_schema is None:
             schema = build()
-            for name in ("RerankRequestV1", "RerankRequestV2"):
+            for name, field in (("RerankRequestV1", "documents"), ("RerankRequestV2", "documents"),
+                                ("TeiRerankRequest", "texts")):
                 props = schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {})
-                if "documents" in props:
-                    props["documents"]["maxItems"] = max_documents
+                if field in props:
+                    props[field]["maxItems"] = max_documents
         return app.openapi_schema
 
     app.openapi = openapi
@@ -219,7 +194,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _describe(error: dict) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+    loc = field_path(error.get("loc", ()))
     if error.get("type") == "string_pattern_mismatch" and loc == "query":
         return "query: must not be empty or only whitespace"
     if loc == "body" and error.get("type") in ("missing", "model_attributes_type", "dict_type"):

@@ -7,6 +7,7 @@ settings before it loads the ``serve`` extra.
 from __future__ import annotations
 
 import ipaddress
+import math
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -34,6 +35,8 @@ class ServerSettings:
     - ``api_key``: when set, every rerank and models request needs ``Authorization: Bearer <key>``.
     - ``max_queue``: requests allowed to wait behind the one being ranked; more get 429.
     - ``timeout``: seconds a request may take, waiting included, before it gets 504.
+    - ``deadline``: seconds after which a request is answered with the ranking as far as it got
+      (see :mod:`.deadlines`); None: no deadline unless a request sends ``X-Deadline``. At most ``timeout``.
     - ``max_documents``: documents allowed in one request (at most the library's 1000).
     - ``max_body_bytes``: request bodies above this get 413.
     - ``in_flight``: requests ranked at once; more than 1 only with a server backend
@@ -50,6 +53,7 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     run: RunOptions = RunOptions()
     in_flight: int = 1
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.api_key is not None:
@@ -64,6 +68,10 @@ class ServerSettings:
             raise UserInputError(f"--max-queue must be between 0 and {MAX_QUEUE}, got {self.max_queue}")
         if not 0 < self.timeout <= MAX_TIMEOUT:
             raise UserInputError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {self.timeout}")
+        if self.deadline is not None and not (math.isfinite(self.deadline) and 0 < self.deadline <= self.timeout):
+            raise UserInputError(
+                f"--deadline must be more than 0 and at most --timeout ({self.timeout:g} seconds), got {self.deadline}"
+            )
         if not 1 <= self.max_documents <= MAX_DOCUMENTS:
             raise UserInputError(
                 f"--max-documents must be between 1 and {MAX_DOCUMENTS}, got {self.max_documents}"

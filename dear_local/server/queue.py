@@ -10,7 +10,9 @@ The queue protects the server:
 - ``abandon`` drops a waiting job (its client left or timed out) before it runs,
   and flags a running one so it can stop at its next checkpoint;
 - ``close`` refuses new work, cancels what is waiting and lets the running jobs
-  finish before the workers exit.
+  finish before the workers exit;
+- ``wait_estimate`` guesses how long a new job would wait, so a request with a
+  deadline it cannot meet is refused at once.
 
 A job is a callable taking one argument, ``abandoned()``, which returns True
 once nobody wants the result any more.
@@ -50,6 +52,8 @@ class Job:
     future: Future = field(default_factory=Future)
     abandoned: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
+    deadline_at: float | None = None  # monotonic seconds by which its result is no longer wanted
+    started: float | None = None  # monotonic seconds when a worker took it
 
 
 @dataclass
@@ -97,6 +101,25 @@ class WorkQueue:
         ahead = len(self._pending) + len(self._running)
         return max(1, math.ceil(self._mean_seconds * max(ahead, 1) / self.workers))
 
+    def wait_estimate(self) -> float:
+        """Seconds a job submitted now would wait before a worker takes it (0 with a worker free).
+
+        Each job ahead counts the running mean of job durations, less what a running one has
+        already run, and no more than the time left to its own deadline; the sum is shared
+        among the workers.
+        """
+        with self._cond:
+            if len(self._running) < self.workers and not self._pending:
+                return 0.0
+            now = time.monotonic()
+            ahead = 0.0
+            for job in [*self._running, *self._pending]:
+                left = self._mean_seconds - (now - job.started if job.started is not None else 0.0)
+                if job.deadline_at is not None:
+                    left = min(left, job.deadline_at - now)
+                ahead += max(left, 0.0)
+            return ahead / self.workers
+
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the mean job time times the jobs ahead, over the workers."""
         with self._cond:
@@ -127,8 +150,11 @@ class WorkQueue:
                 thread.join(timeout)
 
     # -- work -----------------------------------------------------------------
-    def submit(self, fn: Callable[[Callable[[], bool]], Any]) -> Job:
-        """Queue ``fn``; raise ``QueueFull`` or ``QueueClosed`` instead of waiting."""
+    def submit(self, fn: Callable[[Callable[[], bool]], Any], deadline_at: float | None = None) -> Job:
+        """Queue ``fn``; raise ``QueueFull`` or ``QueueClosed`` instead of waiting.
+
+        ``deadline_at`` (monotonic seconds) bounds how long the job counts in :meth:`wait_estimate`.
+        """
         if not self._threads:
             self.start()
         with self._cond:
@@ -138,7 +164,7 @@ class WorkQueue:
             if len(self._pending) >= self.max_pending and not idle:
                 self.stats.rejected += 1
                 raise QueueFull(len(self._pending), self._wait_estimate())
-            job = Job(fn)
+            job = Job(fn, deadline_at=deadline_at)
             self._pending.append(job)
             self._cond.notify()
             return job
@@ -165,7 +191,7 @@ class WorkQueue:
                 if not job.future.set_running_or_notify_cancel():
                     continue
                 self._running.add(job)
-            started = time.monotonic()
+                job.started = started = time.monotonic()
             try:
                 result = job.fn(job.abandoned.is_set)
             except BaseException as exc:  # handed to the waiting request, never lost

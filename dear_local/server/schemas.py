@@ -1,20 +1,21 @@
 """Request and response bodies of the HTTP API (pydantic models, shown in the OpenAPI docs).
 
 ``POST /v1/rerank`` speaks the Cohere v1 and Jina shapes; ``POST /v2/rerank``
-speaks Cohere v2. Fields those APIs define that a local listwise model cannot
-honour (``rank_fields``, ``max_chunks_per_doc``, ``max_tokens_per_doc``,
-``relevant_spans``, ``priority``) are accepted and ignored, so existing clients
-work unchanged.
+speaks Cohere v2; the TEI and Infinity shapes are in :mod:`.tei` and :mod:`.infinity`.
+Fields those APIs define that a local listwise model cannot honour (``rank_fields``,
+``max_chunks_per_doc``, ``max_tokens_per_doc``, ``relevant_spans``, ``priority``), and
+any other field, are accepted and ignored, so existing clients work unchanged.
 
-Types are strict: ``"3"`` is not an integer and ``1`` is not a boolean (``3.0``
-is an integer, as in JSON Schema).
+Types are strict where a client could mean something else: ``"3"`` is not an integer
+(``3.0`` is, as in JSON Schema) and ``1`` is not a boolean. The one leniency: a boolean
+may be sent as the string ``"true"`` or ``"false"``, as RAGFlow sends ``return_documents``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictStr
 from pydantic.json_schema import WithJsonSchema
 
 SCORE_DOC = (
@@ -61,8 +62,45 @@ Query = Annotated[
 ]
 
 
+def _lenient_bool(value):
+    """``true``/``false``, or the strings ``"true"``/``"false"`` in any case; nothing else (not 1, not "yes")."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError('must be true or false (a JSON boolean, or the string "true" or "false")')
+    return value
+
+
+Flag = Annotated[
+    bool,
+    BeforeValidator(_lenient_bool),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]}),
+]
+
+
+def _content_text(parts) -> str:
+    """The text of Dify's multimodal document, ``{"content": [{"type": "text", "text": ...}, ...]}``.
+
+    Text parts are joined with a newline; any other part (an image) is refused: the model reads text.
+    """
+    from ..formats.ids import json_type
+
+    if not isinstance(parts, list) or not parts:
+        raise ValueError(f'"content" must be a non-empty list of {{"type": "text", "text": ...}} parts, not {json_type(parts)}')
+    texts = []
+    for i, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            shown = f'a part of type {kind!r}' if isinstance(kind, str) else json_type(part)
+            raise ValueError(f'"content" part {i} is {shown}; only {{"type": "text", "text": ...}} parts can be ranked')
+        if not isinstance(part.get("text"), str):
+            raise ValueError(f'"content" part {i} needs a "text" string, not {json_type(part.get("text"))}')
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 def _unwrap_document(value):
-    """Accept ``{"text": ...}`` objects (other keys ignored) as their text.
+    """Accept ``{"text": ...}`` objects (other keys ignored) and Dify's ``{"content": [...]}`` as their text.
 
     Anything else that is not a string is refused here, naming what it is, as the ``--jsonl``
     reader words it: a ``"text"`` of null or 5 is never ranked as the text ``None`` or ``5``.
@@ -70,8 +108,10 @@ def _unwrap_document(value):
     from ..formats.ids import json_type
 
     if isinstance(value, dict):
+        if "text" not in value and "content" in value:
+            return _content_text(value["content"])
         if "text" not in value:
-            raise ValueError('a document object needs a "text" field')
+            raise ValueError('a document object needs a "text" field (or a "content" list of text parts)')
         text = value["text"]
         if not isinstance(text, str):
             raise ValueError(f'"text" must be a string, not {json_type(text)}')
@@ -81,12 +121,17 @@ def _unwrap_document(value):
     return value
 
 
+_TEXT_PART = {"type": "object", "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+              "required": ["type", "text"]}
 _STRING_OR_TEXT = {
     "anyOf": [
         {"type": "string"},
         {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        {"type": "object", "properties": {"content": {"type": "array", "items": _TEXT_PART, "minItems": 1}},
+         "required": ["content"]},
     ],
-    "description": 'A document: a string, or an object whose "text" is used.',
+    "description": 'A document: a string, an object whose "text" is used, or one whose "content" is a list '
+                   'of {"type": "text", "text": ...} parts (joined with newlines).',
 }
 
 Document = Annotated[Text, BeforeValidator(_unwrap_document), WithJsonSchema(_STRING_OR_TEXT)]
@@ -96,7 +141,8 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = Field(
-        None, description="Accepted for compatibility and ignored: the server ranks with the model it loaded."
+        None, description="Any name is accepted: the server ranks with the model it loaded. "
+        "`POST /rerank` (the Infinity shape) echoes it back; the Cohere and Jina shapes name the served model.",
     )
     query: Query
     top_n: Count | None = Field(
@@ -105,12 +151,12 @@ class _Request(BaseModel):
 
 
 class RerankRequestV1(_Request):
-    """Cohere v1 and Jina: documents are strings or `{"text": ...}` objects."""
+    """Cohere v1, Jina and Infinity: documents are strings, `{"text": ...}` objects or `{"content": [...]}`."""
 
     documents: list[Document] = Field(
         ..., min_length=1, description="The documents to rank (at most the server's --max-documents)."
     )
-    return_documents: StrictBool = Field(False, description="Include each document's text in its result.")
+    return_documents: Flag = Field(False, description="Include each document's text in its result.")
 
     def texts(self) -> list[str]:
         return list(self.documents)
@@ -122,7 +168,7 @@ class RerankRequestV2(_Request):
     documents: list[Text] = Field(
         ..., min_length=1, description="The documents to rank (at most the server's --max-documents)."
     )
-    return_documents: StrictBool = Field(False, description="Include each document's text in its result.")
+    return_documents: Flag = Field(False, description="Include each document's text in its result.")
 
     def texts(self) -> list[str]:
         return list(self.documents)
@@ -160,7 +206,13 @@ class Meta(BaseModel):
     api_version: ApiVersion
     billed_units: BilledUnits
     tokens: Tokens
-    warnings: list[str] = Field(default_factory=list, description="E.g. which documents were truncated.")
+    warnings: list[str] = Field(
+        default_factory=list, description="E.g. which documents were truncated, or that the deadline came first."
+    )
+    complete: bool = Field(
+        True, description="False when the request's deadline came before the last window: the order then holds "
+        "the windows that finished, every other document in input order, and scores derived from rank.",
+    )
     scores: Literal["first-token-probability", "rank"] = Field(..., description="What `relevance_score` is.")
     template: str
     decoding: str

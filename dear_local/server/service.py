@@ -1,22 +1,29 @@
 """Runs rerank requests through the work queue and turns results into API responses.
 
 The event loop never touches the model: it submits a job to the queue and
-waits for whichever comes first: the result, the deadline, or the client
-disconnecting.
+waits for whichever comes first: the result, the request's deadline (then it
+answers with the ranking so far, see :mod:`.deadlines`), ``--timeout`` (504),
+or the client disconnecting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 
 from ..errors import ServerError, UserInputError
 from ..answer_check import SERVE_FIX, ParseTally
+from ..engine import RankingState
 from ..prompt import truncation_warning
 from ..redact import redact
-from ..reranker import RerankResponse, Reranker
+from ..reranker import RerankResponse, Reranker, response_of
+from . import deadlines
 from .config import ServerSettings
+from .deadlines import Deadline, DeadlineReached
+from .infinity import InfinityResponse, InfinityResult
 from .queue import Abandoned, QueueClosed, QueueFull, WorkQueue
 from .schemas import (
     ApiVersion,
@@ -68,21 +75,30 @@ class RerankService:
                 "send a shortlist (e.g. a retriever's top 100)",
             )
 
-    async def rerank(self, request, query: str, documents: list[str], top_n: int | None) -> RerankResponse:
-        """Queue one rerank and wait for it; raise ``ApiError`` for every non-200 outcome."""
-        self.check_documents(documents)
-        reranker = self.reranker
-
-        def job(abandoned):
-            def checkpoint(_window=None):
-                if abandoned():
-                    raise Abandoned()
-
-            checkpoint()
-            return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint)
-
+    def deadline(self, request) -> Deadline | None:
+        """The request's deadline: its ``X-Deadline`` header, else ``--deadline``; 422 for a bad header."""
+        headers = request.headers if request is not None else {}
         try:
-            queued = self.queue.submit(job)
+            return deadlines.deadline_of(headers.get(deadlines.HEADER), self.settings.deadline,
+                                         self.settings.timeout, time.monotonic())
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc)) from None
+
+    async def rerank(self, request, query: str, documents: list[str], top_n: int | None) -> RerankResponse:
+        """Queue one rerank and wait for it; raise ``ApiError`` for every non-200 outcome.
+
+        With a deadline (:meth:`deadline`) the answer comes back before it, holding the ranking
+        so far when the model has not finished (``resp.ranking.complete`` False); a deadline the
+        queue wait alone would pass is a 503 with ``Retry-After``, at once.
+        """
+        self.check_documents(documents)
+        deadline = self.deadline(request)
+        if deadline is not None:
+            self._check_wait(deadline)
+        state = RankingState(len(documents))
+        job = self._job(query, documents, top_n, state, deadline)
+        try:
+            queued = self.queue.submit(job, deadline_at=deadline.answer_at if deadline else None)
         except QueueFull as exc:
             raise ApiError(
                 429, "queue_full",
@@ -96,13 +112,16 @@ class RerankService:
         # Wakes only when the client goes away: no polling, so requests waiting in the
         # queue cost no CPU next to the one the model is running.
         gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
+        limit = deadline.remaining() if deadline is not None else self.settings.timeout
         try:
-            done, _ = await asyncio.wait({waiter} | ({gone} if gone else set()), timeout=self.settings.timeout,
+            done, _ = await asyncio.wait({waiter} | ({gone} if gone else set()), timeout=limit,
                                          return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 self._give_up(queued, waiter)
                 if gone is not None and gone in done:
                     raise ApiError(CLIENT_CLOSED, "client_closed_request", "the client disconnected")
+                if deadline is not None:  # answer in time with what there is
+                    return response_of(state.snapshot(), documents, top_n)
                 raise ApiError(
                     504, "timeout",
                     f"the request took more than {self.settings.timeout:g} s, waiting included; "
@@ -118,6 +137,8 @@ class RerankService:
             raise _shutting_down()
         try:
             return waiter.result()
+        except DeadlineReached:
+            return response_of(state.snapshot(), documents, top_n)
         except UserInputError as exc:
             raise ApiError(422, "invalid_request", str(exc)) from None
         except ServerError as exc:
@@ -127,6 +148,41 @@ class RerankService:
                 "the inference servers behind this API did not answer; retry later",
                 {"Retry-After": "5"},
             ) from None
+
+    def _job(self, query: str, documents: list[str], top_n: int | None, state: RankingState,
+             deadline: Deadline | None):
+        """The queue job: rank, stopping when nobody waits any more or the next window would end past the deadline."""
+        reranker = self.reranker
+
+        def job(abandoned):
+            last = time.monotonic()
+
+            def checkpoint(_window=None):
+                nonlocal last
+                if abandoned():
+                    raise Abandoned()
+                now = time.monotonic()
+                took, last = now - last, now
+                if deadline is not None and _window is not None and state.windows_left and now + took > deadline.answer_at:
+                    raise DeadlineReached()  # the next window, as long as this one, would end too late
+
+            checkpoint()
+            return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint, state=state)
+
+        return job
+
+    def _check_wait(self, deadline: Deadline) -> None:
+        """503 with Retry-After when the wait in the queue alone would pass ``deadline``."""
+        wait = self.queue.wait_estimate()
+        if wait > 0 and wait >= deadline.remaining():
+            retry = max(1, math.ceil(wait))
+            raise ApiError(
+                503, "deadline_unreachable",
+                f"the requests ahead of this one would take about {wait:.1f} s, more than its deadline of "
+                f"{deadline.seconds:g} s; retry after {retry} s, or allow more time (the {deadlines.HEADER} header, "
+                "or serve --deadline)",
+                {"Retry-After": str(retry)},
+            )
 
     def _give_up(self, queued, waiter) -> None:
         self.queue.abandon(queued)
@@ -157,11 +213,14 @@ class RerankService:
         tally.add(resp.windows)
         if tally.failing:  # the order below is the input order, not the model's
             warnings.append(tally.message(SERVE_FIX))
+        if not resp.ranking.complete:
+            warnings.append(deadlines.warning(len(resp.windows), resp.ranking.planned))
         return Meta(
             api_version=ApiVersion(version=version),
             billed_units=BilledUnits(input_tokens=input_tokens, output_tokens=output_tokens),
             tokens=Tokens(input_tokens=input_tokens, output_tokens=output_tokens),
             warnings=warnings,
+            complete=resp.ranking.complete,
             scores="first-token-probability" if resp.ranking.scores is not None else "rank",
             template=p.template,
             decoding=p.decoding,
@@ -186,6 +245,24 @@ class RerankService:
         items, _ = self._items(resp, return_documents)
         return RerankResponseV2(
             id=str(uuid.uuid4()), model=self.model_name, results=items, meta=self._meta(resp, documents, "2")
+        )
+
+    def response_infinity(self, resp: RerankResponse, documents: list[str], return_documents: bool,
+                          model: str | None) -> InfinityResponse:
+        """Infinity's shape (see :mod:`.infinity`): ``document`` a string, ``model`` echoed."""
+        meta = self._meta(resp, documents, "1")
+        return InfinityResponse(
+            results=[
+                InfinityResult(relevance_score=min(1.0, max(0.0, r.score)), index=r.index,
+                               document=r.text if return_documents else None, truncated=r.truncated)
+                for r in resp.results
+            ],
+            model=model or self.model_name,
+            usage=Usage(
+                total_tokens=meta.tokens.input_tokens + meta.tokens.output_tokens,
+                prompt_tokens=meta.tokens.input_tokens,
+            ),
+            meta=meta,
         )
 
 
