@@ -57,7 +57,7 @@ def local(standin_gguf):
 def dl19_requests(session_env) -> list[Request]:
     from dear_local_convert.slices import load_slice
 
-    return [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in load_slice("dl19-top20").queries]
+    return [q.to_request() for q in load_slice("dl19-top20").queries]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
