@@ -73,7 +73,7 @@ def test_another_distribution_adds_a_command(tmp_path, monkeypatch):
     assert result.exit_code == 0 and result.output == "hello there\n"
 
 
-def test_the_dear_local_console_script_runs_a_plugin_command(tmp_path):
+def test_dear_local_runs_a_command_another_distribution_adds(tmp_path):
     where = _distribution(tmp_path, "dear-local-hello", "[dear_local.commands]\nhello = hello_plugin:register\n",
                           {"hello_plugin": HELLO})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), *sys.path])}
