@@ -66,7 +66,7 @@ def quantize_both(bf16: Path, types: list[str], work: Path, imx: Path, name: str
 
 def write_results(work: Path, types, paths, refusals, report, calibration, timings, argv) -> dict:
     """The with/without table (printed and written as .md) and every figure as JSON."""
-    rows = {Path(r["path"]).resolve(): r for r in report["rows"]}
+    rows = {Path(r.path).resolve(): r for r in report["rows"]}
 
     def cell(t: str, variant: str) -> dict | None:
         p = paths.get((t, variant))
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     ggufs = [p for p in paths.values() if p is not None]
     say(f"[5/5] checking {len(ggufs)} quants against {ref.name}")
     report = check(ref, ggufs, gates={}, n_threads=args.threads,
-                   on_quant=lambda r: say(f"      {r['path']}: tau {r['mean_tau']:.3f}"))
+                   on_quant=lambda r: say(f"      {r.path}: tau {r.mean_tau:.3f}"))
     timed("check", t0)
     return write_results(work, types, paths, refusals, report, calibration, timings, argv)
 
@@ -195,8 +195,9 @@ KEEP = ("bytes", "bits_per_weight", "mean_tau", "min_tau", "exact_match_pct", "t
         "first_token_top1_pct", "ndcg", "delta_ndcg10", "status_counts")
 
 
-def _pick(row: dict | None) -> dict | None:
-    return None if row is None else {k: row.get(k) for k in KEEP}
+def _pick(row) -> dict | None:
+    """The figures of a check's row (a CheckRow) this benchmark keeps, or None for no row."""
+    return None if row is None else {k: getattr(row, k) for k in KEEP}
 
 
 def markdown(results: list[dict], report: dict, calibration: dict) -> str:

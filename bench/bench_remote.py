@@ -89,7 +89,6 @@ def main() -> None:
 
     from dear_local.backends.loader import llama_system_info
     from dear_local.env_report import cpu_model
-    from dear_local.formats.request import Request
     from dear_local_convert.slices import load_slice
 
     print(f"CPU: {cpu_model()}\nllama.cpp (local): {llama_system_info().strip()}")
@@ -103,7 +102,7 @@ def main() -> None:
               f"| {row['requests']:.1f} | {row['same']}/{row['n']} |")
     if args.batch_queries:
         sl = load_slice("dl19-top20", queries=args.batch_queries)
-        reqs = [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in sl.queries]
+        reqs = [q.to_request() for q in sl.queries]
         print(f"\nPart 2: DL19 top-20 batch, {len(reqs)} queries, {args.batch_mode}, "
               f"{max(1, args.threads // 2)} thread(s) per server")
         print("| setup | seconds | queries/s | vs 1 server, 1 in flight | requests |")

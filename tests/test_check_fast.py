@@ -18,6 +18,7 @@ from dear_local import Profile  # noqa: E402
 from dear_local_convert.agreement.check import check, gate_failure, run_check  # noqa: E402
 from dear_local_convert.agreement.gates import GATE_KEYS, parse_gate_overrides  # noqa: E402
 from dear_local_convert.agreement.reference import read_reference, record_reference  # noqa: E402
+from dear_local_convert.agreement.row import CheckRow  # noqa: E402
 from dear_local_convert.slices import load_slice  # noqa: E402
 from dear_local.errors import UserInputError  # noqa: E402
 from fake_backend import FakeBackend  # noqa: E402
@@ -53,11 +54,12 @@ def test_the_reference_file_records_every_query_with_its_windows(reference):
 def test_check_reports_full_agreement_and_full_disagreement(reference, quants):
     report = check(reference, list(quants), gates={"min_mean_kendall_tau": 0.5})
     same, other = report["rows"]
-    assert (same["label"], other["label"]) == ("Q8_0", "Q2_K")
-    assert same["exact_match_pct"] == 100 and same["mean_tau"] == pytest.approx(1.0)
-    assert same["delta_ndcg10"] == pytest.approx(0.0) and same["gate_failures"] == []
-    assert other["exact_match_pct"] == 0 and other["mean_tau"] == pytest.approx(-1.0)
-    assert other["gate_failures"] == ["mean Kendall tau -1.000 < 0.5"]
+    assert (same.label, other.label) == ("Q8_0", "Q2_K")
+    assert same.exact_match_pct == 100 and same.mean_tau == pytest.approx(1.0)
+    assert same.delta_ndcg10 == pytest.approx(0.0) and same.gate_failures == ()
+    assert other.exact_match_pct == 0 and other.mean_tau == pytest.approx(-1.0)
+    assert other.gate_failures == ("mean Kendall tau -1.000 < 0.5",)
+    assert report["reference_row"].gate_failures is None
     assert report["passed"] is False
     assert report["machine"]["cpu_buffers"] in ("extra", "plain")
 
@@ -68,6 +70,36 @@ def test_run_check_writes_the_report_before_the_gate_fails(reference, quants, tm
     assert paths["plot"].stat().st_size > 0 and "| Q2_K |" in paths["md"].read_text()
     failure = gate_failure(report, paths)
     assert failure is not None and "Q2_K" in str(failure) and failure.exit_code == 1
+
+
+# The keys of a row in report.json, in order: what readers of the file rely on.
+ROW_KEYS = ["label", "path", "bytes", "bits_per_weight", "exact_match_pct", "mean_tau", "min_tau", "top1_pct",
+            "top5_overlap", "ndcg", "delta_ndcg10", "status_counts", "first_token_kl", "first_token_max_kl",
+            "first_token_top1_pct", "seconds_per_window", "prompt_tokens_per_s", "model_calls_per_window", "peak_rss",
+            "per_query_tau", "lora"]
+
+
+def test_report_json_keeps_its_keys_and_reads_back_as_the_same_rows(reference, quants, tmp_path):
+    report, paths = run_check(reference, list(quants), tmp_path / "out", gate_overrides={"min_exact_match": 0.5})
+    written = json.loads(paths["json"].read_text())
+    assert list(written) == ["reference", "reference_row", "gates", "machine", "rows", "passed"]
+    assert list(written["reference_row"]) == ROW_KEYS  # the reference is not judged: no gate_failures
+    assert [list(row) for row in written["rows"]] == [ROW_KEYS + ["gate_failures"]] * 2
+    assert written["rows"][1]["gate_failures"] == ["exact match 0.00 < 0.5"] and written["rows"][0]["gate_failures"] == []
+    assert [CheckRow.from_dict(row) for row in written["rows"]] == report["rows"]
+    assert CheckRow.from_dict(written["reference_row"]) == report["reference_row"]
+    ref_line = next(line for line in paths["md"].read_text().splitlines() if line.startswith("| reference"))
+    assert ref_line.endswith("| - |")
+
+
+def test_a_row_read_like_a_dict_still_answers_with_a_deprecation_warning(reference, quants):
+    row = check(reference, list(quants), gates={})["rows"][0]
+    with pytest.warns(DeprecationWarning, match=r"row\.mean_tau"):
+        assert row["mean_tau"] == row.mean_tau
+    with pytest.warns(DeprecationWarning):
+        assert row["gate_failures"] == [] and row["status_counts"] == row.status_counts
+    with pytest.warns(DeprecationWarning), pytest.raises(KeyError):
+        row["no_such_figure"]
 
 
 def test_the_check_command_exits_1_on_a_failed_gate_after_printing_the_table(cli, reference, quants, tmp_path):

@@ -1,5 +1,9 @@
 """Dependencies point one way, checked by AST scans of the sources.
 
+- The runtime never imports the workstation side: nothing under ``dear_local/`` imports
+  ``dear_local_convert`` in any form (``import``, ``from ... import``, or ``importlib.import_module``
+  / ``__import__`` of a literal name). The workstation commands reach the CLI through the
+  ``dear_local.commands`` entry points (``dear_local/cli/plugins.py``).
 - The benchmarks use the installed packages, never the tests: no ``bench/*.py`` imports a module
   from ``tests/`` or edits ``sys.path``. A benchmark is run as a script (``python bench/bench_x.py``)
   where dear-local is installed, so it imports ``dear_local`` and ``dear_local_convert`` as
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_MODULES = {"tests", "conftest"} | {p.stem for p in (ROOT / "tests").glob("*.py")}
@@ -30,6 +36,37 @@ def _imported(node: ast.AST) -> list[str]:
 def _imports(path: Path) -> list[tuple[int, str]]:
     return [(node.lineno, name) for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
             for name in _imported(node)]
+
+
+DYNAMIC_IMPORTS = {"import_module", "__import__"}  # importlib.import_module(name), __import__(name)
+
+
+def _imported_dynamically(node: ast.AST) -> str | None:
+    """The module a call such as ``importlib.import_module("x.y")`` or ``__import__("x")`` imports,
+    when it is named by a literal string."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    arg = node.args[0]
+    if name in DYNAMIC_IMPORTS and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+def _all_imports(source: str) -> list[tuple[int, str]]:
+    """Every module ``source`` imports, statically or by a literal name, with its line."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        found += [(node.lineno, name) for name in _imported(node)]
+        dynamic = _imported_dynamically(node)
+        if dynamic is not None:
+            found.append((node.lineno, dynamic))
+    return found
+
+
+def _is_workstation(name: str) -> bool:
+    return name == "dear_local_convert" or name.startswith("dear_local_convert.")
 
 
 def _is_sys_path(node: ast.AST) -> bool:
@@ -66,3 +103,31 @@ def test_lora_does_not_import_to_gguf():
     found = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in modules for line, name in _imports(path)
              if name == "dear_local_convert.to_gguf" or name.startswith("dear_local_convert.to_gguf.")]
     assert not found, "\n".join(found)
+
+
+def test_the_runtime_does_not_import_the_workstation_package():
+    modules = sorted((ROOT / "dear_local").rglob("*.py"))
+    assert len(modules) > 50
+    found = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in modules
+             for line, name in _all_imports(path.read_text(encoding="utf-8")) if _is_workstation(name)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("source", [
+    "import dear_local_convert",
+    "import dear_local_convert.build as b",
+    "from dear_local_convert import build",
+    "from dear_local_convert.agreement.check import check",
+    "def f():\n    from dear_local_convert.cli import convert",
+    "import importlib\nimportlib.import_module('dear_local_convert.cli.convert')",
+    "from importlib import import_module\nimport_module('dear_local_convert')",
+    "__import__('dear_local_convert.demo', fromlist=['run_demo'])",
+])
+def test_the_scan_sees_every_form_of_import(source):
+    assert any(_is_workstation(name) for _, name in _all_imports(source))
+
+
+def test_the_scan_lets_docstrings_and_other_names_through():
+    source = '"""Reached through ``dear_local_convert.cli`` (see pyproject.toml)."""\nimport dear_local\n' \
+        "import dear_local_converter\nimportlib.import_module(name)\n"
+    assert not any(_is_workstation(name) for _, name in _all_imports(source))

@@ -62,8 +62,7 @@ FLEET_QUERIES = 12
 def dl19_requests(session_env) -> list[Request]:
     from dear_local_convert.slices import load_slice
 
-    queries = load_slice("dl19-top20").queries[:FLEET_QUERIES]
-    return [Request(q.qid, q.text, list(q.passages), list(q.docids)) for q in queries]
+    return [q.to_request() for q in load_slice("dl19-top20").queries[:FLEET_QUERIES]]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

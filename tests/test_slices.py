@@ -31,6 +31,17 @@ def test_list_slices_names_the_three_slices_default_first():
     assert DEFAULT_SLICE == names[0]
 
 
+def test_a_slice_query_becomes_a_runtime_request_of_the_same_candidates():
+    from dear_local.formats.request import Request
+
+    query = load_slice("dl19-top20", queries=1, passages=3).queries[0]
+    request = query.to_request()
+    assert type(request) is Request and request.qid == query.qid and request.query == query.text
+    assert request.documents == list(query.passages) and request.docids == list(query.docids)
+    request.documents.pop()  # the request is the caller's to cut; the slice stays as loaded
+    assert len(query.passages) == 3
+
+
 def test_noveleval_has_21_queries_of_20_judged_passages():
     sl = load_slice()
     assert sl.name == "noveleval"

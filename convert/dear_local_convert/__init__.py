@@ -11,4 +11,6 @@ Stages, in pipeline order (a stage imports only earlier ones and the shared modu
 - ``standins``: the SmolLM2 and tiny Llama-3.1 checkpoints the tests and the demo use.
 - ``build`` and ``demo`` on top; ``slices``/``slice_files`` (eval data) and
   ``transformers_backend`` (the reference's backend) are shared by the stages.
+- ``cli``: the workstation commands of ``dear-local``, added to its CLI through the
+  ``dear_local.commands`` entry points (the runtime never imports this package).
 """

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from dear_local.errors import DataError, UserInputError
+from dear_local.formats.request import Request
 
 from dear_local_convert.slice_files import (
     DL19_QRELS,
@@ -64,12 +65,23 @@ _DL19_N_JUDGMENTS = 9260
 
 @dataclass(frozen=True)
 class Query:
-    """One query and its candidates, in first-stage order (best first)."""
+    """One query and its candidates, in first-stage order (best first); ``docids[i]`` names ``passages[i]``.
+
+    The eval slices' own record, immutable like the :class:`Slice` that holds it (references record
+    the slice and checks compare it). The runtime's :class:`dear_local.formats.request.Request` holds the
+    same things for a query to rerank, mutable and named as its files name them; :meth:`to_request`
+    turns one into the other.
+    """
 
     qid: str
     text: str
     docids: tuple[str, ...]
     passages: tuple[str, ...]
+
+    def to_request(self) -> Request:
+        """This query as a :class:`~dear_local.formats.request.Request` for the runtime (a ``Reranker``,
+        ``run_batch``): ``text`` as ``query``, ``passages`` as ``documents``, each a new list."""
+        return Request(qid=self.qid, query=self.text, documents=list(self.passages), docids=list(self.docids))
 
 
 @dataclass(frozen=True)

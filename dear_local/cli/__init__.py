@@ -1,6 +1,8 @@
 """The ``dear-local`` command: a small typer app over the library functions.
 
-Each command group lives in its own module and registers itself on ``app``.
+Each command group lives in its own module and registers itself on ``app``: the runtime's here,
+the workstation's (convert, quantize, reference, check, ...) from ``dear_local_convert`` through the
+``dear_local.commands`` entry points (:mod:`.plugins`), so the runtime never imports that package.
 Expected failures (``DearLocalError``) print one line and exit 2; set
 ``DEAR_LOCAL_DEBUG=1`` for the traceback.
 """
@@ -28,18 +30,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import env, runtime
+    from . import env, evaluate, runtime, serve
+    from .plugins import register_plugins
 
     runtime.register(app)
     env.register(app)
-    for name in ("evaluate", "convert", "check", "serve", "imatrix"):
-        try:
-            module = __import__(f"{__name__}.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(app)
+    evaluate.register(app)
+    serve.register(app)
+    register_plugins(app)  # the workstation commands (dear_local_convert) and any other package's
 
 
 _register()

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,7 @@ from dear_local.token_ids import first_difference
 from dear_local_convert.agreement import metrics
 from dear_local_convert.agreement.gates import check_gates, evaluate_gates, manifest_gates
 from dear_local_convert.agreement.reference import read_reference
+from dear_local_convert.agreement.row import CheckRow
 from dear_local_convert.agreement.runs import run_queries, vocab_fingerprint
 from dear_local_convert.slices import load_slice
 
@@ -231,35 +232,35 @@ def run_quant(gguf: Path, header: dict, ref_queries: list[dict], eval_slice, pro
     )
 
 
-def summarize(run: RunResult, ref: RunResult, eval_slice, ref_ndcg) -> dict:
-    """Every figure of one report row."""
+def summarize(run: RunResult, ref: RunResult, eval_slice, ref_ndcg) -> CheckRow:
+    """Every figure of one report row, not yet judged by the gates."""
     agreement = metrics.summarize_agreement(ref.orders, run.orders)
     first = metrics.summarize_first_token(ref.logprobs, run.logprobs)
     quality = metrics.ndcg(run.orders, eval_slice.qrels)
     windows = max(run.windows, 1)
-    return {
-        "label": run.label,
-        "path": run.extra.get("path"),
-        "bytes": run.extra.get("bytes"),
-        "bits_per_weight": run.extra.get("bits_per_weight"),
-        "exact_match_pct": agreement.exact_match_pct,
-        "mean_tau": agreement.mean_tau,
-        "min_tau": agreement.min_tau,
-        "top1_pct": agreement.top1_pct,
-        "top5_overlap": agreement.top5_overlap,
-        "ndcg": quality.mean,
-        "delta_ndcg10": metrics.ndcg_delta(ref_ndcg, quality),
-        "status_counts": {s: run.statuses.get(s, 0) for s in STATUSES},
-        "first_token_kl": first.mean_kl,
-        "first_token_max_kl": first.max_kl,
-        "first_token_top1_pct": first.top1_pct,
-        "seconds_per_window": (run.prompt_seconds + run.decode_seconds) / windows,
-        "prompt_tokens_per_s": run.prompt_tokens / run.prompt_seconds if run.prompt_seconds else None,
-        "model_calls_per_window": run.model_calls / windows,
-        "peak_rss": run.extra.get("peak_rss"),
-        "per_query_tau": agreement.per_query_tau,
-        "lora": run.extra.get("lora"),
-    }
+    return CheckRow(
+        label=run.label,
+        path=run.extra.get("path"),
+        bytes=run.extra.get("bytes"),
+        bits_per_weight=run.extra.get("bits_per_weight"),
+        exact_match_pct=agreement.exact_match_pct,
+        mean_tau=agreement.mean_tau,
+        min_tau=agreement.min_tau,
+        top1_pct=agreement.top1_pct,
+        top5_overlap=agreement.top5_overlap,
+        ndcg=quality.mean,
+        delta_ndcg10=metrics.ndcg_delta(ref_ndcg, quality),
+        status_counts={s: run.statuses.get(s, 0) for s in STATUSES},
+        first_token_kl=first.mean_kl,
+        first_token_max_kl=first.max_kl,
+        first_token_top1_pct=first.top1_pct,
+        seconds_per_window=(run.prompt_seconds + run.decode_seconds) / windows,
+        prompt_tokens_per_s=run.prompt_tokens / run.prompt_seconds if run.prompt_seconds else None,
+        model_calls_per_window=run.model_calls / windows,
+        peak_rss=run.extra.get("peak_rss"),
+        per_query_tau=agreement.per_query_tau,
+        lora=run.extra.get("lora"),
+    )
 
 
 def check(
@@ -273,15 +274,17 @@ def check(
     decoding: str | None = None,
     n_threads: int | None = None,
     cpu_buffers: str | None = None,
-    on_quant: Callable[[dict], None] | None = None,
+    on_quant: Callable[[CheckRow], None] | None = None,
 ) -> dict:
     """Check every GGUF against a reference file; return the report as a dict.
 
     ``gates`` defaults to the reference model's manifest gates; ``gate_overrides``
     replaces single ones. ``slice_name``, ``template`` and ``decoding`` only
     confirm what the reference recorded (check always reuses the recorded profile).
-    The report holds ``reference``, ``reference_row``, ``gates``, ``machine``,
-    ``rows`` (one per GGUF, in order) and ``passed``; see docs/converting.md, "Checking a quant".
+    The report holds ``reference``, ``reference_row`` (a :class:`CheckRow` of the reference against
+    itself), ``gates``, ``machine``, ``rows`` (a :class:`CheckRow` per GGUF, in order, judged by the
+    gates) and ``passed``; see docs/converting.md, "Checking a quant". ``on_quant`` gets each row as
+    it is made.
     A GGUF written ``BASE.gguf+ADAPTER.gguf`` runs BASE with the GGUF LoRA adapter
     applied at run time; each row's ``lora`` says whether it is ``merged`` (at
     conversion) or ``runtime``, and its label says so too.
@@ -303,14 +306,14 @@ def check(
     gates = {**check_gates(gates, "gates"), **(gate_overrides or {})}
     ref = RunResult.from_records("reference", ref_queries)
     ref_ndcg = metrics.ndcg(ref.orders, eval_slice.qrels)
-    ref_row = summarize(ref, ref, eval_slice, ref_ndcg)
-    ref_row.update(label=f"reference ({header['dtype']}, {header['device_name']})", bytes=None, peak_rss=None)
+    ref_row = replace(summarize(ref, ref, eval_slice, ref_ndcg),
+                      label=f"reference ({header['dtype']}, {header['device_name']})", bytes=None, peak_rss=None)
     rows = []
     for p, adapter in models:
         run = run_quant(p, header, ref_queries, eval_slice, recorded, n_threads=n_threads, cpu_buffers=cpu_buffers,
                         lora=adapter)
         row = summarize(run, ref, eval_slice, ref_ndcg)
-        row["gate_failures"] = evaluate_gates(row, gates)
+        row = replace(row, gate_failures=tuple(evaluate_gates(row, gates)))
         rows.append(row)
         if on_quant is not None:
             on_quant(row)
@@ -326,7 +329,7 @@ def check(
             "threads": n_threads,
         },
         "rows": rows,
-        "passed": all(not r["gate_failures"] for r in rows),
+        "passed": all(not r.gate_failures for r in rows),
     }
 
 
@@ -353,5 +356,5 @@ def gate_failure(report: dict, paths: dict):
     """A ``GateFailure`` naming the quants that failed a gate, or None when every gate passed."""
     from dear_local.errors import GateFailure
 
-    failed = [r["label"] for r in report["rows"] if r["gate_failures"]]
+    failed = [r.label for r in report["rows"] if r.gate_failures]
     return GateFailure(f"agreement gates failed for {', '.join(failed)}; see {paths['md']}") if failed else None

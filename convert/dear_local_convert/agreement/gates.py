@@ -12,33 +12,38 @@ from typing import Callable
 
 from dear_local.errors import UserInputError
 
+from dear_local_convert.agreement.row import CheckRow
+
 
 @dataclass(frozen=True)
 class Gate:
     key: str
-    value: Callable[[dict], float]  # the figure a report row is judged on
+    value: Callable[[CheckRow], float]  # the figure a report row is judged on
     passes: Callable[[float, float], bool]  # (figure, threshold) -> ok
     failure: str  # sentence for a failure, with {v} and {g}
 
 
-def _wrong_format_rate(row: dict) -> float:
-    return row["status_counts"].get("wrong_format", 0) / (sum(row["status_counts"].values()) or 1)
+def _wrong_format_rate(row: CheckRow) -> float:
+    return row.status_counts.get("wrong_format", 0) / (sum(row.status_counts.values()) or 1)
 
 
 GATES: dict[str, Gate] = {
     g.key: g
     for g in (
-        Gate("min_mean_kendall_tau", lambda r: r["mean_tau"], lambda v, g: v >= g, "mean Kendall tau {v:.3f} < {g}"),
-        Gate("min_exact_match", lambda r: r["exact_match_pct"] / 100, lambda v, g: v >= g, "exact match {v:.2f} < {g}"),
-        Gate("max_delta_ndcg10", lambda r: -r["delta_ndcg10"], lambda v, g: v <= g, "nDCG@10 drop {v:.4f} > {g}"),
+        Gate("min_mean_kendall_tau", lambda r: r.mean_tau, lambda v, g: v >= g, "mean Kendall tau {v:.3f} < {g}"),
+        Gate("min_exact_match", lambda r: r.exact_match_pct / 100, lambda v, g: v >= g, "exact match {v:.2f} < {g}"),
+        Gate("max_delta_ndcg10", lambda r: -r.delta_ndcg10, lambda v, g: v <= g, "nDCG@10 drop {v:.4f} > {g}"),
         Gate("max_wrong_format_rate", _wrong_format_rate, lambda v, g: v <= g, "wrong_format rate {v:.2f} > {g}"),
     )
 }
 GATE_KEYS = tuple(GATES)
 
 
-def evaluate_gates(row: dict, gates: dict) -> list[str]:
-    """The gates ``row`` (one quant's report row) fails, as readable sentences; empty when it passes."""
+def evaluate_gates(row: CheckRow, gates: dict) -> list[str]:
+    """The gates ``row`` (one quant's report row) fails, as readable sentences; empty when it passes.
+
+    ``gates`` maps gate keys (:data:`GATE_KEYS`, as :func:`check_gates` returns them) to thresholds.
+    """
     failed = []
     for key, threshold in gates.items():
         gate = GATES[key]

@@ -1,38 +1,47 @@
-"""Writing a check's report: report.json, report.md and a plot."""
+"""Writing a check's report: report.json, report.md and a plot.
+
+A report is what :func:`dear_local_convert.agreement.check.check` returns: a dict whose
+``reference_row`` and ``rows`` are :class:`~dear_local_convert.agreement.row.CheckRow` records.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from dear_local.fileio import atomic_path, write_text_atomic
 
-COLUMNS = [
-    ("quant", lambda r: r["label"]),
-    ("MiB", lambda r: f"{r['bytes'] / 2**20:.0f}" if r.get("bytes") else "-"),
-    ("bpw", lambda r: f"{r['bits_per_weight']:.2f}" if r.get("bits_per_weight") else "-"),
-    ("exact %", lambda r: f"{r['exact_match_pct']:.0f}"),
-    ("mean τ", lambda r: f"{r['mean_tau']:.3f}"),
-    ("min τ", lambda r: f"{r['min_tau']:.3f}"),
-    ("top-1 %", lambda r: f"{r['top1_pct']:.0f}"),
-    ("top-5", lambda r: f"{r['top5_overlap']:.2f}"),
-    ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r['ndcg'][f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
-    ("ΔnDCG@10", lambda r: f"{100 * r['delta_ndcg10']:+.1f}"),
-    ("parse ok/wf/rep/miss", lambda r: "/".join(str(v) for v in r["status_counts"].values())),
-    ("FT KL", lambda r: f"{r['first_token_kl']:.4f}"),
-    ("FT top-1 %", lambda r: f"{r['first_token_top1_pct']:.0f}"),
-    ("s/window", lambda r: f"{r['seconds_per_window']:.2f}"),
-    ("prompt tok/s", lambda r: f"{r['prompt_tokens_per_s']:.0f}" if r.get("prompt_tokens_per_s") else "-"),
-    ("peak RSS MiB", lambda r: f"{r['peak_rss'] / 2**20:.0f}" if r.get("peak_rss") else "-"),
-    ("gates", lambda r: "pass" if not r.get("gate_failures") else "FAIL: " + "; ".join(r["gate_failures"])),
+from dear_local_convert.agreement.row import CheckRow
+
+COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
+    ("quant", lambda r: r.label),
+    ("MiB", lambda r: f"{r.bytes / 2**20:.0f}" if r.bytes else "-"),
+    ("bpw", lambda r: f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-"),
+    ("exact %", lambda r: f"{r.exact_match_pct:.0f}"),
+    ("mean τ", lambda r: f"{r.mean_tau:.3f}"),
+    ("min τ", lambda r: f"{r.min_tau:.3f}"),
+    ("top-1 %", lambda r: f"{r.top1_pct:.0f}"),
+    ("top-5", lambda r: f"{r.top5_overlap:.2f}"),
+    ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r.ndcg[f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
+    ("ΔnDCG@10", lambda r: f"{100 * r.delta_ndcg10:+.1f}"),
+    ("parse ok/wf/rep/miss", lambda r: "/".join(str(v) for v in r.status_counts.values())),
+    ("FT KL", lambda r: f"{r.first_token_kl:.4f}"),
+    ("FT top-1 %", lambda r: f"{r.first_token_top1_pct:.0f}"),
+    ("s/window", lambda r: f"{r.seconds_per_window:.2f}"),
+    ("prompt tok/s", lambda r: f"{r.prompt_tokens_per_s:.0f}" if r.prompt_tokens_per_s else "-"),
+    ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
+    ("gates", lambda r: "-" if r.gate_failures is None else "pass" if not r.gate_failures
+     else "FAIL: " + "; ".join(r.gate_failures)),
 ]
 
 
 def markdown_table(report: dict) -> str:
+    """The reference's row, then each quant's, as a markdown table of :data:`COLUMNS`."""
     rows = [report["reference_row"], *report["rows"]]
     head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt(r) if r is not report["reference_row"] or c != "gates" else "-" for c, fmt in COLUMNS) + " |" for r in rows]
+    body = ["| " + " | ".join(fmt(r) for _, fmt in COLUMNS) + " |" for r in rows]
     return "\n".join([head, sep, *body])
 
 
@@ -79,19 +88,19 @@ def plot(report: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = report["rows"]
-    sizes = [r["bytes"] / 2**20 for r in rows]
+    sizes = [r.bytes / 2**20 for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, ylabel in (
         (ax1, "mean_tau", "mean Kendall τ vs reference"),
         (ax2, "delta_ndcg10", "ΔnDCG@10 vs reference (points)"),
     ):
-        ys = [r[key] * (100 if key == "delta_ndcg10" else 1) for r in rows]
+        ys = [getattr(r, key) * (100 if key == "delta_ndcg10" else 1) for r in rows]
         ax.plot(sizes, ys, "o")
         # Neighbouring quants often sit close together: alternate labels above and below.
         by_size = sorted(range(len(rows)), key=lambda i: sizes[i])
         for rank, i in enumerate(by_size):
             offset = (4, 5) if rank % 2 == 0 else (4, -12)
-            ax.annotate(rows[i]["label"], (sizes[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
+            ax.annotate(rows[i].label, (sizes[i], ys[i]), textcoords="offset points", xytext=offset, fontsize=8)
         ax.set_xlabel("file size (MiB)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -105,11 +114,21 @@ def plot(report: dict, out: Path) -> Path:
     return out
 
 
+def report_json(report: dict) -> dict:
+    """``report`` as ``report.json`` holds it: the same keys, each row as :meth:`CheckRow.to_dict`."""
+    return {**report, "reference_row": report["reference_row"].to_dict(),
+            "rows": [row.to_dict() for row in report["rows"]]}
+
+
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and ``agreement.png`` into ``out_dir`` (made if missing).
+
+    Returns their paths as ``{"json", "md", "plot"}``. Each file is written atomically.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "json": write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2) + "\n"),
+        "json": write_text_atomic(out_dir / "report.json", json.dumps(report_json(report), indent=2) + "\n"),
         "md": write_text_atomic(out_dir / "report.md", markdown(report)),
         "plot": plot(report, out_dir / "agreement.png"),
     }

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import missing_extra
-from .options import DecodingOption, ForceOption, TemplateOption
+from dear_local.cli.options import DecodingOption, ForceOption, TemplateOption
+from dear_local.errors import missing_extra
 
 
 def imatrix(
@@ -43,7 +43,7 @@ def imatrix(
 
     from dear_local_convert.build import resolve_checkpoint
 
-    from ..progress import bar
+    from dear_local.progress import bar
 
     ck = resolve_checkpoint(checkpoint, revision)
     ckpt, name, repo, revision = ck.path, ck.name, ck.repo, ck.revision

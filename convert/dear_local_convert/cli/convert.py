@@ -1,4 +1,4 @@
-"""Workstation commands: convert, quantize, build. They need the 'convert' extra.
+"""Conversion commands: convert, convert-lora, quantize, build. They need the 'convert' extra.
 
 The heavy imports (torch, transformers, gguf) happen inside each command, so
 ``dear-local --help`` and the runtime commands stay fast and work without them.
@@ -12,8 +12,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import missing_extra
-from .options import ForceOption, ThreadsOption
+from dear_local.cli.options import ForceOption, ThreadsOption
+from dear_local.errors import missing_extra
 
 
 class OutType(str, Enum):
@@ -64,7 +64,7 @@ def convert(
     _need_convert_extra()
     from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path
 
-    from ..store import pull_checkpoint
+    from dear_local.store import pull_checkpoint
 
     adapter = None
     if lora is not None:

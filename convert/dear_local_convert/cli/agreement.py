@@ -1,4 +1,8 @@
-"""Agreement commands: reference, check and demo (they need the `convert` extra)."""
+"""Agreement commands: reference, check and demo.
+
+``reference`` and ``demo`` need the `convert` extra, ``check`` (and ``reference --server``) only
+the `check` extra; each says which ``pip install`` it needs before importing anything heavy.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import missing_extra
-from .options import (
+from dear_local.cli.options import (
     CpuBuffersOption,
     DecodingOption,
     ForceOption,
@@ -22,6 +25,7 @@ from .options import (
     cpu_buffers_value,
     run_options_for_servers,
 )
+from dear_local.errors import missing_extra
 
 
 def _need(extra: str, modules: tuple[str, ...]) -> None:
@@ -104,8 +108,8 @@ def _reference_from_servers(model, out, slice_name, queries, passages, template,
     from dear_local_convert.agreement.reference import write_server_reference
     from dear_local_convert.slices import load_slice
 
-    from ..fileio import refuse_overwrite
-    from ..reranker import Reranker
+    from dear_local.fileio import refuse_overwrite
+    from dear_local.reranker import Reranker
 
     refuse_overwrite(out, force)
     eval_slice = load_slice(slice_name, queries=queries, passages=passages)  # checked before any request
@@ -121,7 +125,7 @@ def _reference_from_servers(model, out, slice_name, queries, passages, template,
 
 def _model_name(model: str) -> str | None:
     """The manifest name behind ``NAME[:QUANT]`` (what picks the gates), None for a file."""
-    from ..store import resolve
+    from dear_local.store import resolve
 
     resolved = resolve(model)
     return resolved.manifest.name if resolved.manifest else None
