@@ -57,16 +57,16 @@ def test_reference_records_provenance_and_every_query(reference_file):
 def test_check_reports_bf16_and_q4_against_the_reference(reference_file, standin_bf16_gguf, q4_gguf, tmp_path):
     report = check(reference_file, [standin_bf16_gguf, q4_gguf], gates={"min_mean_kendall_tau": -1.0})
     bf16, q4 = report["rows"]
-    assert bf16["label"] == "BF16" and q4["label"] == "Q4_K_M"
+    assert bf16.label == "BF16" and q4.label == "Q4_K_M"
     # BF16 holds the same weights as the reference: its rankings follow it closely.
-    assert bf16["mean_tau"] >= 0.8 and bf16["top1_pct"] >= 66
-    assert bf16["first_token_kl"] < 0.05
-    assert q4["bytes"] < bf16["bytes"]
-    assert 4.0 < q4["bits_per_weight"] < 7.5 and 15 < bf16["bits_per_weight"] < 17
+    assert bf16.mean_tau >= 0.8 and bf16.top1_pct >= 66
+    assert bf16.first_token_kl < 0.05
+    assert q4.bytes < bf16.bytes
+    assert 4.0 < q4.bits_per_weight < 7.5 and 15 < bf16.bits_per_weight < 17
     for row in report["rows"]:
-        assert row["status_counts"]["ok"] == QUERIES  # constrained decoding never malforms
-        assert set(row["ndcg"]) == {"ndcg@1", "ndcg@5", "ndcg@10"}
-        assert row["seconds_per_window"] > 0 and row["peak_rss"] > 0
+        assert row.status_counts["ok"] == QUERIES  # constrained decoding never malforms
+        assert set(row.ndcg) == {"ndcg@1", "ndcg@5", "ndcg@10"}
+        assert row.seconds_per_window > 0 and row.peak_rss > 0
     assert report["passed"]
     paths = write_report(report, tmp_path / "report")
     md = paths["md"].read_text()
