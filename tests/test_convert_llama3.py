@@ -70,14 +70,12 @@ def _assert_logits_match(got: np.ndarray, want: np.ndarray) -> None:
     assert mismatched.size == 0, f"argmax differs at positions {mismatched[:10].tolist()}"
 
 
-@pytest.mark.slow
 def test_f32_logits_match_transformers_at_every_position(tiny_llama3_dir, tiny_f32_gguf, hf_tokenizer, shared_dir):
     ids = hf_tokenizer(_card_prompt(shared_dir, 5))["input_ids"]
     assert 300 <= len(ids) <= 600 and ids[0] == 128000
     _assert_logits_match(_llama_logits(tiny_f32_gguf, ids), _hf_logits(tiny_llama3_dir, ids))
 
 
-@pytest.mark.slow
 def test_parity_check_catches_a_converter_without_rope_freqs(tiny_llama3_dir, hf_tokenizer, shared_dir, tmp_path, monkeypatch):
     """The parity test is sharp enough to see llama3 rope scaling go missing."""
     from dear_local_convert.to_gguf import arch, writer

@@ -95,7 +95,6 @@ def test_manifest_records_every_file_with_provenance(standin_bf16_gguf, ladder):
     assert not list(out.glob("*.partial"))
 
 
-@pytest.mark.slow
 def test_bf16_greedy_matches_transformers_on_three_rankgpt_chat_prompts(standin_dir, standin_bf16_gguf, shared_dir):
     tokenizer = transformers.AutoTokenizer.from_pretrained(standin_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(standin_dir, dtype=torch.float32)
@@ -120,7 +119,6 @@ def test_bf16_greedy_matches_transformers_on_three_rankgpt_chat_prompts(standin_
         backend.close()
 
 
-@pytest.mark.slow
 def test_build_command_converts_and_quantizes_the_whole_ladder(standin_gguf, standin_dir, tmp_path):
     from dear_local import store
 

@@ -97,7 +97,6 @@ def every_type(standin_bf16_gguf, tmp_path_factory):
     return {t: next(out.glob(f"*-{t}.gguf")) for t in LADDER_TYPES} | {"BF16": standin_bf16_gguf}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("qtype", ["BF16", *LADDER_TYPES])
 def test_every_quant_type_loads_and_decodes_on_this_machine(every_type, qtype):
     from dear_local.backends.probe import probe_model
@@ -118,7 +117,6 @@ def _buffer_log(path, mode: str) -> str:
     return proc.stderr
 
 
-@pytest.mark.slow
 def test_plain_mode_really_loads_without_extra_buffer_types(every_type):
     if cpu_features(llama_system_info()).get("REPACK") != "1":
         pytest.skip("this llama.cpp build has no repacked CPU buffers")

@@ -65,7 +65,6 @@ def assert_same_or_near_tie(reference, other, label: str) -> str:
 # -- jump-forward ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_jump_forward_is_token_identical_to_plain_constrained_decoding(smol, noveleval_first3):
     cases = [(q, cut(p, 4, 60)) for q, p in noveleval_first3]
     cases.append((noveleval_first3[0][0], cut(noveleval_first3[0][1], 12, 20)))  # two-digit ids
@@ -124,7 +123,6 @@ def test_extend_rows_matches_one_token_at_a_time(smol, noveleval_first3):
     assert np.array_equal(fallback, one_by_one[[1, 3, 5]])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("template", ["card", "rankgpt-chat"])
 def test_llama3_tokenizer_needs_at_most_n_plus_2_model_calls(tiny_llama3, noveleval_first3, template):
     profile = Profile(template=template)
@@ -159,7 +157,6 @@ def test_llama3_tokenizer_needs_at_most_n_plus_2_model_calls(tiny_llama3, novele
 # -- the agreement claim -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_constrained_output_equals_greedy_whenever_greedy_was_a_valid_permutation(smol, noveleval_first3, shared_dir):
     """The constraint only changes malformed outputs.
 
@@ -209,7 +206,6 @@ def test_first_token_spends_one_extra_step_per_shared_id_prefix(llama3_vocab_ggu
     assert branch_points(id_token_paths(llama3, chat, 100)[1]) == [()]
 
 
-@pytest.mark.slow
 def test_first_token_scores_and_agreement_with_full_generation(smol, noveleval_first3):
     from dear_local_convert.agreement.metrics import exact_match, kendall_tau, top1_agreement
 
@@ -255,7 +251,6 @@ def test_unknown_decoding_mode_is_refused():
         Profile(decoding="beam")
 
 
-@pytest.mark.slow
 def test_modes_are_chosen_per_profile_in_the_api_and_the_cli(standin_gguf, noveleval_first3, tmp_path):
     query, passages = noveleval_first3[2]
     docs = cut(passages, 5, 15)
@@ -285,7 +280,6 @@ def test_modes_are_chosen_per_profile_in_the_api_and_the_cli(standin_gguf, novel
 # -- transformers generate -----------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_transformers_generate_with_the_logits_processor_decodes_like_dear_local(standin_dir, standin_gguf,
                                                                               noveleval_first3):
     """The same constraint drives HF ``generate`` and dear-local's loop on the bf16 stand-in."""

@@ -269,7 +269,6 @@ def test_rerank_out_refuses_dash_and_a_missing_folder(cli, fake_gguf, out):
 
 # -- quantize: resume after an interrupt ------------------------------------------------------------
 
-@pytest.mark.slow
 def test_quantize_stopped_by_sigterm_resumes_keeping_the_finished_type(standin_bf16_gguf, tmp_path):
     out = tmp_path / "q"
     cmd = [sys.executable, "-m", "dear_local", "quantize", str(standin_bf16_gguf), "--types", "Q8_0,Q4_0",

@@ -201,7 +201,6 @@ def test_template_files_state_the_token_cap():
 # -- the reference tokenizes identically --------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("which", ["smollm2", "llama3"])
 def test_the_reference_builds_the_same_prompt_ids_as_llama_cpp(which, request, smol_vocab, llama3_vocab):
     from dear_local_convert.transformers_backend.backend import TransformersBackend

@@ -79,7 +79,6 @@ def via_jsonl(home, dl19_slice):
     return proc.stdout
 
 
-@pytest.mark.slow
 def test_the_rankgpt_jsonl_route_ranks_every_candidate(via_jsonl, dl19_slice):
     lines = [line.split() for line in via_jsonl.splitlines()]
     assert len(lines) == N_QUERIES * N_PASSAGES
@@ -91,7 +90,6 @@ def test_the_rankgpt_jsonl_route_ranks_every_candidate(via_jsonl, dl19_slice):
         assert [int(row[3]) for row in got] == list(range(1, N_PASSAGES + 1))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("corpus", ["corpus.tsv", "corpus.jsonl"])
 def test_a_run_with_topics_and_a_corpus_ranks_as_the_jsonl_does(home, dl19_slice, via_jsonl, corpus, tmp_path):
     out = tmp_path / "reranked.trec"
@@ -108,7 +106,6 @@ def test_a_run_with_topics_and_a_corpus_ranks_as_the_jsonl_does(home, dl19_slice
     assert out.read_text() == via_jsonl
 
 
-@pytest.mark.slow
 def test_rank_llm_requests_give_rank_llm_results_that_read_back(home, dl19_slice, via_jsonl, tmp_path):
     out = tmp_path / "result.jsonl"
     proc = rerank(home, "--jsonl", str(dl19_slice["rank_llm.jsonl"]), "--format", "rank_llm", "--out", str(out))

@@ -114,7 +114,6 @@ def test_the_cli_resumes_an_interrupted_run(cli, fake_gguf, tmp_path, monkeypatc
     assert out.read_text() == whole and not partial.exists() and not journal.exists()
 
 
-@pytest.mark.slow
 def test_a_real_run_killed_mid_way_resumes_to_the_uninterrupted_result(standin_gguf, tmp_path, shared_dir):
     records = json.loads((shared_dir / "data" / "dl19" / "retrieve_results_dl19.json").read_text())[:6]
     jsonl = tmp_path / "dl19.jsonl"

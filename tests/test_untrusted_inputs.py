@@ -114,7 +114,6 @@ def test_a_docid_is_the_documents_line_whatever_surrounds_it(lines, crlf, final_
     assert len(req.documents) == sum(1 for ln in lines if ln.strip())
 
 
-@pytest.mark.slow
 def test_trec_output_gives_the_line_number_after_a_blank_line(standin_gguf, tmp_path):
     docs = tmp_path / "docs.txt"
     docs.write_text("Bananas are yellow.\nCats sleep a lot.\n\nParis is the capital of France.\n")
@@ -126,7 +125,6 @@ def test_trec_output_gives_the_line_number_after_a_blank_line(standin_gguf, tmp_
 
 
 # -- one long document never fails a request ------------------------------------------
-@pytest.mark.slow
 def test_the_http_example_with_a_long_chinese_document_is_ranked_not_refused(standin_gguf):
     """Before: 422 'the prompt ... needs 10643 tokens ... the context holds 10496'."""
     from dear_local.server import ServerSettings, create_app
@@ -149,7 +147,6 @@ def test_the_http_example_with_a_long_chinese_document_is_ranked_not_refused(sta
     assert body["meta"]["tokens"]["input_tokens"] < reranker.profile.context_tokens()
 
 
-@pytest.mark.slow
 def test_the_cli_ranks_a_long_chinese_document_and_warns(standin_gguf, tmp_path):
     docs = tmp_path / "two.txt"
     docs.write_text(f"Paris is the capital of France.\n{CJK_DOC}\n", encoding="utf-8")
