@@ -24,7 +24,7 @@ from . import settings as _s
 from .backends.loader import CPU_BUFFER_MODES
 from .contract.profile import DECODING_MODES, MAX_WINDOW
 from .errors import UserInputError
-from .limits import MAX_CTX, MAX_GPU_LAYERS, MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT, MAX_THREADS
+from .limits import MAX_CTX, MAX_GPU_LAYERS, MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT, MAX_SERVER_RETRIES, MAX_THREADS
 
 PROTOCOLS = ("auto", "llama-server", "openai")  # how to talk to servers; see dear_local.remote.protocols
 
@@ -150,6 +150,13 @@ class RunOptions:
         high=MAX_REQUEST_TIMEOUT,
         help="Seconds one server request may take in all, answer included (a total deadline).",
         doc="seconds one server request may take in all",
+    )
+    server_retries: int = knob(
+        _s.DEFAULT_SERVER_RETRIES, kind=INT, flags=("--server-retries",), low=0, high=MAX_SERVER_RETRIES,
+        help="Attempts after the first on one server that failed or did not answer, waiting 0.5 s before "
+        "the first and twice as long each time, before its work moves to another server (0: none).",
+        doc="attempts after the first on one server that failed, 0.5 s apart and doubling, before its work "
+        "moves to another server",
     )
     # -- LoRA ------------------------------------------------------------------------------------------
     lora: str | None = knob(

@@ -41,6 +41,7 @@ DEFAULT_FLASH_ATTN = False
 DEFAULT_N_GPU_LAYERS = 0
 DEFAULT_PROTOCOL = "auto"
 DEFAULT_REQUEST_TIMEOUT = 120.0
+DEFAULT_SERVER_RETRIES = 3  # attempts after the first on one server, waiting 0.5 s, 1 s, 2 s ...
 DEFAULT_LORA_SCALE = 1.0
 
 # -- defaults of `dear-local serve` (see dear_local.server.config) -----------------------------------

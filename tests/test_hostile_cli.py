@@ -50,7 +50,7 @@ def test_env_report_never_shows_a_secret_setting_or_url_password(name, value, ur
 def test_errors_never_echo_credentials_from_a_server_url(password, user, scheme, cli, fake_gguf):
     url = f"{scheme}://{user}:{password}@127.0.0.1:1"
     assume(password not in f"{scheme}://{user}@127.0.0.1:1 {fake_gguf}")  # the user name is shown, by design
-    code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--server", url, "--request-timeout", "1",
+    code, out, err = cli("rerank", "-m", str(fake_gguf), "-q", "q", "--server", url, "--request-timeout", "1", "--server-retries", "0",
                          stdin="a\nb\n")
     assert code != 0 and err.startswith("error:")
     assert password not in out + err

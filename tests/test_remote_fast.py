@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from dear_local import Reranker
 from dear_local.errors import ServerError
 from dear_local.remote.fleet import Fleet
 from dear_local.remote.protocols import BIAS, LlamaServer, OpenAI, protocol_for
@@ -241,8 +242,23 @@ def test_rerank_with_a_server_that_is_not_a_url_says_how_to_write_one(cli, fake_
 
 
 def test_rerank_with_an_unreachable_server_is_one_clear_line(cli, fake_gguf):
-    code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q", "--server", _dead_url(), stdin="a\nb\n")
+    code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q", "--server", _dead_url(),
+                       "--server-retries", "0", stdin="a\nb\n")
     assert code == 1 and "does not answer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_server_retries_is_how_often_a_dead_server_is_tried_again(fake_gguf, retries):
+    """``server_retries=N``: N more attempts, 0.5 s before the first and doubling, before the server is down."""
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(ServerError, match="does not answer"):
+        Reranker(str(fake_gguf), servers=[_dead_url()], server_retries=retries)
+    waited = time.monotonic() - start
+    assert waited >= 0.5 * (2**retries - 1)  # the backoff's sleeps: none, or 0.5 s + 1 s
+    if retries == 0:
+        assert waited < 1.5
 
 
 def test_serve_in_flight_needs_servers():

@@ -533,5 +533,6 @@ def test_a_password_in_a_server_url_is_sent_as_basic_auth_and_never_shown(server
 
 def test_rerank_cli_never_echoes_a_server_password(cli, fake_gguf):
     code, _, err = cli("rerank", "--model", str(fake_gguf), "--query", "q",
-                       "--server", _dead_url().replace("http://", "http://admin:hunter2@"), stdin="a\nb\n")
+                       "--server", _dead_url().replace("http://", "http://admin:hunter2@"), "--server-retries", "0",
+                       stdin="a\nb\n")
     assert code == 1 and "hunter2" not in err and "admin:***@" in err

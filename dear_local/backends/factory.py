@@ -50,7 +50,8 @@ def open_backend(
 
         return open_remote(
             model, list(options.servers), protocol=options.protocol, served_model=options.served_model or "",
-            timeout=options.request_timeout, api_key=settings.server_api_key, loader=loader,
+            timeout=options.request_timeout, retries=options.server_retries, api_key=settings.server_api_key,
+            loader=loader,
         )
     if loader is None:
         from . import llama

@@ -118,7 +118,7 @@ def _run_app() -> None:
     no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())
     abort = tuple({c for c in (getattr(core, "Abort", None), getattr(click.exceptions, "Abort", None)) if c is not None})
     try:
-        rv = app(standalone_mode=False)
+        rv = app(standalone_mode=False, prog_name=_prog_name())
     except no_args as exc:
         # no command given: the help, as standalone mode shows it
         exc.show()
@@ -131,6 +131,18 @@ def _run_app() -> None:
         sys.exit(1)
     if isinstance(rv, int) and not isinstance(rv, bool):
         sys.exit(rv)  # an explicit exit, which non-standalone mode returns
+
+
+def _prog_name() -> str:
+    """How the user started the command, for messages: ``python -m dear_local`` or the script's name.
+
+    Read from ``sys.argv[0]`` rather than from the ``__main__`` module (click's way), which names
+    the host program (``python -m pytest``) when the app runs inside another one.
+    """
+    arg0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(arg0) == "__main__.py" and os.path.basename(os.path.dirname(arg0)) == "dear_local":
+        return "python -m dear_local"
+    return os.path.basename(arg0) or "dear-local"
 
 
 def _help_path(exc) -> str:

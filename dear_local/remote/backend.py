@@ -15,7 +15,7 @@ import threading
 from ..backends.base import Capabilities, ModelRuntime
 from ..decoding.remote import RemoteModel
 from ..errors import ServerError
-from ..settings import DEFAULT_REQUEST_TIMEOUT
+from ..settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_SERVER_RETRIES
 from ..token_ids import first_difference
 from . import replies
 from .fleet import Fleet, Server
@@ -239,7 +239,7 @@ class RemoteBackend(ModelRuntime, RemoteModel):
 
 
 def open_remote(tokenizer_model, urls: list[str], *, protocol: str = "auto", served_model: str = "",
-                timeout: float = DEFAULT_REQUEST_TIMEOUT, retries: int = 3, api_key: str | None = None,
+                timeout: float = DEFAULT_REQUEST_TIMEOUT, retries: int = DEFAULT_SERVER_RETRIES, api_key: str | None = None,
                 loader=None) -> RemoteBackend:
     """A :class:`RemoteBackend` for ``urls``, with the tokenizer of the GGUF at ``tokenizer_model``
     (opened vocabulary-only by ``loader``, default ``LlamaCppBackend``).

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ServerError
 from ..redact import redact, redact_url, register_secrets
+from ..settings import DEFAULT_REQUEST_TIMEOUT, DEFAULT_SERVER_RETRIES
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 PROBE_TIMEOUT = 10.0  # seconds: start-up probes (/props, /tokenize, /v1/models) answer at once or not at all
@@ -213,8 +214,8 @@ class Fleet:
         ServerError: no URL, or a URL that is not ``http://`` or ``https://``.
     """
 
-    def __init__(self, urls: list[str], *, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5,
-                 api_key: str | None = None) -> None:
+    def __init__(self, urls: list[str], *, timeout: float = DEFAULT_REQUEST_TIMEOUT, retries: int = DEFAULT_SERVER_RETRIES,
+                 backoff: float = 0.5, api_key: str | None = None) -> None:
         if not urls:
             raise ServerError("no server given; pass --server http://HOST:PORT (repeat it for several)")
         for url in urls:
