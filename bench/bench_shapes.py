@@ -61,39 +61,17 @@ from bench_convert import LLAMA31_8B, tensor_shapes, write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# meta-llama/Llama-3.2-1B-Instruct's config.json (tied embeddings, head_dim 64, rope factor 32).
+# meta-llama/Llama-3.2-1B-Instruct's config.json: Llama-3.1-8B's but for its size, tied embeddings and
+# rope factor 32 (head_dim 64).
 LLAMA32_1B = {
-    "architectures": ["LlamaForCausalLM"],
-    "attention_bias": False,
-    "attention_dropout": 0.0,
-    "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009],
+    **LLAMA31_8B,
     "head_dim": 64,
-    "hidden_act": "silu",
     "hidden_size": 2048,
-    "initializer_range": 0.02,
     "intermediate_size": 8192,
-    "max_position_embeddings": 131072,
-    "mlp_bias": False,
-    "model_type": "llama",
-    "num_attention_heads": 32,
     "num_hidden_layers": 16,
-    "num_key_value_heads": 8,
-    "pretraining_tp": 1,
-    "rms_norm_eps": 1e-05,
-    "rope_scaling": {
-        "factor": 32.0,
-        "high_freq_factor": 4.0,
-        "low_freq_factor": 1.0,
-        "original_max_position_embeddings": 8192,
-        "rope_type": "llama3",
-    },
-    "rope_theta": 500000.0,
+    "rope_scaling": {**LLAMA31_8B["rope_scaling"], "factor": 32.0},
     "tie_word_embeddings": True,
-    "torch_dtype": "bfloat16",
     "transformers_version": "4.45.0.dev0",
-    "use_cache": True,
-    "vocab_size": 128256,
 }
 SHAPES = {"1b": (LLAMA32_1B, 1), "8b": (LLAMA31_8B, 4)}  # config, safetensors shards
 VOCAB_GGUF = ROOT.parent / "shared" / "fixtures" / "ggml-vocab-llama-bpe.gguf"

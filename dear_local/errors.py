@@ -112,3 +112,12 @@ def missing_extra(package: str, extra: str) -> MissingExtraError:
         f"{package} is not installed; it comes with the '{extra}' extra: "
         f'pip install "dear-local[{extra}]"'
     )
+
+
+def require_extra(extra: str, *packages: str) -> None:
+    """Import each of ``packages`` in turn; raise :func:`missing_extra` for the first that is not installed."""
+    for package in packages:
+        try:
+            __import__(package)
+        except ImportError as exc:
+            raise missing_extra(package, extra) from exc

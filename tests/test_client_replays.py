@@ -264,6 +264,22 @@ def ragflow_rank(res: dict, n: int) -> list[float]:
     return rank
 
 
+def ragflow_order(res: dict) -> list[int]:
+    """The input positions of DOCS, best first, by the scores :func:`ragflow_rank` reads from ``res``."""
+    rank = ragflow_rank(res, len(DOCS))
+    return sorted(range(len(DOCS)), key=lambda i: -rank[i])
+
+
+def ragflow_keyed_post(url: str, model: str) -> dict:
+    """The request RAGFlow's OpenAI-API-Compatible and LocalAI providers both send: the key as a Bearer
+    token, a 30 s timeout, ``top_n = len(texts)``."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    data = {"model": model, "query": QUERY, "documents": DOCS, "top_n": len(DOCS)}
+    response = requests.post(url, headers=headers, json=data, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
 def test_ragflow_openai_api_compatible_provider(keyed_server):
     """RAGFlow, OpenAI-API-Compatible rerank (infiniflow/ragflow @b1b8cd623520, rag/llm/rerank_model.py,
     OpenAI_APIRerank): base URL ``http://host:8080/v1`` becomes ``.../v1/rerank``; a 30 s timeout, documents cut
@@ -271,12 +287,7 @@ def test_ragflow_openai_api_compatible_provider(keyed_server):
     base_url = f"{keyed_server.url}/v1"
     normalized = base_url.strip()
     url = normalized.rstrip("/") if "/rerank" in normalized else urljoin(f"{normalized.rstrip('/')}/", "rerank")
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
-    data = {"model": "dear-8b", "query": QUERY, "documents": DOCS, "top_n": len(DOCS)}
-    response = requests.post(url, headers=headers, json=data, timeout=30)
-    response.raise_for_status()
-    rank = ragflow_rank(response.json(), len(DOCS))
-    assert sorted(range(len(DOCS)), key=lambda i: -rank[i]) == BEST_FIRST
+    assert ragflow_order(ragflow_keyed_post(url, "dear-8b")) == BEST_FIRST
 
 
 def test_ragflow_localai_provider_posts_to_the_bare_rerank_path(keyed_server):
@@ -285,12 +296,7 @@ def test_ragflow_localai_provider_posts_to_the_bare_rerank_path(keyed_server):
     ``http://host:8080/rerank``, which must answer in a shape with ``results``."""
     url = urljoin(f"{keyed_server.url}/v1", "/rerank")
     assert url.endswith(":%d/rerank" % httpx.URL(keyed_server.url).port)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
-    data = {"model": "dear-8b___LocalAI", "query": QUERY, "documents": DOCS, "top_n": len(DOCS)}
-    response = requests.post(url, headers=headers, json=data, timeout=30)
-    response.raise_for_status()
-    rank = ragflow_rank(response.json(), len(DOCS))
-    assert sorted(range(len(DOCS)), key=lambda i: -rank[i]) == BEST_FIRST
+    assert ragflow_order(ragflow_keyed_post(url, "dear-8b___LocalAI")) == BEST_FIRST
 
 
 def test_ragflow_huggingface_provider_speaks_tei_in_batches_of_8(open_server):
@@ -324,8 +330,7 @@ def test_ragflow_xinference_provider_sends_string_booleans(open_server):
     response = requests.post(f"{open_server.url}/v1/rerank", headers=headers, json=data, timeout=30)
     response.raise_for_status()
     res = response.json()
-    rank = ragflow_rank(res, len(DOCS))
-    assert sorted(range(len(DOCS)), key=lambda i: -rank[i]) == BEST_FIRST
+    assert ragflow_order(res) == BEST_FIRST
     assert all(r["document"]["text"] == DOCS[r["index"]] for r in res["results"])
 
 

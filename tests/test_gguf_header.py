@@ -7,11 +7,9 @@ the `dear_local.*` keys live in one namespace.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dear_local.errors import InvalidModelFileError, ModelNotFoundError
@@ -20,41 +18,7 @@ from dear_local.token_ids import first_difference
 
 gguf = pytest.importorskip("gguf")
 
-
-def write_gguf(path: Path, *, alignment: int | None = None) -> Path:
-    w = gguf.GGUFWriter(path, "llama")
-    if alignment:
-        w.add_custom_alignment(alignment)
-    w.add_name("round-trip")
-    w.add_block_count(2)
-    w.add_uint8("t.u8", 200)
-    w.add_int8("t.i8", -100)
-    w.add_uint16("t.u16", 60000)
-    w.add_int16("t.i16", -30000)
-    w.add_uint32("t.u32", 4_000_000_000)
-    w.add_int32("t.i32", -2_000_000_000)
-    w.add_uint64("t.u64", 2**63 + 5)
-    w.add_int64("t.i64", -(2**62))
-    w.add_float32("t.f32", 1.5)
-    w.add_float64("t.f64", math.pi)
-    w.add_bool("t.bool", True)
-    w.add_string("t.text", "héllo, 世界 🙂")
-    w.add_string("t.empty", "")
-    w.add_array("t.strings", ["a", "", "ccc", "日本"])
-    w.add_array("t.ints", [1, -2, 3])
-    w.add_array("t.floats", [0.5, -1.25])
-    w.add_string(Keys.SOURCE_REPO, "example/repo")
-    rng = np.random.default_rng(0)
-    w.add_tensor("a.weight", rng.standard_normal((4, 64)).astype(np.float32))
-    w.add_tensor("b.weight", rng.standard_normal((3, 32)).astype(np.float16))
-    w.add_tensor("c.norm", np.ones(7, dtype=np.float32))
-    w.add_tensor("d.weight", np.zeros((2, 34 * 2), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-    w.add_tensor("e.weight", np.zeros((2, 5, 8), dtype=np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+from gguf_files import DAMAGED, tensor_data_end, write_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +66,7 @@ def test_tensor_infos_match_gguf_py(tmp_path, alignment):
         assert ours.ggml_type == int(theirs.tensor_type), ours.name
         assert header.data_offset + ours.offset == int(theirs.data_offset), ours.name
         assert ours.n_elements == int(theirs.n_elements) and ours.n_bytes == int(theirs.n_bytes), ours.name
-    assert header.data_end == max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    assert header.data_end == tensor_data_end(path)
     assert header.size == path.stat().st_size
 
 
@@ -124,17 +88,7 @@ def test_the_llama3_vocabulary_header_is_read_fast(llama3_vocab_gguf):
     assert full.get("tokenizer.ggml.tokens")[128000] == "<|begin_of_text|>"
 
 
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: p.write_bytes(b"GGML" + bytes(60)), "not a GGUF file"),
-        (lambda p: p.write_bytes(b"GGUF"), "truncated"),
-        (lambda p: p.write_bytes(b"GGUF" + (1).to_bytes(4, "little") + bytes(16)), "GGUF version 1"),
-        (lambda p: p.mkdir(), "is a folder"),
-    ],
-    ids=["empty", "wrong-magic", "magic-only", "version-1", "folder"],
-)
+@DAMAGED
 def test_damaged_files_get_the_checks_one_line_errors(tmp_path, make, message):
     path = tmp_path / "bad.gguf"
     make(path)

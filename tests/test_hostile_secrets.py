@@ -26,8 +26,6 @@ import re
 import string
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -42,6 +40,7 @@ from dear_local.redact import MASK, redact, redact_settings, redact_url
 from dear_local.remote.fleet import Fleet, Server, _split_credentials
 from dear_local.server.logs import RedactSecrets, install
 from dear_local.terminal import UNSAFE
+from json_http import JsonHandler, start_server, stop_server
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +123,7 @@ def test_a_password_with_slash_hash_or_question_mark_is_taken_whole():
 # -- F3: a server that echoes the credentials it got ------------------------------------------------------
 
 
-class _Echo(BaseHTTPRequestHandler):
+class _Echo(JsonHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 - http.server's name
@@ -132,26 +131,14 @@ class _Echo(BaseHTTPRequestHandler):
         decoded = ""
         if auth.startswith("Basic "):
             decoded = base64.b64decode(auth[6:]).decode("utf-8", "replace")
-        body = json.dumps({"error": f"invalid credentials {decoded} header={auth}"}, ensure_ascii=False).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_json(401, json.dumps({"error": f"invalid credentials {decoded} header={auth}"}, ensure_ascii=False).encode())
 
 
 @pytest.fixture(scope="module")
 def echo_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = start_server(_Echo)
     yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    stop_server(server)
 
 
 # 4 characters at least: shorter values are masked only where they stand whole (see the F5 test)

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,39 +30,12 @@ from dear_local.native_calls import CallbackErrors, hold_interrupts
 
 gguf = pytest.importorskip("gguf")
 
-
-def write_gguf(path: Path, *, arch: str = "llama", alignment: int | None = None) -> Path:
-    """A small GGUF with metadata of every kind and tensors of several types (F32, F16, Q8_0)."""
-    w = gguf.GGUFWriter(str(path), arch)
-    if alignment is not None:
-        w.add_custom_alignment(alignment)
-    w.add_block_count(1)
-    w.add_string("test.text", "hello")
-    w.add_array("test.tokens", ["a", "bb", "ccc"])
-    w.add_array("test.numbers", [1, 2, 3])
-    w.add_float32("test.f", 1.5)
-    w.add_bool("test.b", True)
-    rng = np.random.default_rng(0)
-    w.add_tensor("a.weight", rng.standard_normal((4, 64)).astype(np.float32))
-    w.add_tensor("b.weight", rng.standard_normal((3, 32)).astype(np.float16))
-    q8 = np.zeros((2, 34 * 2), dtype=np.uint8)  # 2 rows of 64 Q8_0 weights: 2 blocks of 34 bytes each
-    w.add_tensor("c.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)  # shape (2, 64) from the bytes
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+from gguf_files import DAMAGED, tensor_data_end, write_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def small_gguf(tmp_path_factory) -> Path:
     return write_gguf(tmp_path_factory.mktemp("gguf") / "small-F32.gguf")
-
-
-def tensor_data_end(path: Path) -> int:
-    """Where the last tensor's bytes end, by gguf-py's own reader."""
-    r = gguf.GGUFReader(path)
-    return max(int(t.data_offset) + int(t.n_bytes) for t in r.tensors)
 
 
 # -- the GGUF check ------------------------------------------------------------------------------
@@ -82,7 +54,7 @@ def test_type_sizes_match_gguf_py():
 def test_a_whole_gguf_passes_and_its_tensor_end_matches_gguf_py(tmp_path, alignment):
     path = write_gguf(tmp_path / "m.gguf", alignment=alignment)
     summary = check_gguf(path)
-    assert summary.architecture == "llama" and summary.n_tensors == 3 and summary.version == 3
+    assert summary.architecture == "llama" and summary.n_tensors == 5 and summary.version == 3
     assert summary.data_end == tensor_data_end(path) <= summary.size == path.stat().st_size
 
 
@@ -136,18 +108,7 @@ def test_a_corrupted_table_of_contents_is_reported_or_still_consistent(small_ggu
         assert summary.data_end <= summary.size
 
 
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: p.write_bytes(b"GGML" + bytes(60)), "not a GGUF file"),
-        (lambda p: p.write_bytes(b"GGUF"), "truncated"),
-        (lambda p: p.write_bytes(b"GGUF" + (1).to_bytes(4, "little") + bytes(16)), "GGUF version 1"),
-        (lambda p: p.write_bytes(b"GGUF" + (99).to_bytes(4, "little") + bytes(16)), "GGUF version 99"),
-        (lambda p: p.mkdir(), "is a folder"),
-    ],
-    ids=["empty", "wrong-magic", "magic-only", "version-1", "version-99", "folder"],
-)
+@DAMAGED
 def test_each_kind_of_bad_file_gets_its_own_message(tmp_path, make, message):
     path = tmp_path / "bad.gguf"
     make(path)

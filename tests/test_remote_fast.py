@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,6 +20,7 @@ from dear_local import Reranker
 from dear_local.errors import ServerError
 from dear_local.remote.fleet import Fleet
 from dear_local.remote.protocols import BIAS, LlamaServer, OpenAI, protocol_for
+from json_http import JsonHandler, start_server, stop_server
 
 EOG = frozenset({2})
 
@@ -128,7 +127,7 @@ def test_an_unknown_protocol_names_the_choices():
 # -- the fleet ----------------------------------------------------------------------------------
 
 
-class _Scripted(BaseHTTPRequestHandler):
+class _Scripted(JsonHandler):
     """Answers POST/GET with the next status of the server's script (200 with {"ok": port} after it)."""
 
     def _answer(self):
@@ -137,17 +136,9 @@ class _Scripted(BaseHTTPRequestHandler):
         script = self.server.script
         status = script.pop(0) if script else 200
         self.server.seen += 1
-        body = json.dumps({"ok": self.server.server_address[1]}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_json(status, json.dumps({"ok": self.server.server_address[1]}).encode())
 
     do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
@@ -155,16 +146,14 @@ def peers():
     started = []
 
     def start(script):
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+        srv = start_server(_Scripted)
         srv.script, srv.seen = list(script), 0
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
         started.append(srv)
-        return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+        return srv, srv.url
 
     yield start
     for srv in started:
-        srv.shutdown()
-        srv.server_close()
+        stop_server(srv)
 
 
 def _dead_url() -> str:

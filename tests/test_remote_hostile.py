@@ -20,10 +20,8 @@ import base64
 import json
 import logging
 import math
-import threading
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,6 +33,7 @@ from dear_local.remote import fleet as fleet_module
 from dear_local.remote.backend import RemoteBackend
 from dear_local.remote.fleet import Fleet
 from fake_backend import EOS, FakeBackend
+from json_http import JsonHandler, start_server, stop_server
 from test_remote_fast import _dead_url
 
 TOK = FakeBackend()
@@ -83,7 +82,7 @@ def good_answer(path: str, body):
     return 404, b"{}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connection as with a real server
 
     def _answer(self):
@@ -95,30 +94,18 @@ class _Handler(BaseHTTPRequestHandler):
             out(self)
             return
         status, data = out if isinstance(out, tuple) else (200, out)
-        data = data if isinstance(data, bytes) else json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, data if isinstance(data, bytes) else json.dumps(data).encode())
 
     do_GET = do_POST = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def fake_server():
     """One fake server for the module; each test sets ``srv.answer(path, body)`` (and ``srv.seen`` resets)."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
+    srv = start_server(_Handler)
     srv.answer, srv.seen = good_answer, []
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield srv
-    srv.shutdown()
-    srv.server_close()
+    stop_server(srv)
 
 
 @pytest.fixture

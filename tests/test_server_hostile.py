@@ -309,35 +309,13 @@ def test_curl_style_form_posts_of_json_are_ranked(client):
 def test_schemathesis_finds_no_server_errors_on_any_route():
     """Schema-driven requests, valid and invalid, to every endpoint of the schema (the TEI and Infinity
     ones included) over the fake model: none may get a 5xx. test_server.py runs the same on the stand-in."""
-    schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import Phase
-    from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
+    pytest.importorskip("schemathesis")
+    from schema_fuzz import fuzz_every_operation
 
     settings_ = ServerSettings(model="fake.gguf", max_queue=8, timeout=30.0, max_documents=3, max_body_bytes=MAX_BODY)
     app = create_app(settings_, reranker=_reranker())
-    statuses: dict[tuple[str, int], int] = {}
-    failures: list[str] = []
     with background(app, settings_) as url:
-        schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
-        for mode, examples in ((GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 40)):
-            for result in schema.get_all_operations():
-                operation = result.ok()
-                if mode is GenerationMode.NEGATIVE and operation.method.upper() == "GET":
-                    continue  # nothing in a bare GET can be made invalid
-
-                @settings(max_examples=examples, deadline=None, database=None,
-                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def check(case):
-                    response = case.call(base_url=url, timeout=30)
-                    key = (case.path, response.status_code)
-                    statuses[key] = statuses.get(key, 0) + 1
-                    if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.path} {case.body!r} -> {response.text}")
-                    case.validate_response(response, checks=[not_a_server_error])
-
-                check()
+        statuses, failures = fuzz_every_operation(url, positive=25, negative=40, timeout=30)
     assert not failures
     for path in ("/rerank", "/v1/rerank", "/v2/rerank"):  # valid and invalid requests reached each
         assert statuses.get((path, 200)) and statuses.get((path, 422)), statuses

@@ -19,6 +19,7 @@ when the queue wait alone would pass the request's deadline, and 504 past ``--ti
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 from fastapi import Depends, FastAPI
@@ -36,6 +37,7 @@ from .rerank_routes import add_rerank_routes
 from .schemas import ErrorBody, Health, ModelCard, ModelList, QueueInfo
 from .service import ApiError, RerankService
 from .shapes import field_path
+from .tei import TeiInfo, tei_info
 
 DESCRIPTION = """\
 A local rerank API over a DeAR listwise reranker running in llama.cpp, in the shapes RAG applications speak:
@@ -103,18 +105,21 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
 
 
 def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) -> None:
-    """The endpoints: the rerank ones (:mod:`.rerank_routes`), ``/v1/models`` and ``/health``."""
+    """The endpoints: the rerank ones (:mod:`.rerank_routes`), ``/info``, ``/v1/models`` and ``/health``."""
     reranker = service.reranker
     auth = [Depends(require_key(settings.api_key))] if settings.api_key else []
     add_rerank_routes(app, service, auth, RERANK_RESPONSES)
+    keyed_get = partial(app.get, responses={401: RERANK_RESPONSES[401]}, dependencies=auth)
 
-    @app.get(
-        "/v1/models",
-        response_model=ModelList,
-        responses={401: RERANK_RESPONSES[401]},
-        dependencies=auth,
-        summary="The served model and its profile",
+    @keyed_get(
+        "/info",
+        response_model=TeiInfo,
+        summary="The served model and its limits, as text-embeddings-inference's /info gives them",
     )
+    async def info():
+        return tei_info(service)
+
+    @keyed_get("/v1/models", response_model=ModelList, summary="The served model and its profile")
     async def models():
         p = reranker.profile
         return ModelList(data=[ModelCard(

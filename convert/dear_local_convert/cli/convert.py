@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from dear_local.cli.options import ForceOption, ThreadsOption
-from dear_local.errors import missing_extra
+from dear_local.errors import missing_extra, require_extra
 
 
 class OutType(str, Enum):
@@ -23,11 +23,7 @@ class OutType(str, Enum):
 
 
 def _need_convert_extra() -> None:
-    for pkg in ("torch", "gguf", "safetensors"):
-        try:
-            __import__(pkg)
-        except ImportError as exc:
-            raise missing_extra(pkg, "convert") from exc
+    require_extra("convert", "torch", "gguf", "safetensors")
 
 
 def convert(

