@@ -415,6 +415,39 @@ def test_litellm_huggingface_provider_speaks_tei(open_server):
     assert [r["document"]["text"] for r in results] == [DOCS[i] for i in BEST_FIRST]
 
 
+# -- AnswerDotAI/rerankers ---------------------------------------------------------------------------------------
+
+
+def rerankers_api_rank(url: str, api_key: str, api_provider: str, model: str, query: str, docs: list[str]):
+    """AnswerDotAI/rerankers @3aa3a6ed, rerankers/models/api_rankers.py, APIRanker(..., url=...).rank: a JSON
+    string body ``{model, query, <documents key>: texts, top_n: len(docs), <return key>: true}`` with
+    ``accept``/``content-type`` and ``Authorization: Bearer KEY``; the results as (index, score) in answer order."""
+    documents_key = {"text-embeddings-inference": "texts"}.get(api_provider, "documents")
+    return_key = {"text-embeddings-inference": "return_text"}.get(api_provider, "return_documents")
+    payload = json.dumps({"model": model, "query": query, documents_key: docs, "top_n": len(docs), return_key: True})
+    headers = {"accept": "application/json", "content-type": "application/json", "Authorization": f"Bearer {api_key}"}
+    response = requests.post(url, headers=headers, data=payload).json()
+    results_key = {"text-embeddings-inference": None}.get(api_provider, "results")
+    score_key = {"text-embeddings-inference": "score"}.get(api_provider, "relevance_score")
+    text = (lambda r: r["text"]) if api_provider == "text-embeddings-inference" else (lambda r: r["document"]["text"])
+    rows = response[results_key] if results_key else response
+    return [(r["index"], r[score_key], text(r)) for r in rows]
+
+
+@pytest.mark.parametrize(("provider", "path"), [("jina", "/v1/rerank"), ("cohere", "/v1/rerank"),
+                                                ("text-embeddings-inference", "/rerank")])
+def test_answerdotai_rerankers_api_ranker_with_a_custom_url(keyed_server, provider, path):
+    """rerankers' ``Reranker("dear-8b", api_provider=..., api_key=..., url=...)`` (AnswerDotAI/rerankers
+    @3aa3a6ed, rerankers/models/api_rankers.py): Cohere/Jina bodies to ``/v1/rerank``, TEI's to ``/rerank``;
+    it reads ``results`` (or TEI's bare array) in answer order and the text it asked to have back."""
+    got = rerankers_api_rank(keyed_server.url.rstrip("/") + path, KEY, provider, "dear-8b", QUERY, DOCS)
+    assert [i for i, _, _ in got] == BEST_FIRST
+    assert [t for _, _, t in got] == [DOCS[i] for i in BEST_FIRST]
+    scores = [s for _, s, _ in got]
+    assert scores == sorted(scores, reverse=True)
+    assert keyed_server.recorder.last(path)["headers"]["authorization"] == f"Bearer {KEY}"
+
+
 # -- Infinity ---------------------------------------------------------------------------------------------------
 
 
