@@ -1,7 +1,7 @@
 """LoRA through the pipeline: refusals at conversion, an interrupted merge, the PEFT reference, check and build.
 
 Refusals run through `convert_checkpoint` and the CLI on real PEFT adapters, and each must
-leave nothing behind; tests/test_lora_fast.py covers every message on hand-written ones.
+leave nothing behind; tests/test_lora_refusals.py covers every message on hand-written ones.
 """
 
 from __future__ import annotations

@@ -239,7 +239,7 @@ def test_serve_in_front_of_a_server_answers_the_cohere_sdk_and_bad_input(servers
     from dear_local.server import ServerSettings, create_app
     from dear_local.server.runner import background
     from dear_local.run_options import RunOptions
-    from test_server_fast import BAD_REQUESTS, DOCS
+    from test_server_contract import BAD_REQUESTS, DOCS
 
     settings = ServerSettings(model=str(standin_gguf), max_queue=4, timeout=120.0, max_documents=6, in_flight=4,
                               run=RunOptions(template="card", decoding="constrained", servers=(servers[0].url, servers[1].url)))

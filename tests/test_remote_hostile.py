@@ -34,7 +34,7 @@ from dear_local.remote.backend import RemoteBackend
 from dear_local.remote.fleet import Fleet
 from fake_backend import EOS, FakeBackend
 from json_http import JsonHandler, start_server, stop_server
-from test_remote_fast import _dead_url
+from test_remote_protocols import _dead_url
 
 TOK = FakeBackend()
 N_VOCAB = TOK.n_vocab

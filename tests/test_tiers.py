@@ -23,6 +23,8 @@ def _slow_marks(path: Path) -> list[int]:
 def test_no_test_module_marks_its_own_tier():
     found = [f"{p.name}:{line}" for p in sorted(TESTS.glob("*.py")) if p.name != "conftest.py" for line in _slow_marks(p)]
     assert not found, "mark slow tests by the real-model fixture they use (conftest.REAL_MODEL_FIXTURES), not by hand: " + ", ".join(found)
+    named = [p.name for p in TESTS.glob("test_*.py") if p.stem.endswith(("_fast", "_slow"))]
+    assert not named, f"name test modules for what they test, not their tier: {named}"
 
 
 def test_the_real_model_fixtures_exist(request):

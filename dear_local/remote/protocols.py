@@ -17,7 +17,7 @@ Three kinds of request cover the three decoding modes (see :mod:`dear_local.deco
   the raw logits over the whole vocabulary (``first-token`` mode).
 
 This module only builds and reads JSON, so the shapes are tested without a server
-(``tests/test_remote_fast.py``, against the shapes vLLM and llama.cpp document). Every value
+(``tests/test_remote_protocols.py``, against the shapes vLLM and llama.cpp document). Every value
 read from a reply is checked with :mod:`.replies` (ids in the vocabulary, log-probabilities
 that are numbers), so a broken server gives a :class:`ServerError`, never bad ids for llama.cpp.
 """
