@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dear_local_convert.quant.imatrix import check_disjoint, make_imatrix
     from dear_local_convert.quant.imatrix_file import read_imatrix
     from dear_local_convert.quant.quantize import parse_types
-    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.reference import write_reference
     from dear_local_convert.slices import load_slice
     from dear_local.store import get_manifest
 

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from dear_local_convert.agreement.check import check  # noqa: E402
-from dear_local_convert.agreement.reference import read_reference, write_reference  # noqa: E402
+from dear_local_convert.reference import read_reference, write_reference  # noqa: E402
 from dear_local_convert.agreement.report import write_report  # noqa: E402
 from dear_local_convert.slices import load_slice  # noqa: E402
 from dear_local.contract import Profile  # noqa: E402

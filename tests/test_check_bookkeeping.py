@@ -17,7 +17,7 @@ pytest.importorskip("pytrec_eval")
 from dear_local import Profile  # noqa: E402
 from dear_local_convert.agreement.check import check, gate_failure, run_check  # noqa: E402
 from dear_local_convert.agreement.gates import GATE_KEYS, parse_gate_overrides  # noqa: E402
-from dear_local_convert.agreement.reference import read_reference, record_reference  # noqa: E402
+from dear_local_convert.reference import read_reference, record_reference  # noqa: E402
 from dear_local_convert.agreement.row import CheckRow  # noqa: E402
 from dear_local_convert.slices import load_slice  # noqa: E402
 from dear_local.errors import UserInputError  # noqa: E402

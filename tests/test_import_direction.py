@@ -96,12 +96,16 @@ def test_the_benchmarks_import_neither_the_tests_nor_edit_sys_path():
     assert not found, "\n".join(found)
 
 
-def test_lora_does_not_import_to_gguf():
+@pytest.mark.parametrize(("lower", "upper"), [("lora", "to_gguf"), ("reference", "agreement")])
+def test_a_lower_workstation_stage_does_not_import_the_one_above(lower, upper):
+    """``lora`` stands below ``to_gguf`` (which merges an adapter while converting), and recording the
+    reference (``reference``) below checking quants against it (``agreement``)."""
     package = ROOT / "convert" / "dear_local_convert"
-    modules = sorted((package / "lora").rglob("*.py"))
+    modules = sorted((package / lower).rglob("*.py"))
     assert modules
+    banned = f"dear_local_convert.{upper}"
     found = [f"{path.relative_to(ROOT)}:{line} imports {name}" for path in modules for line, name in _imports(path)
-             if name == "dear_local_convert.to_gguf" or name.startswith("dear_local_convert.to_gguf.")]
+             if name == banned or name.startswith(banned + ".")]
     assert not found, "\n".join(found)
 
 

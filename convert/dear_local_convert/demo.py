@@ -21,7 +21,7 @@ def _say(msg: str) -> None:
 def _reference_is_current(path: Path, eval_slice, profile) -> bool:
     from dear_local.errors import DearLocalError
 
-    from dear_local_convert.agreement.reference import read_reference
+    from dear_local_convert.reference import read_reference
 
     if not path.is_file():
         return False
@@ -38,7 +38,7 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
     from dear_local.store import get_manifest
 
     from dear_local_convert.build import build
-    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.reference import write_reference
     from dear_local_convert.slices import load_slice
     from dear_local_convert.standins.smollm2 import standin_checkpoint
 

@@ -30,9 +30,9 @@ from dear_local.token_ids import first_difference
 
 from dear_local_convert.agreement import metrics
 from dear_local_convert.agreement.gates import check_gates, evaluate_gates, manifest_gates
-from dear_local_convert.agreement.reference import read_reference
+from dear_local_convert.reference import read_reference
 from dear_local_convert.agreement.row import CheckRow
-from dear_local_convert.agreement.runs import run_queries, vocab_fingerprint
+from dear_local_convert.slice_runs import run_queries, vocab_fingerprint
 from dear_local_convert.slices import load_slice
 
 QUANT_RE = re.compile(r"-((?:I?Q\d[\w]*)|BF16|F16|F32)$", re.IGNORECASE)

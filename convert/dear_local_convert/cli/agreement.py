@@ -81,7 +81,7 @@ def reference(
                                 run_options_for_servers(server, protocol, served_model, request_timeout))
         return
     _need_convert()
-    from dear_local_convert.agreement.reference import write_reference
+    from dear_local_convert.reference import write_reference
     from dear_local_convert.build import resolve_checkpoint
     from dear_local_convert.slices import load_slice
 
@@ -105,7 +105,7 @@ def reference(
 
 def _reference_from_servers(model, out, slice_name, queries, passages, template, decoding, force, opts) -> None:
     _need("check", CHECK_MODULES)
-    from dear_local_convert.agreement.reference import write_server_reference
+    from dear_local_convert.reference import write_server_reference
     from dear_local_convert.slices import load_slice
 
     from dear_local.fileio import refuse_overwrite
