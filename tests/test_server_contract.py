@@ -158,6 +158,11 @@ def test_the_leniencies_clients_need(client):
         assert texts == DOCS[::-1]
     v2 = client.post("/v2/rerank", json={"query": "q", "documents": DOCS, "return_documents": "false", "top_n": 99})
     assert v2.status_code == 200 and len(v2.json()["results"]) == 4 and "document" not in v2.json()["results"][0]
+    # options a client leaves unset as null take their defaults; a null `documents` beside `texts` is TEI's shape
+    nulls = client.post("/rerank", json={"query": "q", "documents": DOCS, "return_documents": None, "top_n": None})
+    assert nulls.status_code == 200 and "document" not in nulls.json()["results"][0], nulls.text
+    tei = client.post("/rerank", json={"query": "q", "texts": DOCS, "documents": None, "return_text": None})
+    assert tei.status_code == 200 and [x["index"] for x in tei.json()] == [3, 2, 1, 0] and "text" not in tei.json()[0]
 
 
 @pytest.mark.parametrize("document, needle", [

@@ -285,6 +285,34 @@ def test_a_valid_tei_request_is_ranked_whatever_its_content_type(client, content
     assert [x["index"] for x in r.json()] == list(range(n))[::-1]
 
 
+# Every text a request carries, in each shape: the field, and how to put a value into a body. (TEI's shape
+# has no model field: a `model` there is an unknown field, ignored as any other.)
+TEXT_FIELDS = {
+    "model": lambda v, docs: {"model": v, "query": "q", "documents": docs},
+    "query": lambda v, docs: {"query": v, "documents": docs},
+    "documents": lambda v, docs: {"query": "q", "documents": [*docs, v]},
+    "documents.text": lambda v, docs: {"query": "q", "documents": [*docs, {"text": v}]},
+    "documents.content": lambda v, docs: {"query": "q", "documents": [*docs, {"content": [{"type": "text", "text": v}]}]},
+    "tei.query": lambda v, docs: {"query": v, "texts": docs},
+    "tei.texts": lambda v, docs: {"query": "q", "texts": [*docs, v]},
+}
+LONE_SURROGATE_TEXT = st.builds(lambda a, s, b: a + s + b, st.text(max_size=5),
+                                st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), st.text(max_size=5))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(field=st.sampled_from(sorted(TEXT_FIELDS)), value=LONE_SURROGATE_TEXT, path=st.sampled_from(RERANK_PATHS))
+def test_a_lone_surrogate_in_any_text_field_is_a_422_never_a_5xx(client, field, value, path):
+    """Lone surrogates are valid JSON escapes but not text: whichever field holds one (``model`` too, which
+    the Infinity shape echoes back), the answer is a 422, never a 500 from serialising it."""
+    if field.startswith("tei.") and path == "/v2/rerank":
+        path = "/rerank"
+    body = json.dumps(TEXT_FIELDS[field](value, ["a", "b"])).encode()
+    r = post(client, path, body, "application/json")
+    assert r.status_code == 422, (field, path, r.text)
+    assert field.removeprefix("tei.").split(".")[0] in r.json()["message"], r.text  # the field is named
+
+
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(content_type=CONTENT_TYPES, body=st.one_of(invalid_bodies(), JSON_VALUES.map(lambda v: json.dumps(v).encode())),
        path=st.sampled_from(RERANK_PATHS))

@@ -63,7 +63,10 @@ Query = Annotated[
 
 
 def _lenient_bool(value):
-    """``true``/``false``, or the strings ``"true"``/``"false"`` in any case; nothing else (not 1, not "yes")."""
+    """``true``/``false``, or the strings ``"true"``/``"false"`` in any case; ``null`` is the default, false
+    (clients send unset options as null); nothing else (not 1, not "yes")."""
+    if value is None:
+        return False
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     if not isinstance(value, bool):
@@ -74,7 +77,7 @@ def _lenient_bool(value):
 Flag = Annotated[
     bool,
     BeforeValidator(_lenient_bool),
-    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]}),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}, {"type": "null"}]}),
 ]
 
 
@@ -140,7 +143,7 @@ Document = Annotated[Text, BeforeValidator(_unwrap_document), WithJsonSchema(_ST
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = Field(
+    model: Text | None = Field(
         None, description="Any name is accepted: the server ranks with the model it loaded. "
         "`POST /rerank` (the Infinity shape) echoes it back; the Cohere and Jina shapes name the served model.",
     )

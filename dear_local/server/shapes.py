@@ -1,6 +1,6 @@
 """Which request shape a body is, for the paths that take more than one (``/rerank``, ``/v1/rerank``).
 
-A body with ``texts`` and no ``documents`` is TEI's (:class:`.tei.TeiRerankRequest`); any other
+A body with ``texts`` and no ``documents`` (absent or null) is TEI's (:class:`.tei.TeiRerankRequest`); any other
 body is the ``documents`` shape of Cohere v1, Jina and Infinity (:class:`.schemas.RerankRequestV1`),
 so a body with neither is told that it lacks ``documents``. The OpenAPI schema shows the two as
 ``oneOf``. Validation errors carry the shape's tag in their location; :func:`field_path` drops it.
@@ -22,7 +22,7 @@ DOCUMENTS = "documents-shape"
 def _shape(body) -> str:
     if isinstance(body, TeiRerankRequest):
         return TEI
-    if isinstance(body, dict) and "texts" in body and "documents" not in body:
+    if isinstance(body, dict) and "texts" in body and body.get("documents") is None:
         return TEI
     return DOCUMENTS
 
