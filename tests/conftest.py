@@ -91,6 +91,22 @@ def noveleval_first3(session_env):
 pytest_plugins = ["convert_fixtures", "lora_fixtures"]
 
 
+@pytest.fixture(autouse=True)
+def _sigint_disposition_is_restored():
+    """A test that changes how SIGINT is handled (the Ctrl-C tests) cannot leave it changed for the next
+    ones, or for the processes they start: an ignored SIGINT stays ignored across exec."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) is not before:
+        signal.signal(signal.SIGINT, before)
+
+
 # -- the two tiers --------------------------------------------------------------------------------
 # A test that needs a real model (the stand-in GGUF or checkpoint, the tiny Llama-3.1) is in the slow
 # tier, whether it asks for the model directly or through another fixture: `pytest -m "not slow"`

@@ -274,9 +274,15 @@ def test_a_failed_quantize_removes_the_out_folder_it_made(small_gguf, tmp_path):
     assert kept.is_dir() and list(kept.iterdir()) == []
 
 
+def _default_sigint() -> None:
+    # A shell starts a command with Ctrl-C's default disposition; a test process may hold SIGINT
+    # ignored (an earlier test, or the test runner), and an ignored signal stays ignored across exec.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dear_local", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kw)
 
 
 def test_ctrl_c_during_quantize_stops_it_and_leaves_nothing(standin_bf16_gguf, tmp_path):
