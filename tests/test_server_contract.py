@@ -196,3 +196,21 @@ def test_a_key_is_required_when_set():
             assert c.post(path, json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/info").status_code == 401
         assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["//rerank", "/v1/rerank/", "/v1//rerank", "//v2/rerank/"])
+def test_a_base_url_with_a_stray_slash_reaches_its_route(client, path):
+    """A client joining a base URL that ends in "/" with "/rerank" sends "//rerank"; one that keeps a
+    trailing slash sends "/v1/rerank/". Both rank (no 404, no redirect a POST client would not follow)."""
+    url = str(client.base_url).rstrip("/") + path  # a whole URL: "//rerank" alone would name a host
+    r = client.post(url, json={"query": "q", "documents": DOCS})
+    assert r.status_code == 200, r.text
+    assert [x["index"] for x in r.json()["results"]] == [3, 2, 1, 0]
+
+
+def test_an_unknown_path_or_method_names_the_routes_that_exist(client):
+    r = client.post("/v1/rerank/rerank", json={"query": "q", "documents": DOCS})
+    assert r.status_code == 404 and "/v1/rerank/rerank" in r.json()["message"]
+    assert "POST /rerank, /v1/rerank and /v2/rerank" in r.json()["message"] and "http://HOST:PORT" in r.json()["message"]
+    wrong = client.get("/v1/rerank")
+    assert wrong.status_code == 405 and "does not take GET" in wrong.json()["message"]

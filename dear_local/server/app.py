@@ -32,6 +32,7 @@ from ..reranker import Reranker
 from .auth import require_key
 from .config import ServerSettings
 from .json_body import JsonBodies
+from .paths import ForgivingPaths
 from .limits import BodySizeLimit
 from .rerank_routes import add_rerank_routes
 from .schemas import ErrorBody, Health, ModelCard, ModelList, QueueInfo
@@ -98,10 +99,17 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
     app.state.service = service
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ForgivingPaths)
     _add_error_handlers(app)
     _add_routes(app, service, settings)
     _document_limits(app, settings.max_documents)
     return app
+
+
+def _shown_path(request) -> str:
+    """The request's path for an error message: as sent, cut to 120 characters."""
+    path = request.url.path
+    return path if len(path) <= 120 else path[:117] + "..."
 
 
 def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) -> None:
@@ -185,10 +193,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", f"invalid rerank request: {shown}", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request, exc: StarletteHTTPException):
+    async def http_error(request, exc: StarletteHTTPException):
         codes = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         message = str(exc.detail)
+        if exc.status_code == 404:
+            message = (f"no route {_shown_path(request)}; dear-local serves POST /rerank, /v1/rerank and /v2/rerank, "
+                       "GET /info, /v1/models and /health: give clients the base URL http://HOST:PORT, or the "
+                       "full URL of one of these where a client asks for the endpoint")
+        elif exc.status_code == 405:
+            message = f"{_shown_path(request)} does not take {request.method}; rerank requests are POSTs with a JSON body"
         if exc.status_code == 400 and "body" in message:  # FastAPI's "error parsing the body": e.g. not UTF-8
             message = f"the body is not valid JSON (it could not be read as UTF-8 JSON text); {SEND_JSON}"
         return _error(exc.status_code, code, message, getattr(exc, "headers", None))
