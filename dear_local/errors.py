@@ -114,6 +114,33 @@ def missing_extra(package: str, extra: str) -> MissingExtraError:
     )
 
 
+def extra_import_error(exc: ImportError, package: str, module: str, extra: str) -> MissingExtraError:
+    """The error for a failed import of an optional framework (``module``, installed as ``package``).
+
+    When ``module`` cannot be found it is not installed (:func:`missing_extra`); when it can, the
+    failure means an installed version that lacks what dear-local uses, so the
+    message names the installed version and the extra that pins one that works.
+    """
+    import importlib.util
+
+    try:
+        installed_module = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a package above it is missing, or blocked
+        installed_module = False
+    if not installed_module:
+        return missing_extra(package, extra)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version(package)
+    except PackageNotFoundError:
+        installed = "of unknown version"
+    return MissingExtraError(
+        f"the installed {package} {installed} does not provide what dear-local uses ({exc}); "
+        f'upgrade it with the \'{extra}\' extra: pip install -U "dear-local[{extra}]"'
+    )
+
+
 def require_extra(extra: str, *packages: str) -> None:
     """Import each of ``packages`` in turn; raise :func:`missing_extra` for the first that is not installed."""
     for package in packages:

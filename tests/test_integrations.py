@@ -63,6 +63,22 @@ def test_an_adapter_without_its_framework_names_the_extra(extra):
     assert f'pip install "dear-local[{extra}]"' in last
 
 
+# What each adapter imports from inside its framework: missing, it means an installed version without it.
+INNER = {"langchain": "langchain_core.documents", "llamaindex": "llama_index.core.postprocessor.types",
+         "haystack": "haystack.core"}
+
+
+@pytest.mark.parametrize("extra", sorted(FRAMEWORKS))
+def test_an_installed_framework_without_what_the_adapter_uses_is_named_with_its_version(extra):
+    """Not "not installed" when it is: an old or new version that lacks a module the adapter imports
+    gets one line naming the installed version and the upgrade."""
+    proc = _python(f"import dear_local.integrations.{extra}", blocked=(INNER[extra],))
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dear_local.errors.MissingExtraError: the installed "), last
+    assert "not installed" not in last and f'pip install -U "dear-local[{extra}]"' in last, last
+
+
 # -- LangChain ----------------------------------------------------------------------------------------
 
 

@@ -12,14 +12,14 @@ import dataclasses
 import math
 from typing import Any, Union
 
-from ..errors import UserInputError, missing_extra
+from ..errors import UserInputError, extra_import_error
 from ..reranker import Reranker
 from ._shared import SharedReranker, check_top
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
-except ImportError:
-    raise missing_extra("haystack-ai", "haystack") from None
+except ImportError as exc:
+    raise extra_import_error(exc, "haystack-ai", "haystack", "haystack") from None
 
 
 @component

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import missing_extra
+from ..errors import extra_import_error
 from ..reranker import Reranker
 from ._shared import SharedReranker, check_top
 
@@ -18,8 +18,8 @@ try:
     from langchain_core.callbacks import Callbacks
     from langchain_core.documents import BaseDocumentCompressor, Document
     from pydantic import PrivateAttr
-except ImportError:
-    raise missing_extra("langchain-core", "langchain") from None
+except ImportError as exc:
+    raise extra_import_error(exc, "langchain-core", "langchain_core", "langchain") from None
 
 
 class DearLocalRerank(BaseDocumentCompressor):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import missing_extra
+from ..errors import extra_import_error
 from ..reranker import Reranker
 from ._shared import SharedReranker, check_top
 
@@ -20,8 +20,8 @@ try:
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-except ImportError:
-    raise missing_extra("llama-index-core", "llamaindex") from None
+except ImportError as exc:
+    raise extra_import_error(exc, "llama-index-core", "llama_index.core", "llamaindex") from None
 
 dispatcher = get_dispatcher(__name__)
 
