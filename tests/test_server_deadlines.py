@@ -175,3 +175,38 @@ def test_serve_refuses_a_deadline_past_the_timeout(cli, fake_gguf):
     code, _, err = cli("serve", "-m", str(fake_gguf), "--port", "0", "--timeout", "10", "--deadline", "30")
     assert code == 2 and "--deadline" in err and "--timeout" in err and "serving" not in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_once_windows_are_timed_a_deadline_too_short_for_one_is_answered_at_once_in_input_order():
+    """Windows take 1 s here: after one has been timed, a request whose deadline cannot hold a window is
+    answered at once in input order, without starting a window that would hold the worker past it."""
+    with serving(delay=1.0, max_queue=4) as (client, app):
+        warm, _ = timed_post(client, "/v1/rerank", {"query": "q", "documents": DOCS[:3]})
+        assert warm.status_code == 200 and app.state.service.window_seconds >= 1.0
+        quick, took = timed_post(client, "/v1/rerank", {"query": "q", "documents": DOCS[:3]}, {"X-Deadline": "0.5"})
+        assert quick.status_code == 200 and took < 0.5, took
+        assert quick.json()["meta"]["complete"] is False and "before any window" in quick.json()["meta"]["warnings"][0]
+        assert [x["index"] for x in quick.json()["results"]] == [0, 1, 2]
+        assert not app.state.service.queue.busy  # no window was started for it
+
+
+def test_a_job_running_past_its_deadline_counts_one_more_step_in_the_wait():
+    """A job whose deadline has passed is still finishing a step llama.cpp cannot stop (a window): the
+    wait estimate counts the caller's guess of one step for it, not nothing."""
+    from dear_local.server.queue import WorkQueue
+
+    queue = WorkQueue(4)
+    queue.start()
+    release = threading.Event()
+    try:
+        queue.submit(lambda abandoned: release.wait(30), deadline_at=time.monotonic() + 0.05)
+        deadline = time.monotonic() + 10
+        while not queue.busy:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.1)  # now past its deadline, still running
+        assert queue.wait_estimate() == 0.0
+        assert queue.wait_estimate(overrun=2.5) == pytest.approx(2.5)
+    finally:
+        release.set()
+        queue.close()

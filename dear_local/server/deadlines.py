@@ -15,9 +15,11 @@ in time instead.
   ``meta.complete`` false and a ``meta.warnings`` entry (:func:`warning`); the
   ``X-Dear-Local-Partial`` header says the same for shapes without ``meta`` (TEI's bare array).
 - A window that could not finish before the deadline is not started (its length is guessed from
-  the window before it); one running when the deadline comes finishes in the background.
+  the window before it, and for a request's first window from the server's running mean of window
+  times, once it has one); one running when the deadline comes finishes in the background.
 - A request whose wait in the queue alone would pass its deadline gets 503 at once, with
-  ``Retry-After``.
+  ``Retry-After``; a window still running past its own request's deadline counts as one more
+  window in that wait.
 """
 
 from __future__ import annotations

@@ -101,12 +101,14 @@ class WorkQueue:
         ahead = len(self._pending) + len(self._running)
         return max(1, math.ceil(self._mean_seconds * max(ahead, 1) / self.workers))
 
-    def wait_estimate(self) -> float:
+    def wait_estimate(self, overrun: float = 0.0) -> float:
         """Seconds a job submitted now would wait before a worker takes it (0 with a worker free).
 
         Each job ahead counts the running mean of job durations, less what a running one has
         already run, and no more than the time left to its own deadline; the sum is shared
-        among the workers.
+        among the workers. A running job past its deadline is still finishing a step it cannot
+        stop mid-way (a window in llama.cpp): it counts ``overrun`` seconds (the caller's guess
+        of one step) instead of nothing.
         """
         with self._cond:
             if len(self._running) < self.workers and not self._pending:
@@ -117,6 +119,8 @@ class WorkQueue:
                 left = self._mean_seconds - (now - job.started if job.started is not None else 0.0)
                 if job.deadline_at is not None:
                     left = min(left, job.deadline_at - now)
+                    if job.started is not None and job.deadline_at <= now:
+                        left = overrun
                 ahead += max(left, 0.0)
             return ahead / self.workers
 

@@ -61,6 +61,13 @@ class RerankService:
         self.settings = settings
         self.queue = WorkQueue(settings.max_queue, workers=settings.in_flight)
         self.shutting_down = False
+        # Running mean of one window's seconds (None before the first): a deadline's guess of what the
+        # next window costs, before a request has timed one of its own, and of what a window still
+        # running past its request's deadline holds the worker for.
+        self.window_seconds: float | None = None
+
+    def _timed_window(self, took: float) -> None:
+        self.window_seconds = took if self.window_seconds is None else self.window_seconds + 0.3 * (took - self.window_seconds)
 
     @property
     def model_name(self) -> str:
@@ -163,8 +170,15 @@ class RerankService:
                     raise Abandoned()
                 now = time.monotonic()
                 took, last = now - last, now
-                if deadline is not None and _window is not None and state.windows_left and now + took > deadline.answer_at:
-                    raise DeadlineReached()  # the next window, as long as this one, would end too late
+                if _window is not None:
+                    self._timed_window(took)
+                elif self.window_seconds is not None:
+                    took = self.window_seconds  # before the first window: as long as windows have been
+                else:
+                    return  # nothing timed yet: the first window runs
+                left = state.windows_left if _window is not None else len(documents) > 1  # before the start: one at least
+                if deadline is not None and left and now + took > deadline.answer_at:
+                    raise DeadlineReached()  # the next window, as long as the last one, would end too late
 
             checkpoint()
             return reranker.rerank(query, documents, top_n=top_n, on_window=checkpoint, state=state)
@@ -173,7 +187,7 @@ class RerankService:
 
     def _check_wait(self, deadline: Deadline) -> None:
         """503 with Retry-After when the wait in the queue alone would pass ``deadline``."""
-        wait = self.queue.wait_estimate()
+        wait = self.queue.wait_estimate(overrun=self.window_seconds or 0.0)
         if wait > 0 and wait >= deadline.remaining():
             retry = max(1, math.ceil(wait))
             raise ApiError(
