@@ -142,9 +142,10 @@ def extra_import_error(exc: ImportError, package: str, module: str, extra: str) 
 
 
 def require_extra(extra: str, *packages: str) -> None:
-    """Import each of ``packages`` in turn; raise :func:`missing_extra` for the first that is not installed."""
+    """Import each of ``packages`` (module names that are also their distributions') in turn; raise
+    :func:`extra_import_error` for the first that fails: not installed, or installed without what is needed."""
     for package in packages:
         try:
             __import__(package)
         except ImportError as exc:
-            raise missing_extra(package, extra) from exc
+            raise extra_import_error(exc, package, package, extra) from exc

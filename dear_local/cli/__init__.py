@@ -154,7 +154,7 @@ def _help_path(exc) -> str:
     ctx = getattr(exc, "ctx", None)
     if ctx is not None and ctx.parent is not None:
         return ctx.command_path
-    prog = ctx.command_path if ctx is not None else (app.info.name or "dear-local")
+    prog = ctx.command_path if ctx is not None else _prog_name()
     from typer.main import get_command
 
     commands = getattr(get_command(app), "commands", {}) or {}
