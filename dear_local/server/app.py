@@ -106,6 +106,21 @@ def create_app(settings: ServerSettings, reranker: Reranker | None = None) -> Fa
     return app
 
 
+def _served_routes(app: FastAPI) -> str:
+    """The app's documented routes for a 404, read from the app: ``POST /rerank, ... and /v2/rerank, GET ...``."""
+    by_method: dict[str, set[str]] = {}
+    for route in app.routes:
+        if getattr(route, "include_in_schema", False):
+            for method in getattr(route, "methods", ()) or ():
+                by_method.setdefault(method, set()).add(route.path)
+
+    def listed(paths: set[str]) -> str:
+        paths = sorted(paths)
+        return paths[0] if len(paths) == 1 else ", ".join(paths[:-1]) + " and " + paths[-1]
+
+    return ", ".join(f"{method} {listed(by_method[method])}" for method in ("POST", "GET") if method in by_method)
+
+
 def _shown_path(request) -> str:
     """The request's path for an error message: as sent, cut to 120 characters."""
     path = request.url.path
@@ -198,9 +213,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 404:
-            message = (f"no route {_shown_path(request)}; dear-local serves POST /rerank, /v1/rerank and /v2/rerank, "
-                       "GET /info, /v1/models and /health: give clients the base URL http://HOST:PORT, or the "
-                       "full URL of one of these where a client asks for the endpoint")
+            message = (f"no route {_shown_path(request)}; dear-local serves {_served_routes(request.app)}: give "
+                       "clients the base URL http://HOST:PORT, or the full URL of one of these where a client asks "
+                       "for the endpoint")
         elif exc.status_code == 405:
             message = f"{_shown_path(request)} does not take {request.method}; rerank requests are POSTs with a JSON body"
         if exc.status_code == 400 and "body" in message:  # FastAPI's "error parsing the body": e.g. not UTF-8
