@@ -140,9 +140,17 @@ def build(shape: str, work: Path, types: list[str], threads: int, log: dict) -> 
 # -- children: every measured path runs in a fresh process ------------------------------
 
 
-def child(kind: str, **kw) -> dict:
-    """Run ``kind`` in a fresh process of this script; its wall time, peak RSS (VmHWM) and JSON result."""
-    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
+# --laptop: the same CPU limited to AVX2, as on a laptop without AVX-512 or AMX. torch's own
+# kernels (ATen) and oneDNN's are capped at AVX2; llama.cpp runs its haswell (AVX2) variant.
+LAPTOP_ENV = {
+    "card": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "llama": {"DEAR_LOCAL_CPU_VARIANT": "haswell"},
+}
+
+
+def child(kind: str, env_extra: dict | None = None, **kw) -> dict:
+    """Run ``kind`` in a fresh process of this script; its wall time, CPU seconds, peak RSS (VmHWM) and JSON result."""
+    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", **(env_extra or {})}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(kw)],
                           stdout=subprocess.PIPE, cwd=ROOT, env=env)
@@ -150,7 +158,8 @@ def child(kind: str, **kw) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"child {kind} failed ({proc.returncode}): {kw}")
     out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-    return {"seconds": round(wall, 2), "peak_rss_gb": round(out.pop("vmhwm_kb") * 1024 / 1e9, 3), "result": out}
+    return {"seconds": round(wall, 2), "cpu_seconds": round(out.pop("cpu_seconds"), 2),
+            "peak_rss_gb": round(out.pop("vmhwm_kb") * 1024 / 1e9, 3), "result": out}
 
 
 def _vmhwm_kb() -> int:
@@ -161,6 +170,8 @@ def _vmhwm_kb() -> int:
 def run_child(kind: str, kw: dict) -> None:
     result = CHILDREN[kind](**kw)
     result["vmhwm_kb"] = _vmhwm_kb()
+    t = os.times()
+    result["cpu_seconds"] = t.user + t.system
     print(json.dumps(result), flush=True)
 
 
@@ -185,7 +196,8 @@ def _window(data: str, passages: int) -> tuple[str, list[str]]:
     return noveleval(Path(data), 1, passages)[0]
 
 
-def child_llama(path: str, data: str, passages: int, threads: int, buffers: str, raw: bool) -> dict:
+def child_llama(path: str, data: str, passages: int, threads: int, buffers: str, raw: bool,
+                mmap: str = "auto", flash_attn: bool = False) -> dict:
     """(c) and (a=), and with ``raw`` (b) and (a), on one GGUF."""
     from bench_decoding import TimedBackend, dear_mode, now, raw_loop, since
 
@@ -195,7 +207,8 @@ def child_llama(path: str, data: str, passages: int, threads: int, buffers: str,
     query, docs = _window(data, passages)
     base = Profile(template="card")
     t = now()
-    backend = TimedBackend(path, n_ctx=base.context_tokens(), n_threads=threads, cpu_buffers=buffers)
+    backend = TimedBackend(path, n_ctx=base.context_tokens(), n_threads=threads, cpu_buffers=buffers,
+                           use_mmap={"auto": None, "on": True, "off": False}[mmap], flash_attn=flash_attn)
     backend.prefill(backend.tokenize("warm up the weights", add_bos=backend.add_bos))  # pages the weights in
     load = since(t)
     ids = prompt_ids(backend, base, query, docs)
@@ -284,10 +297,10 @@ def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def measure(kind: str, label: str, **kw) -> dict:
+def measure(kind: str, label: str, env_extra: dict | None = None, **kw) -> dict:
     before = loadavg()
     print(f"{label} ...", flush=True)
-    r = child(kind, **kw)
+    r = child(kind, env_extra, **kw)
     r["load_before"], r["load_after"] = before, loadavg()
     return r
 
@@ -304,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passages", type=int, default=20, help="passages in the window (NovelEval query 0)")
     ap.add_argument("--threads", type=int, default=2, help="threads for llama.cpp, torch and the quantizer")
     ap.add_argument("--cpu-buffers", default="auto", choices=["auto", "extra", "plain"])
+    ap.add_argument("--mmap", default="auto", choices=["auto", "on"],
+                    help="auto: the loader's rule (no mmap for repacked weights); on: always mapped (the old loader)")
+    ap.add_argument("--flash-attn", action="store_true", help="llama.cpp's flash attention")
+    ap.add_argument("--laptop", action="store_true",
+                    help="limit both paths to AVX2: torch/oneDNN capped at AVX2, llama.cpp's haswell variant")
     ap.add_argument("--card", nargs="*", default=["bf16"], choices=["bf16", "fp32"],
                     help="dtypes for the model card's transformers path (none: skip it)")
     ap.add_argument("--raw", nargs="*", default=[], help="types also run as (b) dear-local greedy and (a) raw greedy")
@@ -321,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.shape:
         ap.error("--shape is required")
+    if args.laptop:  # this process too: the env line below then names the llama.cpp variant the children run
+        os.environ.update(LAPTOP_ENV["llama"])
 
     import llama_cpp
 
@@ -336,8 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 0
 
+    from dear_local.backends.cpu_variant import ensure_cpu_backend
+
     env = {"cpu": cpu_model(), "cpus": os.cpu_count(), "llama_cpp_python": llama_cpp.__version__,
            "llama_cpp_system_info": llama_system_info().strip(), "threads": args.threads,
+           "cpu_variant": ensure_cpu_backend().label, "mmap": args.mmap, "flash_attn": args.flash_attn,
+           "laptop": args.laptop,
            "cpu_buffers": f"{args.cpu_buffers} -> {choose_cpu_buffers(args.cpu_buffers).mode}"}
     print(f"CPU: {env['cpu']} ({env['cpus']} cpus); llama.cpp: {env['llama_cpp_system_info']}", flush=True)
     results: dict = {"shape": args.shape, "passages": args.passages, "env": env, "gguf": {}, "card": {}}
@@ -345,8 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {}  # every run of every path; the fastest counts
     for rnd in range(args.repeat):  # rounds interleave the paths, so load changes hit them alike
         for qtype, path in files.items():
-            r = measure("llama", f"[{rnd + 1}/{args.repeat}] dear-local {qtype}", path=str(path),
-                        buffers=args.cpu_buffers, raw=qtype in args.raw, **common)
+            r = measure("llama", f"[{rnd + 1}/{args.repeat}] dear-local {qtype}",
+                        LAPTOP_ENV["llama"] if args.laptop else None, path=str(path),
+                        buffers=args.cpu_buffers, raw=qtype in args.raw, mmap=args.mmap,
+                        flash_attn=args.flash_attn, **common)
             r["bytes"] = path.stat().st_size
             runs.setdefault(qtype, []).append(r)
             show_llama(qtype, r)
@@ -355,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = results["gguf"][best]["result"]
         for dtype in args.card:
             r = measure("card", f"[{rnd + 1}/{args.repeat}] card path transformers {dtype}",
-                        checkpoint=str(work / f"{args.shape}-checkpoint"),
+                        LAPTOP_ENV["card"] if args.laptop else None, checkpoint=str(work / f"{args.shape}-checkpoint"),
                         dtype={"bf16": "bfloat16", "fp32": "float32"}[dtype], answer=ref["c"]["answer_ids"],
                         prompt_ids=ref["prompt_ids"], **common)
             runs.setdefault(f"card-{dtype}", []).append(r)
@@ -366,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         results["card"] = {d: fastest_run(runs[f"card-{d}"], lambda x: x["result"]["total"]) for d in args.card}
     results["best"] = best
     tag = "" if args.cpu_buffers == "auto" else f"-{args.cpu_buffers}"
+    tag += ("-mmap" if args.mmap == "on" else "") + ("-fa" if args.flash_attn else "") + ("-laptop" if args.laptop else "")
     out = work / f"{args.shape}-{args.passages}p{tag}.json"
     out.write_text(json.dumps(results, indent=1))
     print(tables(results))
@@ -400,18 +427,21 @@ def tables(res: dict) -> str:
     n_tok = next(iter(res["gguf"].values()))["result"]["prompt_tokens"]
     lines = [f"\n{res['shape']} shape, card template, NovelEval query 0 x {res['passages']} passages "
              f"({n_tok} prompt tokens), {res['env']['threads']} threads, {res['env']['cpu']}",
-             "", "| path | file GB | prompt tokens/s | prompt s | decode s | model calls | total s | peak RSS GB | every run's total s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"llama.cpp CPU variant {res['env'].get('cpu_variant', '?')}, mmap {res['env'].get('mmap', 'on')}, "
+             f"flash attention {'on' if res['env'].get('flash_attn') else 'off'}"
+             + (", laptop class (AVX2 only)" if res["env"].get("laptop") else ""),
+             "", "| path | file GB | prompt tokens/s | prompt s | decode s | model calls | total s | CPU s | peak RSS GB | every run's total s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for q, r in res["gguf"].items():
         c = r["result"]["c"]
         lines.append(f"| dear-local {q} (c) | {r['bytes'] / 1e9:.2f} | {n_tok / wall(c['prompt']):.1f} | "
                      f"{wall(c['prompt']):.2f} | {wall(c['decode']):.2f} | {c['calls']} | {wall(c['total']):.2f} | "
-                     f"{r['peak_rss_gb']:.2f} | {runs_of(r)} |")
+                     f"{r.get('cpu_seconds', float('nan')):.1f} | {r['peak_rss_gb']:.2f} | {runs_of(r)} |")
     for d, r in res["card"].items():
         e = r["result"]
         lines.append(f"| card path, transformers {d} | | {e['prompt_tokens'] / wall(e['prompt']):.1f} | "
                      f"{wall(e['prompt']):.2f} | {wall(e['decode']):.2f} | {e['calls']} | {wall(e['total']):.2f} | "
-                     f"{r['peak_rss_gb']:.2f} | {runs_of(r)} |")
+                     f"{r.get('cpu_seconds', float('nan')):.1f} | {r['peak_rss_gb']:.2f} | {runs_of(r)} |")
     best = res["gguf"][res["best"]]
     lines += ["", f"best GGUF: {res['best']}"]
     for d, r in res["card"].items():

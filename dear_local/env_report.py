@@ -42,7 +42,19 @@ def collect() -> dict:
     from .redact import redact_settings
     from .settings import get_settings
 
-    info = llama_system_info()
+    from .backends.cpu_variant import ensure_cpu_backend
+
+    try:
+        backend = ensure_cpu_backend()
+        cpu_backend = {"variant": backend.label, "reason": backend.reason}
+        if backend.scores:
+            cpu_backend["scores on this CPU"] = " ".join(f"{k}={v}" for k, v in backend.scores.items())
+    except UserInputError as exc:  # a bad DEAR_LOCAL_CPU_VARIANT: reported, the rest still printed
+        cpu_backend = {"variant": None, "reason": str(exc)}
+    try:
+        info = llama_system_info()
+    except UserInputError:
+        info = ""
     try:
         choice = choose_cpu_buffers(info=info)
         buffers = {"mode": choice.mode, "requested": choice.requested, "reason": choice.reason}
@@ -55,6 +67,7 @@ def collect() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "llama-cpp-python": _version("llama-cpp-python"),
+        "cpu backend": cpu_backend,
         "llama.cpp system info": info.strip(),
         "llama.cpp CPU features": sorted(k for k, v in cpu_features(info).items() if v == "1"),
         "packages": {name: _version(name) for name in OPTIONAL_PACKAGES},

@@ -113,6 +113,9 @@ def load_vocab(path: str | Path) -> Iterator[Vocab]:
     """Load only the tokenizer of a GGUF file (raises ValueError if llama.cpp refuses it)."""
     import llama_cpp
 
+    from .backends.cpu_variant import ensure_cpu_backend
+
+    ensure_cpu_backend()  # llama.cpp loads no model, even vocab-only, before a CPU backend
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     with LogCapture() as log:

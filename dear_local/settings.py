@@ -15,6 +15,8 @@ long-running apps see changes to the environment.
 - ``DEAR_LOCAL_CPU_BUFFERS``: ``auto`` (default), ``extra`` or ``plain``: how llama.cpp
   lays out weights in CPU memory (see ``dear_local.backends.loader``).
 - ``DEAR_LOCAL_FLASH_ATTN=1``: llama.cpp's flash attention (off by default).
+- ``DEAR_LOCAL_CPU_VARIANT``: ``auto`` (default), ``baseline`` or a variant name such as
+  ``haswell``: which of llama.cpp's CPU backends to load (see ``dear_local.backends.cpu_variant``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ ENV_API_KEY = "DEAR_LOCAL_API_KEY"
 ENV_SERVER_API_KEY = "DEAR_LOCAL_SERVER_API_KEY"
 ENV_CPU_BUFFERS = "DEAR_LOCAL_CPU_BUFFERS"
 ENV_FLASH_ATTN = "DEAR_LOCAL_FLASH_ATTN"
+ENV_CPU_VARIANT = "DEAR_LOCAL_CPU_VARIANT"
 
 # -- defaults of the run options (see dear_local.run_options) ----------------------------------------
 DEFAULT_CPU_BUFFERS = "auto"
+DEFAULT_CPU_VARIANT = "auto"
 DEFAULT_FLASH_ATTN = False
 DEFAULT_N_GPU_LAYERS = 0
 DEFAULT_PROTOCOL = "auto"
@@ -75,6 +79,7 @@ class Settings:
     cpu_buffers: str
     server_api_key: str | None = None
     flash_attn: bool = DEFAULT_FLASH_ATTN
+    cpu_variant: str = DEFAULT_CPU_VARIANT
 
     @property
     def models_dir(self) -> Path:
@@ -98,4 +103,5 @@ def get_settings() -> Settings:
         cpu_buffers=os.environ.get(ENV_CPU_BUFFERS, "").strip() or DEFAULT_CPU_BUFFERS,
         server_api_key=os.environ.get(ENV_SERVER_API_KEY) or None,
         flash_attn=_flag(ENV_FLASH_ATTN),
+        cpu_variant=os.environ.get(ENV_CPU_VARIANT, "").strip() or DEFAULT_CPU_VARIANT,
     )

@@ -167,3 +167,42 @@ def test_a_signal_exit_is_named():
     assert _signal_name(-11) == "SIGSEGV"
     assert _signal_name(-6) == "SIGABRT"
     assert _signal_name(0) is None and _signal_name(1) is None
+
+
+# -- memory mapping follows the buffers ---------------------------------------------------------
+
+_TENSOR_KINDS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K"]
+
+
+def _gguf_of(path, kinds: list[str]):
+    """A GGUF whose tensors have the ggml types ``kinds``, one each (zero data, right sizes)."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(path, "llama")
+    for i, kind in enumerate(kinds):
+        qt = gguf.GGMLQuantizationType[kind]
+        block, size = gguf.GGML_QUANT_SIZES[qt]
+        w.add_tensor(f"t{i}.weight", np.zeros((2, 256 // block * size), dtype=np.uint8), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@given(st.lists(st.sampled_from(_TENSOR_KINDS), min_size=1, max_size=4), st.sampled_from(["extra", "plain"]))
+def test_a_file_is_read_without_mmap_exactly_when_its_weights_are_repacked(tmp_path_factory, kinds, mode):
+    from dear_local.backends.loader import use_mmap_for
+
+    path = _gguf_of(tmp_path_factory.mktemp("mmap") / "m.gguf", kinds)
+    quantized = any(k not in ("F32", "F16", "BF16") for k in kinds)
+    assert use_mmap_for(path, choose_cpu_buffers(mode, AVX2_EPYC)) == (mode == "plain" or not quantized)
+
+
+def test_a_repacked_model_is_loaded_into_its_own_buffers_not_mapped(every_type):
+    if cpu_features(llama_system_info()).get("REPACK") != "1":
+        pytest.skip("this llama.cpp build has no repacked CPU buffers")
+    extra, bf16 = _buffer_log(every_type["Q4_0"], "extra"), _buffer_log(every_type["BF16"], "extra")
+    assert "CPU_REPACK model buffer size" in extra and "CPU_Mapped model buffer" not in extra
+    assert "CPU_Mapped model buffer size" in bf16  # float weights are not repacked: they stay mapped

@@ -59,7 +59,8 @@ class LlamaCppBackend(Backend):
     the resolved :class:`~dear_local.backends.loader.BufferChoice` is ``self.cpu_buffers``.
     ``lora`` is a GGUF LoRA adapter applied to the model at ``lora_scale`` (see
     :mod:`dear_local.backends.lora`). ``flash_attn`` turns on llama.cpp's flash attention
-    (left out, llama-cpp-python's own default, off).
+    (left out, llama-cpp-python's own default, off). ``use_mmap`` None lets the loader
+    decide (:func:`~dear_local.backends.loader.use_mmap_for`: no mmap for repacked weights).
 
     Raises:
         ModelNotFoundError, InvalidModelFileError: a missing or unloadable file or adapter.
@@ -83,6 +84,7 @@ class LlamaCppBackend(Backend):
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
         flash_attn: bool = False,
+        use_mmap: bool | None = None,
     ) -> None:
         import llama_cpp
 
@@ -113,6 +115,7 @@ class LlamaCppBackend(Backend):
                     logits_all=False,
                     verbose=verbose,
                     **({"flash_attn": True} if flash_attn else {}),
+                    **({"use_mmap": use_mmap} if use_mmap is not None else {}),
                 )
         except (ValueError, RuntimeError) as exc:
             raise InvalidModelFileError(

@@ -25,10 +25,13 @@ def env(
     whole GGUF (a truncated or corrupt file is reported as such); a native crash while
     loading or decoding is caught in the child process and reported with the setting to try.
     """
+    from ..backends.cpu_variant import check_variant_setting
     from ..backends.loader import choose_cpu_buffers
     from ..env_report import collect, format_report
     from ..errors import InvalidModelFileError, NativeCrashError
 
+    if model is not None:  # the probe would run under it: say a bad one first (the report alone shows it)
+        check_variant_setting()
     report = collect()
     probe = None
     if model is not None:

@@ -143,6 +143,10 @@ def run_options(**values: Any) -> RunOptions:
     options = RunOptions(**converted)
     options.check_context(cli=True)
     options.check_flash_attn(cli=True)
+    if not options.servers:  # a local model: a bad DEAR_LOCAL_CPU_VARIANT is said before any input is read
+        from ..backends.cpu_variant import check_variant_setting
+
+        check_variant_setting()
     return options
 
 

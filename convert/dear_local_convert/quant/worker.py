@@ -34,8 +34,11 @@ def run_quantize(src: Path, dest: Path, qtype: str, threads: int | None, imatrix
     """Call ``llama_model_quantize`` for ``src`` -> ``dest``; return ``(rc, error messages llama.cpp logged)``."""
     import llama_cpp
 
+    from dear_local.backends.cpu_variant import ensure_cpu_backend
     from dear_local.llama_cpp_lib import LogCapture
     from dear_local_convert.quant.quantize import FTYPES
+
+    ensure_cpu_backend()  # the quantizer's row kernels come from the CPU backend
 
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[qtype]
