@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="llama.cpp weight buffer modes to compare (see dear_local/backends/loader.py)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the --cpu-buffers modes this many times")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--json", action="store_true", help="also print every row as one JSON line at the end")
     args = ap.parse_args(argv)
 
     import llama_cpp
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     query, passages = noveleval(args.data, 1, args.passages)[0]
     print(f"llama-cpp-python {llama_cpp.__version__}; {args.threads} threads; template {args.template}; "
           f"NovelEval query 0 x {args.passages} passages; best of {args.repeat} x {args.rounds} round(s)")
-    print(f"CPU: {cpu_model()}\nllama.cpp: {llama_system_info().strip()}")
+    from dear_local.backends.cpu_variant import ensure_cpu_backend
+
+    variant = ensure_cpu_backend().label
+    print(f"CPU: {cpu_model()}\nllama.cpp: {llama_system_info().strip()} (CPU variant: {variant})")
+    rows = []
     print(f"{'model':42} {'tokens':>6} {'buffers':>13} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
     for path in args.models:
         if not path.is_file():
@@ -96,8 +101,14 @@ def main(argv: list[str] | None = None) -> int:
                 for mode, tps in best.items():
                     shown = f"{mode}->{choose_cpu_buffers(mode).mode}" if mode == "auto" else mode
                     print(f"{path.name:42} {len(ids):6d} {shown:>13} {fa:5d} {ub:6d} {tps:9.1f}", flush=True)
+                    rows.append({"model": path.name, "tokens": len(ids), "buffers": mode, "flash_attn": fa,
+                                 "ubatch": ub, "tokens_per_s": round(tps, 2), "variant": variant})
                 if len(best) > 1 and {"extra", "plain"} <= best.keys():
                     print(f"{'':42} plain / extra = {best['plain'] / best['extra']:.2f}", flush=True)
+    if args.json:
+        import json
+
+        print(json.dumps(rows))
     return 0
 
 

@@ -146,3 +146,21 @@ def test_a_forced_avx2_variant_reranks_with_the_same_answer(standin_gguf):
         assert proc.returncode == 0, proc.stderr
         out[variant] = [r["index"] for r in json.loads(proc.stdout)["results"]]
     assert out["auto"] == out["haswell"]
+
+
+def test_the_install_has_the_cpu_variants_scripts_setup_builds():
+    """The flags took effect: pip hands back any cached llama-cpp-python wheel whatever CMAKE_ARGS say,
+    so an install that skipped scripts/setup's own cache shows up here, not as slow kernels."""
+    missing = {"x64", "haswell", "skylakex", "icelake", "zen4", "alderlake"} - set(variant_files())
+    assert not missing, f"llama-cpp-python lacks the CPU variants {sorted(missing)}: install it with scripts/setup"
+
+
+def test_the_readme_test_command_is_what_ci_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    ci = (root / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert ci.startswith("scripts/setup dev && ") and f"\n{ci}\n" in readme
+    setup = (root / "scripts" / "setup").read_text(encoding="utf-8")
+    assert "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON" in setup and "--cache-dir" in setup
