@@ -142,7 +142,8 @@ def test_the_http_example_with_a_long_chinese_document_is_ranked_not_refused(sta
     body = resp.json()
     flags = {r["index"]: r["truncated"] for r in body["results"]}
     assert flags == {0: False, 1: True}
-    (warning,) = body["meta"]["warnings"]
+    # one truncation warning; the stand-in's answer may also fail to parse (a second, unrelated warning)
+    (warning,) = [w for w in body["meta"]["warnings"] if "passage limit" in w]
     assert "index 1" in warning and "640 tokens" in warning
     assert body["meta"]["tokens"]["input_tokens"] < reranker.profile.context_tokens()
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DearLocalError, UserInputError
+from ..llama_cpp_lib import LogCapture
 
 # Variants whose kernels use AMX tiles (ggml/src/CMakeLists.txt's GGML_CPU_ALL_VARIANTS list).
 AMX_VARIANTS = frozenset({"sapphirerapids"})
@@ -280,8 +281,14 @@ def ensure_cpu_backend() -> CpuBackend:
         scores = {name: _score(path) for name, path in files.items()}
         amx = {name: compiler_of(files[name]) for name in scores if name in AMX_VARIANTS}
         name, reason = pick(scores, requested, amx)
-        if not ggml.ggml_backend_load(str(files[name]).encode()):
-            raise DearLocalError(f"llama.cpp could not load its CPU backend {files[name]}; reinstall llama-cpp-python")
+        with LogCapture() as log:  # ggml logs "load_backend: loaded CPU backend from ..." at INFO
+            loaded = ggml.ggml_backend_load(str(files[name]).encode())
+        if not loaded:
+            why = "; ".join(log.errors[-2:])
+            raise DearLocalError(
+                f"llama.cpp could not load its CPU backend {files[name]}{f' ({why})' if why else ''}; "
+                "reinstall llama-cpp-python with scripts/setup"
+            )
         ordered = dict(sorted(scores.items(), key=lambda kv: (-kv[1], kv[0])))
         _LOADED = CpuBackend(name, files[name], reason, ordered)
         return _LOADED
