@@ -11,9 +11,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# pytest caches its assertion-rewritten test modules as .pyc only when bytecode may be written; with
+# PYTHONDONTWRITEBYTECODE set (as on the CI machines) every worker of every run rewrote all ~60 test
+# modules again, seconds of the fast tier. The cache is __pycache__, which git ignores.
+sys.dont_write_bytecode = False
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DEAR_LOCAL_SHARED", ROOT.parent / "shared")).resolve()

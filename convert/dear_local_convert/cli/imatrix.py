@@ -34,12 +34,14 @@ def imatrix(
     llama.cpp's GGUF imatrix format, named by GGUF tensor, for `dear-local quantize --imatrix`
     (or llama-quantize --imatrix).
     """
-    try:
-        import gguf  # noqa: F401
-        import torch  # noqa: F401
-        from dear_local_convert.quant.imatrix import make_imatrix
-    except ImportError as exc:
-        raise missing_extra(exc.name or "torch", "convert") from None
+    import importlib.util
+
+    # torch is imported where the model loads, after the cheap refusals (an existing --out, a
+    # calibration slice that overlaps the evaluation slice), which then answer in a moment
+    for needed in ("gguf", "torch"):
+        if importlib.util.find_spec(needed) is None:
+            raise missing_extra(needed, "convert")
+    from dear_local_convert.quant.imatrix import make_imatrix
 
     from dear_local_convert.build import resolve_checkpoint
 
