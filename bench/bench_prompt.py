@@ -9,6 +9,7 @@ fastest run counts. Settings run one after another, in one process, so compare
 only rows of the same run.
 
     python bench/bench_prompt.py <a.gguf> <b.gguf> --threads 2 --flash-attn 0 1 --ubatch 512
+    python bench/bench_prompt.py <a.gguf> --flash-attn 1 --kv f16 q8_0 --ubatch 256 512 1024
     python bench/bench_prompt.py <a.gguf> --cpu-buffers extra plain --rounds 3
 
 With several ``--cpu-buffers`` modes, ``--rounds`` alternates them (extra, plain,
@@ -34,8 +35,13 @@ def prompt_ids_for(path: Path, template: str, query: str, passages: list[str]) -
     return prompt_ids(backend, Profile(template=template), query, passages)
 
 
+# KV-cache element types (ggml's enum ggml_type); a quantized V cache needs flash attention
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
 def tokens_per_second(
-    path: Path, ids: list[int], threads: int, flash_attn: bool, ubatch: int, repeat: int, cpu_buffers: str = "auto"
+    path: Path, ids: list[int], threads: int, flash_attn: bool, ubatch: int, repeat: int, cpu_buffers: str = "auto",
+    kv: str = "f16",
 ) -> float:
     import llama_cpp
 
@@ -44,6 +50,7 @@ def tokens_per_second(
     llm, _ = open_llama(
         path, cpu_buffers=cpu_buffers, n_ctx=len(ids) + 64, n_threads=threads, n_threads_batch=threads,
         n_batch=max(ubatch, 512), n_ubatch=ubatch, flash_attn=flash_attn, logits_all=False, verbose=False,
+        type_k=KV_TYPES[kv], type_v=KV_TYPES[kv],
     )
     best = float("inf")
     for _ in range(repeat):
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="evaluations per setting; the fastest counts")
     ap.add_argument("--flash-attn", type=int, nargs="+", default=[0], choices=[0, 1])
     ap.add_argument("--ubatch", type=int, nargs="+", default=[512])
+    ap.add_argument("--kv", nargs="+", default=["f16"], choices=sorted(KV_TYPES),
+                    help="KV-cache types (K and V alike); quantized ones run only with --flash-attn 1")
     ap.add_argument("--cpu-buffers", nargs="+", default=["auto"], choices=["auto", "extra", "plain"],
                     help="llama.cpp weight buffer modes to compare (see dear_local/backends/loader.py)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate the --cpu-buffers modes this many times")
@@ -86,23 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     variant = ensure_cpu_backend().label
     print(f"CPU: {cpu_model()}\nllama.cpp: {llama_system_info().strip()} (CPU variant: {variant})")
     rows = []
-    print(f"{'model':42} {'tokens':>6} {'buffers':>13} {'flash':>5} {'ubatch':>6} {'tokens/s':>9}")
+    print(f"{'model':42} {'tokens':>6} {'buffers':>13} {'flash':>5} {'ubatch':>6} {'kv':>5} {'tokens/s':>9}")
     for path in args.models:
         if not path.is_file():
             sys.exit(f"{path}: no such file")
         ids = prompt_ids_for(path, args.template, query, passages)
         for fa in args.flash_attn:
-            for ub in args.ubatch:
+            for ub, kv in [(ub, kv) for ub in args.ubatch for kv in args.kv if fa or kv == "f16"]:
                 best: dict[str, float] = {}
                 for _ in range(args.rounds):
                     for mode in args.cpu_buffers:
-                        tps = tokens_per_second(path, ids, args.threads, bool(fa), ub, args.repeat, mode)
+                        tps = tokens_per_second(path, ids, args.threads, bool(fa), ub, args.repeat, mode, kv)
                         best[mode] = max(best.get(mode, 0.0), tps)
                 for mode, tps in best.items():
                     shown = f"{mode}->{choose_cpu_buffers(mode).mode}" if mode == "auto" else mode
-                    print(f"{path.name:42} {len(ids):6d} {shown:>13} {fa:5d} {ub:6d} {tps:9.1f}", flush=True)
+                    print(f"{path.name:42} {len(ids):6d} {shown:>13} {fa:5d} {ub:6d} {kv:>5} {tps:9.1f}", flush=True)
                     rows.append({"model": path.name, "tokens": len(ids), "buffers": mode, "flash_attn": fa,
-                                 "ubatch": ub, "tokens_per_s": round(tps, 2), "variant": variant})
+                                 "ubatch": ub, "kv": kv, "tokens_per_s": round(tps, 2), "variant": variant})
                 if len(best) > 1 and {"extra", "plain"} <= best.keys():
                     print(f"{'':42} plain / extra = {best['plain'] / best['extra']:.2f}", flush=True)
     if args.json:
