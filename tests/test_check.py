@@ -8,16 +8,15 @@ import sys
 
 import pytest
 
+from dear_local_convert.agreement.check import check
+from dear_local_convert.reference import read_reference, write_reference
+from dear_local_convert.agreement.report import write_report
+from dear_local_convert.slices import load_slice
+from dear_local.contract import Profile
+from dear_local.errors import ReferenceError_
+from optional import needs
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from dear_local_convert.agreement.check import check  # noqa: E402
-from dear_local_convert.reference import read_reference, write_reference  # noqa: E402
-from dear_local_convert.agreement.report import write_report  # noqa: E402
-from dear_local_convert.slices import load_slice  # noqa: E402
-from dear_local.contract import Profile  # noqa: E402
-from dear_local.errors import ReferenceError_  # noqa: E402
+pytestmark = needs("torch", "transformers")
 
 PROFILE = Profile(template="rankgpt-chat", decoding="constrained")
 QUERIES, PASSAGES = 3, 6

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dear_local.errors import ConversionError, DearLocalError, UserInputError
+from optional import needs
 
-pytest.importorskip("torch")
-pytest.importorskip("gguf")
-
-from dear_local.errors import ConversionError, DearLocalError, UserInputError  # noqa: E402
+pytestmark = needs("torch", "gguf")
 
 
 def variant(src: Path, dest: Path, *, drop=(), json_edits=None, files=None) -> Path:

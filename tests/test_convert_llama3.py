@@ -12,19 +12,19 @@ import json
 import numpy as np
 import pytest
 
+from dear_local.contract import get_template
 from convert_fixtures import noveleval_windows, vocab_test_vectors
+from optional import needs
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-llama_cpp = pytest.importorskip("llama_cpp")
-
-from dear_local.contract import get_template  # noqa: E402
+pytestmark = needs("torch", "transformers", "llama_cpp")
 
 GGML_TYPE_F32 = 0
 
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(tiny_llama3_dir):
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(tiny_llama3_dir)
 
 
@@ -57,6 +57,9 @@ def _llama_logits(gguf_path, ids: list[int]) -> np.ndarray:
 
 
 def _hf_logits(src_dir, ids: list[int]) -> np.ndarray:
+    import torch
+    import transformers
+
     model = transformers.AutoModelForCausalLM.from_pretrained(src_dir, dtype=torch.float32)
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0].numpy()
@@ -148,6 +151,7 @@ def test_gguf_metadata_records_tokenizer_rope_and_provenance(tiny_f32_gguf):
 def test_bf16_output_is_bit_exact_with_the_checkpoint(tiny_llama3_dir, tmp_path):
     """BF16 output keeps every weight bit (after undoing the q/k permutation)."""
     import gguf
+    import torch
     from safetensors import safe_open
 
     from dear_local_convert.to_gguf.writer import convert_checkpoint

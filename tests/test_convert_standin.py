@@ -15,16 +15,14 @@ import sys
 import numpy as np
 import pytest
 
+from dear_local.backends.llama import LlamaCppBackend
+from dear_local.chat_template import render_chat
+from dear_local.contract import get_template
+from dear_local.fileio import sha256_file
 from convert_fixtures import noveleval_windows
+from optional import needs
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("llama_cpp")
-
-from dear_local.backends.llama import LlamaCppBackend  # noqa: E402
-from dear_local.chat_template import render_chat  # noqa: E402
-from dear_local.contract import get_template  # noqa: E402
-from dear_local.fileio import sha256_file  # noqa: E402
+pytestmark = needs("torch", "transformers", "llama_cpp")
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +94,9 @@ def test_manifest_records_every_file_with_provenance(standin_bf16_gguf, ladder):
 
 
 def test_bf16_greedy_matches_transformers_on_three_rankgpt_chat_prompts(standin_dir, standin_bf16_gguf, shared_dir):
+    import torch
+    import transformers
+
     tokenizer = transformers.AutoTokenizer.from_pretrained(standin_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(standin_dir, dtype=torch.float32)
     template = get_template("rankgpt-chat")

@@ -18,17 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dear_local_convert.quant.imatrix import ImatrixCollector, check_disjoint, gguf_weight_names
+from dear_local_convert.quant.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, row_lengths, write_imatrix
+from dear_local_convert.quant.quantize import _quantize_one, quantize
+from dear_local_convert.slices import load_slice
+from dear_local.errors import UserInputError
+from optional import needs
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-gguf = pytest.importorskip("gguf")
-llama_cpp = pytest.importorskip("llama_cpp")
-
-from dear_local_convert.quant.imatrix import ImatrixCollector, check_disjoint, gguf_weight_names  # noqa: E402
-from dear_local_convert.quant.imatrix_file import Imatrix, QuantizeMatrix, read_imatrix, row_lengths, write_imatrix  # noqa: E402
-from dear_local_convert.quant.quantize import _quantize_one, quantize  # noqa: E402
-from dear_local_convert.slices import load_slice  # noqa: E402
-from dear_local.errors import UserInputError  # noqa: E402
+pytestmark = needs("torch", "transformers", "gguf", "llama_cpp")
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
@@ -39,6 +36,7 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_llama3_dir):
+    import torch
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_llama3_dir, dtype=torch.float32).eval()
@@ -70,6 +68,8 @@ def test_every_linear_maps_to_its_gguf_weight(tiny_model, tiny_f32_gguf):
 
 
 def test_hook_means_match_a_hand_computation(tiny_model):
+    import torch
+
     names = gguf_weight_names(tiny_model)
     calls = [torch.tensor([[128000, 791, 6864, 315, 9822, 374]]), torch.tensor([[128000, 40, 1093, 9120, 9]])]
     with ImatrixCollector(tiny_model, names) as c, torch.inference_mode():
@@ -103,6 +103,8 @@ class GgmlFile:
     """
 
     def __init__(self, path: Path) -> None:
+        import llama_cpp
+
         lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
 
         class InitParams(ctypes.Structure):
@@ -216,6 +218,8 @@ def test_quantizing_with_the_matrix_changes_the_weights(calibrated, tiny_f32_ggu
 
 
 def test_a_matrix_for_another_model_or_no_matrix_file_is_refused(tiny_f32_gguf, tmp_path):
+    import gguf
+
     wrong = Imatrix({"blk.0.attn_q.weight": np.ones(64)}, {"blk.0.attn_q.weight": 10}, ["x"], 1, 10)
     path = write_imatrix(wrong, tmp_path / "wrong.gguf")
     with pytest.raises(UserInputError, match="rows hold 128.*another model"):

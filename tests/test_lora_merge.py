@@ -13,15 +13,15 @@ import pytest
 
 from convert_fixtures import noveleval_windows
 from lora_fixtures import compare_every_position, long_prompt_ids, peft_model
+from optional import needs
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("peft")
-pytest.importorskip("llama_cpp")
+pytestmark = needs("torch", "transformers", "peft", "llama_cpp")
 
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tiny_llama3_dir):
+    import transformers
+
     return transformers.AutoTokenizer.from_pretrained(tiny_llama3_dir)
 
 
@@ -81,6 +81,8 @@ def test_other_target_sets_and_rslora_match_peft(config, tiny_llama3_dir, tiny_t
 
 
 def test_smollm2_standin_adapter_matches_peft(standin_dir, shared_dir, tmp_path):
+    import transformers
+
     from dear_local_convert.standins.lora import random_lora
 
     adapter = random_lora(standin_dir, tmp_path / "adapter", r=8, alpha=16, seed=2, base_model_name="HuggingFaceTB/SmolLM2-135M-Instruct")

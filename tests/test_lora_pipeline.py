@@ -11,13 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from dear_local.errors import ConversionError
+from optional import needs
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("peft")
-pytest.importorskip("llama_cpp")
-
-from dear_local.errors import ConversionError  # noqa: E402
+pytestmark = needs("torch", "transformers", "peft", "llama_cpp")
 
 
 def _merge_fails(base: Path, adapter: Path, out: Path, match: str) -> None:

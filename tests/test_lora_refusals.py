@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("safetensors")
-pytest.importorskip("peft")
+from dear_local.errors import ConversionError
+from optional import needs
 
-from dear_local.errors import ConversionError  # noqa: E402
+pytestmark = needs("torch", "safetensors", "peft")
 
 HIDDEN, FF, R = 16, 32, 4
 
 
 def write_adapter(dest: Path, *, config: dict | None = None, tensors: dict | None = None, layers=(0,), modules=("q_proj", "v_proj")) -> Path:
     """A PEFT-layout adapter in ``dest``: rank-R pairs on ``modules`` of ``layers``, plus ``tensors``."""
+    import torch
     from safetensors.torch import save_file
 
     dest.mkdir(parents=True)
@@ -43,6 +43,13 @@ def write_adapter(dest: Path, *, config: dict | None = None, tensors: dict | Non
     data.update(tensors or {})
     save_file(data, str(dest / "adapter_model.safetensors"))
     return dest
+
+
+def ones(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """``torch.ones`` of each shape, by tensor name (torch is imported when a test runs, not when it is collected)."""
+    import torch
+
+    return {name: torch.ones(shape) for name, shape in shapes.items()}
 
 
 def refused(path: Path, match: str) -> str:
@@ -92,33 +99,33 @@ def test_unsupported_settings_are_refused_by_name(tmp_path, config, match):
 @pytest.mark.parametrize(
     ("tensors", "match"),
     [
-        ({"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": torch.ones(HIDDEN)},
+        ({"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": (HIDDEN,)},
          r"DoRA is not supported .*lora_magnitude_vector"),
-        ({"base_model.model.model.embed_tokens.lora_embedding_A": torch.ones(R, 100)},
+        ({"base_model.model.model.embed_tokens.lora_embedding_A": (R, 100)},
          r"adapter on the token embeddings.*lora_embedding_A"),
-        ({"base_model.model.lm_head.lora_A.weight": torch.ones(R, HIDDEN)}, r"output layer \(lm_head\) is not supported"),
-        ({"base_model.model.lm_head.modules_to_save.default.weight": torch.ones(100, HIDDEN)},
+        ({"base_model.model.lm_head.lora_A.weight": (R, HIDDEN)}, r"output layer \(lm_head\) is not supported"),
+        ({"base_model.model.lm_head.modules_to_save.default.weight": (100, HIDDEN)},
          r"modules_to_save.*a module saved whole .*not supported"),
-        ({"base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias": torch.ones(HIDDEN)}, r"a trained bias"),
-        ({"base_model.model.model.norm.lora_A.weight": torch.ones(R, HIDDEN)}, r"adapts model.norm, which is not an attention or MLP projection"),
+        ({"base_model.model.model.layers.0.self_attn.q_proj.lora_B.bias": (HIDDEN,)}, r"a trained bias"),
+        ({"base_model.model.model.norm.lora_A.weight": (R, HIDDEN)}, r"adapts model.norm, which is not an attention or MLP projection"),
     ],
 )
 def test_unsupported_tensors_are_refused_by_name(tmp_path, tensors, match):
-    refused(write_adapter(tmp_path / "a", tensors=tensors), match)
+    refused(write_adapter(tmp_path / "a", tensors=ones(tensors)), match)
 
 
 def test_a_pair_the_config_does_not_target_is_refused(tmp_path):
-    extra = {
-        "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight": torch.ones(R, HIDDEN),
-        "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight": torch.ones(FF, R),
-    }
+    extra = ones({
+        "base_model.model.model.layers.0.mlp.up_proj.lora_A.weight": (R, HIDDEN),
+        "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight": (FF, R),
+    })
     refused(write_adapter(tmp_path / "a", tensors=extra), r"adapts model.layers.0.mlp.up_proj, which target_modules .* does not name")
 
 
 def test_half_a_pair_or_mismatched_ranks_are_refused(tmp_path):
-    half = {"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight": torch.ones(R, HIDDEN)}
+    half = ones({"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight": (R, HIDDEN)})
     refused(write_adapter(tmp_path / "a", tensors=half), r"has lora_A but not its other half for model.layers.1.self_attn.q_proj")
-    ranks = {"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.ones(HIDDEN, R + 1)}
+    ranks = ones({"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": (HIDDEN, R + 1)})
     refused(write_adapter(tmp_path / "b", tensors=ranks), r"lora_A has rank 4 but lora_B has 5")
     refused(write_adapter(tmp_path / "c", config={"rank_pattern": {"q_proj": 8}}), r"gives rank 8 but lora_A has 4 rows")
 

@@ -11,15 +11,12 @@ import json
 import numpy as np
 import pytest
 
+from dear_local.errors import ConversionError, InvalidModelFileError
 from convert_fixtures import noveleval_windows
 from lora_fixtures import GGML_TYPE_F32
+from optional import needs
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
-pytest.importorskip("llama_cpp")
-gguf = pytest.importorskip("gguf")
-
-from dear_local.errors import ConversionError, InvalidModelFileError  # noqa: E402
+pytestmark = needs("torch", "peft", "llama_cpp", "gguf")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +39,8 @@ def _logits(path, ids, **load) -> np.ndarray:
 
 
 def test_adapter_file_is_llama_cpps_lora_format(tiny_adapter_gguf, tiny_lora):
+    import gguf
+
     from dear_local.fileio import sha256_file
 
     r = gguf.GGUFReader(tiny_adapter_gguf)

@@ -10,12 +10,10 @@ import json
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
+from dear_local_convert.standins import train_ranker as tr
+from optional import needs
 
-from dear_local_convert.standins import train_ranker as tr  # noqa: E402
-
-pytestmark = pytest.mark.usefixtures("session_env")
+pytestmark = [needs("torch", "peft"), pytest.mark.usefixtures("session_env")]
 
 
 def _tiny(out, base) -> list[str]:
