@@ -122,8 +122,8 @@ class RunOptions:
     )
     flash_attn: bool | None = knob(
         None, kind=FLAG, flags=("--flash-attn/--no-flash-attn",), env=_s.ENV_FLASH_ATTN,
-        help=f"llama.cpp's flash attention (default: ${_s.ENV_FLASH_ATTN}, else off).",
-        doc=f"llama.cpp's flash attention; default: ``{_s.ENV_FLASH_ATTN}``, else off",
+        help=f"llama.cpp's flash attention (default: ${_s.ENV_FLASH_ATTN}, else on; faster prompts on CPUs).",
+        doc=f"llama.cpp's flash attention; default: ``{_s.ENV_FLASH_ATTN}``, else on",
     )
     # -- inference servers --------------------------------------------------------------------------------
     servers: tuple[str, ...] = knob(

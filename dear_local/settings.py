@@ -14,7 +14,8 @@ long-running apps see changes to the environment.
 - ``DEAR_LOCAL_SERVER_API_KEY``: the key sent to ``--server`` inference servers.
 - ``DEAR_LOCAL_CPU_BUFFERS``: ``auto`` (default), ``extra`` or ``plain``: how llama.cpp
   lays out weights in CPU memory (see ``dear_local.backends.loader``).
-- ``DEAR_LOCAL_FLASH_ATTN=1``: llama.cpp's flash attention (off by default).
+- ``DEAR_LOCAL_FLASH_ATTN``: llama.cpp's flash attention, on by default (``0`` turns it off); it
+  evaluates prompts 5-20% faster on x86 CPUs (docs/performance.md).
 - ``DEAR_LOCAL_CPU_VARIANT``: ``auto`` (default), ``baseline`` or a variant name such as
   ``haswell``: which of llama.cpp's CPU backends to load (see ``dear_local.backends.cpu_variant``).
 """
@@ -41,7 +42,7 @@ ENV_CPU_VARIANT = "DEAR_LOCAL_CPU_VARIANT"
 # -- defaults of the run options (see dear_local.run_options) ----------------------------------------
 DEFAULT_CPU_BUFFERS = "auto"
 DEFAULT_CPU_VARIANT = "auto"
-DEFAULT_FLASH_ATTN = False
+DEFAULT_FLASH_ATTN = True
 DEFAULT_N_GPU_LAYERS = 0
 DEFAULT_PROTOCOL = "auto"
 DEFAULT_REQUEST_TIMEOUT = 120.0
@@ -56,10 +57,17 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _switch(name: str, default: bool) -> bool:
+    """A setting that is on or off: ``1/true/yes/on`` or ``0/false/no/off``; unset or anything else, ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    return True if value in _TRUE else False if value in _FALSE else default
 
 
 def _default_home() -> Path:
@@ -102,6 +110,6 @@ def get_settings() -> Settings:
         api_key=os.environ.get(ENV_API_KEY) or None,
         cpu_buffers=os.environ.get(ENV_CPU_BUFFERS, "").strip() or DEFAULT_CPU_BUFFERS,
         server_api_key=os.environ.get(ENV_SERVER_API_KEY) or None,
-        flash_attn=_flag(ENV_FLASH_ATTN),
+        flash_attn=_switch(ENV_FLASH_ATTN, DEFAULT_FLASH_ATTN),
         cpu_variant=os.environ.get(ENV_CPU_VARIANT, "").strip() or DEFAULT_CPU_VARIANT,
     )

@@ -133,9 +133,12 @@ def llama_calls(monkeypatch) -> list[dict]:
 
 
 @pytest.mark.parametrize("kwargs, env, expected", [
-    ({}, None, None),
-    ({"flash_attn": True}, None, True),
+    ({}, None, True),  # on by default (settings.DEFAULT_FLASH_ATTN)
+    ({"flash_attn": True}, "0", True),
+    ({}, "0", None),
+    ({}, "off", None),
     ({}, "1", True),
+    ({"flash_attn": False}, None, None),
     ({"flash_attn": False}, "1", None),
 ])
 def test_flash_attn_reaches_llama(kwargs, env, expected, llama_calls, llama3_vocab_gguf, monkeypatch):
@@ -261,9 +264,19 @@ def test_every_flag_run_option_has_an_environment_variable_in_settings():
 def test_flash_attn_is_part_of_what_a_resumed_out_run_must_match(monkeypatch):
     from dear_local.cli.runtime import _flash_attn_key
 
-    assert _flash_attn_key(RunOptions()) == {}  # off: journals written before the option still resume
-    assert _flash_attn_key(RunOptions(flash_attn=True)) == {"flash_attn": True}
+    assert _flash_attn_key(RunOptions()) == {"flash_attn": True}  # on by default
+    assert _flash_attn_key(RunOptions(flash_attn=False)) == {}  # off: journals written without it still resume
     assert _flash_attn_key(RunOptions(flash_attn=True, servers=("http://x:1",))) == {}  # the server's own setting
-    monkeypatch.setenv(dl_settings.ENV_FLASH_ATTN, "1")
-    assert _flash_attn_key(RunOptions()) == {"flash_attn": True}
-    assert _flash_attn_key(RunOptions(flash_attn=False)) == {}
+    monkeypatch.setenv(dl_settings.ENV_FLASH_ATTN, "0")
+    assert _flash_attn_key(RunOptions()) == {}
+    assert _flash_attn_key(RunOptions(flash_attn=True)) == {"flash_attn": True}
+
+
+@pytest.mark.parametrize("value, expected", [
+    *[(v, True) for v in ("1", "true", "YES", " on ")],
+    *[(v, False) for v in ("0", "false", "No", "off ")],
+    *[(v, dl_settings.DEFAULT_FLASH_ATTN) for v in ("", "maybe", "2")],
+])
+def test_the_flash_attention_setting_reads_on_off_and_falls_back_to_the_default(value, expected, monkeypatch):
+    monkeypatch.setenv(dl_settings.ENV_FLASH_ATTN, value)
+    assert dl_settings.get_settings().flash_attn is expected
