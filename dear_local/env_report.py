@@ -38,7 +38,7 @@ def collect() -> dict:
     """Everything ``dear-local env`` reports, as a JSON-ready dict."""
     from . import __version__
     from .backends.loader import choose_cpu_buffers, cpu_features, llama_system_info
-    from .errors import UserInputError
+    from .errors import DearLocalError, UserInputError
     from .redact import redact_settings
     from .settings import get_settings
 
@@ -49,7 +49,7 @@ def collect() -> dict:
         cpu_backend = {"variant": backend.label, "reason": backend.reason}
         if backend.scores:
             cpu_backend["scores on this CPU"] = " ".join(f"{k}={v}" for k, v in backend.scores.items())
-    except UserInputError as exc:  # a bad DEAR_LOCAL_CPU_VARIANT: reported, the rest still printed
+    except DearLocalError as exc:  # a bad DEAR_LOCAL_CPU_VARIANT, a variant llama.cpp refused: reported, the rest still printed
         cpu_backend = {"variant": None, "reason": str(exc)}
     try:
         info = llama_system_info()

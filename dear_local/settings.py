@@ -15,7 +15,7 @@ long-running apps see changes to the environment.
 - ``DEAR_LOCAL_CPU_BUFFERS``: ``auto`` (default), ``extra`` or ``plain``: how llama.cpp
   lays out weights in CPU memory (see ``dear_local.backends.loader``).
 - ``DEAR_LOCAL_FLASH_ATTN``: llama.cpp's flash attention, on by default (``0`` turns it off); it
-  evaluates prompts 5-20% faster on x86 CPUs (docs/performance.md).
+  evaluated prompts 5-21% faster on the AMD EPYC of docs/performance.md.
 - ``DEAR_LOCAL_CPU_VARIANT``: ``auto`` (default), ``baseline`` or a variant name such as
   ``haswell``: which of llama.cpp's CPU backends to load (see ``dear_local.backends.cpu_variant``).
 """

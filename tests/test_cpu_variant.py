@@ -131,6 +131,22 @@ def test_a_bad_variant_setting_is_one_line_naming_the_choices(value):
     assert lines[0].startswith(f"error: DEAR_LOCAL_CPU_VARIANT={value}")
 
 
+@pytest.mark.parametrize("buffers", ["plain", "extra"])
+def test_a_variant_this_cpu_cannot_run_is_named_before_any_model_loads(buffers, llama3_vocab_gguf):
+    """Not "the model file is corrupt": with --cpu-buffers set, the variant was first loaded inside the model load."""
+    from dear_local.backends.cpu_variant import _score
+
+    unrunnable = sorted(name for name, path in variant_files().items() if _score(path) == 0)
+    if not unrunnable:
+        pytest.skip("this CPU runs every variant built")
+    proc = subprocess.run([sys.executable, "-m", "dear_local", "rerank", "-m", str(llama3_vocab_gguf), "-q", "q",
+                           "--cpu-buffers", buffers], input="a\nb\n", capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DEAR_LOCAL_CPU_VARIANT": unrunnable[0]})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "DEAR_LOCAL_CPU_VARIANT" in lines[0] and "corrupt" not in lines[0], lines[0]
+
+
 def test_a_forced_avx2_variant_reranks_with_the_same_answer(standin_gguf):
     """The install runs on an AVX2-only CPU: its haswell variant ranks as the best one does."""
     if not variant_files():

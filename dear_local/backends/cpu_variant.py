@@ -161,7 +161,7 @@ def pick(scores: dict[str, int], requested: str, amx_compilers: dict[str, tuple[
     if scores[requested] <= 0:
         raise UserInputError(
             f"DEAR_LOCAL_CPU_VARIANT={requested}: this CPU lacks instructions that variant needs; "
-            f"it runs: {names}"
+            f"unset it (or set auto) for the best one, or name one it runs: {names}"
         )
     return requested, "set by DEAR_LOCAL_CPU_VARIANT"
 

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InvalidModelFileError, ModelNotFoundError
 from ..gguf_file import check_gguf
 from .base import Backend
+from .cpu_variant import ensure_cpu_backend
 from .limits import check_load_settings
 from .loader import choose_cpu_buffers, open_llama
 
@@ -59,7 +60,7 @@ class LlamaCppBackend(Backend):
     the resolved :class:`~dear_local.backends.loader.BufferChoice` is ``self.cpu_buffers``.
     ``lora`` is a GGUF LoRA adapter applied to the model at ``lora_scale`` (see
     :mod:`dear_local.backends.lora`). ``flash_attn`` turns on llama.cpp's flash attention
-    (left out, llama-cpp-python's own default, off). ``use_mmap`` None lets the loader
+    (False here, llama-cpp-python's own default; ``Reranker`` and the CLI pass the setting, on by default). ``use_mmap`` None lets the loader
     decide (:func:`~dear_local.backends.loader.use_mmap_for`: no mmap for repacked weights).
 
     Raises:
@@ -99,6 +100,7 @@ class LlamaCppBackend(Backend):
         self.path = path
         self.lora = Path(lora) if lora is not None else None
         self.cpu_buffers = choose_cpu_buffers(cpu_buffers)  # a bad mode fails here, before loading
+        ensure_cpu_backend()  # a bad DEAR_LOCAL_CPU_VARIANT is its own error, not "a corrupt model file"
         try:
             with _quiet_stderr(not verbose):
                 self.llm, _ = open_llama(

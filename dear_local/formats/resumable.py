@@ -57,6 +57,8 @@ KEY_NAMES = {
     "depth": "--depth",
     "skip_missing": "--skip-missing",
     "lora": "--lora or --lora-scale (or the adapter file)",
+    "flash_attn": "flash attention (--flash-attn/--no-flash-attn; it is on by default now, so "
+                  "--no-flash-attn finishes a run started without it)",
     "served_model": "--served-model",
 }
 
