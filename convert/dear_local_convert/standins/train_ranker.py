@@ -113,6 +113,7 @@ class TrainConfig:
     distill_weight: float = 0.0
     grade_scale: float = 2.0
     layers: int = 0  # LoRA on the last `layers` blocks only (0: every block); the blocks below run without gradients
+    passage_words: int = 0  # training prompts keep each passage's first N words (0: whole passages); cheaper steps
 
 
 @dataclass(frozen=True)
@@ -346,7 +347,14 @@ def answer_ids(backend, constraint, order: tuple[int, ...], id_base: int) -> tup
     return ids, ranks
 
 
-def encode_window(backend, profile, constraint_for, window: Window, head_weight: float):
+def clip_words(text: str, words: int) -> str:
+    """The first ``words`` whitespace-separated words of ``text`` (all of it when ``words`` is 0)."""
+    if not words:
+        return text
+    return " ".join(text.split()[:words])
+
+
+def encode_window(backend, profile, constraint_for, window: Window, head_weight: float, passage_words: int = 0):
     """``(input_ids, labels, weights)`` for one window, as Python lists of the same length.
 
     ``input_ids`` is the prompt, the answer and the end-of-turn token; ``labels`` is -100 on
@@ -355,7 +363,7 @@ def encode_window(backend, profile, constraint_for, window: Window, head_weight:
     """
     from dear_local.engine import prompt_ids
 
-    prompt = prompt_ids(backend, profile, window.query, list(window.passages))
+    prompt = prompt_ids(backend, profile, window.query, [clip_words(p, passage_words) for p in window.passages])
     n = len(window.passages)
     ans, ranks = answer_ids(backend, constraint_for(n), window.order, profile.tmpl.id_base)
     eot = end_of_turn_id(backend, prompt)
@@ -484,7 +492,7 @@ def train(
     losses: list[float] = []
     tokens = 0
     for step, win in enumerate(windows):
-        ids, labels, weights = encode_window(backend, profile, constraint_for, win, cfg.head_weight)
+        ids, labels, weights = encode_window(backend, profile, constraint_for, win, cfg.head_weight, cfg.passage_words)
         tokens += len(ids)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
@@ -661,8 +669,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise UserInputError(f"--objective must be answer or first-token, not {cfg.objective!r}")
     if min(cfg.pair_weight, cfg.top_weight, cfg.lm_weight) < 0:
         raise UserInputError("--pair-weight, --top-weight and --lm-weight must not be negative")
-    if cfg.distill_weight < 0 or cfg.layers < 0:
-        raise UserInputError("--distill-weight and --layers must not be negative")
+    if cfg.distill_weight < 0 or cfg.layers < 0 or cfg.passage_words < 0:
+        raise UserInputError("--distill-weight, --layers and --passage-words must not be negative")
     if not 0.0 <= cfg.small_windows <= 1.0:
         raise UserInputError(f"--small-windows must be in [0, 1], not {cfg.small_windows}")
 
@@ -706,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grade-scale", type=float, default=d.grade_scale,
                     help="how far one qrels grade moves the distillation target, in teacher standard deviations")
     ap.add_argument("--layers", type=int, default=d.layers, help="LoRA on the last N blocks only (0: all)")
+    ap.add_argument("--passage-words", type=int, default=d.passage_words,
+                    help="training prompts keep each passage's first N words (0: whole passages)")
     ap.add_argument("--eval-every", type=int, default=0, help="print the dev split's first-token nDCG@10 every N steps")
     a = ap.parse_args(argv)
     cfg = TrainConfig(
@@ -715,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads, save_dtype=a.save_dtype, max_queries=a.max_queries,
         foreign=a.foreign, teacher=a.teacher, objective=a.objective, pair_weight=a.pair_weight,
         top_weight=a.top_weight, lm_weight=a.lm_weight, small_windows=a.small_windows, autocast=a.autocast,
-        distill_weight=a.distill_weight, grade_scale=a.grade_scale, layers=a.layers,
+        distill_weight=a.distill_weight, grade_scale=a.grade_scale, layers=a.layers, passage_words=a.passage_words,
     )
     return script_exit(lambda: train(a.out, cfg, base=a.base, log_every=a.log_every, save_every=a.save_every,
                                      eval_every=a.eval_every))

@@ -1,0 +1,122 @@
+"""The pointwise (DeAR-P) input contract: a query and one document as token ids.
+
+The template is data (``dear_local/templates/pointwise/*.toml``). A pair is tokenized as
+the model card's ``simple_rerank.py`` tokenizes it with a Hugging Face tokenizer:
+``tokenizer(f"query: {q}", f"document: {title} {text}", truncation=True, max_length=228)``.
+Each segment is tokenized on its own; the pair template puts BOS before each; then the
+pair is cut to ``max_length`` tokens, the two BOS included, the way the ``tokenizers``
+library's ``longest_first`` strategy cuts it (:func:`longest_first`).
+
+As for the listwise prompt (``dear_local.prompt``), query and document are user text:
+special-token strings inside them are tokenized as ordinary text, so the reference and every
+GGUF see the same ids whatever a document contains.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from ..errors import UnknownTemplateError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+DEFAULT_POINTWISE_TEMPLATE = "dear-p"  # what `dear-local convert` records in a pointwise GGUF
+
+
+@dataclass(frozen=True)
+class PointwiseTemplate:
+    """How a (query, document) pair becomes a pointwise ranker's input (one file in ``templates/pointwise``)."""
+
+    name: str
+    description: str
+    query: str  # with {query}
+    document: str  # with {title} and {text}
+    segment_prefix: str  # "bos": the BOS token before each segment; "": nothing
+    max_length: int  # tokens of the whole pair, prefixes included
+    truncation: str  # "longest_first", the only strategy
+    pooling: str  # "last": the head reads the last token's hidden state
+
+    def __post_init__(self) -> None:
+        if self.truncation != "longest_first" or self.pooling != "last" or self.segment_prefix not in ("bos", ""):
+            raise ValueError(f"pointwise template {self.name!r} asks for something dear-local does not implement")
+
+    def texts(self, query: str, text: str, title: str = "") -> tuple[str, str]:
+        """The two segments' text, before tokenization."""
+        return self.query.format(query=query), self.document.format(title=title, text=text)
+
+
+def longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each segment survive a ``longest_first`` cut to ``budget`` tokens.
+
+    The ``tokenizers`` library's rule for a pair: nothing is cut when the two fit; else the
+    shorter keeps its length and the longer gets the rest, unless the shorter alone takes
+    more than its half, in which case each gets half (the second the odd token). Both
+    segments keep their first tokens (truncation on the right).
+    """
+    if n_a + n_b <= budget:
+        return n_a, n_b
+    short, long_ = (n_b, n_a) if n_a > n_b else (n_a, n_b)
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short = budget // 2
+        long_ = short + budget % 2
+    return (long_, short) if n_a > n_b else (short, long_)
+
+
+def pair_ids(tokenize, bos_id: int | None, tmpl: PointwiseTemplate, query: str, text: str, title: str = "") -> list[int]:
+    """The token ids of one (query, document) pair, as the pointwise model reads them.
+
+    ``tokenize(text) -> list[int]`` tokenizes user text with special parsing off and no BOS
+    (both backends pass their own). Returns at most ``tmpl.max_length`` ids.
+
+    Raises:
+        UserInputError: the template puts BOS before each segment and the model has none.
+    """
+    a_text, b_text = tmpl.texts(query, text, title)
+    a, b = tokenize(a_text), tokenize(b_text)
+    prefix: list[int] = []
+    if tmpl.segment_prefix == "bos":
+        if bos_id is None or bos_id < 0:
+            from ..errors import UserInputError
+
+            raise UserInputError(f"pointwise template {tmpl.name!r} needs a BOS token, and this model has none")
+        prefix = [bos_id]
+    keep_a, keep_b = longest_first(len(a), len(b), tmpl.max_length - 2 * len(prefix))
+    return prefix + a[:keep_a] + prefix + b[:keep_b]
+
+
+def _files():
+    folder = resources.files("dear_local.templates.pointwise")
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
+
+
+@lru_cache(maxsize=None)
+def _load_all() -> dict[str, PointwiseTemplate]:
+    out = {}
+    for f in _files():
+        data = tomllib.loads(f.read_text(encoding="utf-8"))
+        out[data["name"]] = PointwiseTemplate(**data)
+    return out
+
+
+def list_pointwise_templates() -> list[PointwiseTemplate]:
+    return list(_load_all().values())
+
+
+def get_pointwise_template(name: str) -> PointwiseTemplate:
+    """The pointwise template called ``name``.
+
+    Raises:
+        UnknownTemplateError: no such template; the message lists the known ones.
+    """
+    templates = _load_all()
+    if name not in templates:
+        raise UnknownTemplateError(f"unknown pointwise template {name!r}; choose one of: {', '.join(templates)}")
+    return templates[name]
