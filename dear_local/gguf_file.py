@@ -37,7 +37,7 @@ DEFAULT_ALIGNMENT = 32
 class Keys:
     """The ``dear_local.*`` GGUF metadata keys: what dear-local records in the files it writes.
 
-    llama.cpp ignores them; every value is a string.
+    llama.cpp ignores them. Every value is a string except :attr:`POINTWISE_HEAD`, an array of float32.
     """
 
     VERSION = "dear_local.version"
@@ -58,6 +58,16 @@ class Keys:
     """In a GGUF adapter: the ``general.name`` of the base GGUF it was converted against."""
     CALIBRATION = "dear_local.calibration"
     """In an importance matrix: JSON naming the calibration slice, profile and model."""
+    KIND = "dear_local.kind"
+    """``"pointwise"`` in a pointwise ranker (DeAR-P); absent in a listwise model."""
+    POINTWISE_TEMPLATE = "dear_local.pointwise.template"
+    """The pointwise input template's name (``dear_local/templates/pointwise/<name>.toml``)."""
+    POINTWISE_HEAD = "dear_local.pointwise.head"
+    """The score head's weights, ``n_embd`` float32 values (HF's ``score.weight``, one label, no bias):
+    the score is their dot product with the last token's hidden state. Quantizing copies it unchanged."""
+
+
+POINTWISE = "pointwise"  # the value of Keys.KIND in a pointwise ranker
 
 
 # ggml_type id -> (elements per block, bytes per block), from ggml/src/ggml.c's type_traits.

@@ -117,7 +117,9 @@ def _sigint_disposition_is_restored():
 # A test that needs a real model (the stand-in GGUF or checkpoint, the tiny Llama-3.1) is in the slow
 # tier, whether it asks for the model directly or through another fixture: `pytest -m "not slow"`
 # is the fast loop, the full suite runs both.
-REAL_MODEL_FIXTURES = frozenset({"standin_gguf", "standin_dir", "standin_bf16_gguf", "tiny_llama3_dir", "tiny_f32_gguf"})
+REAL_MODEL_FIXTURES = frozenset({
+    "standin_gguf", "standin_dir", "standin_bf16_gguf", "tiny_llama3_dir", "tiny_f32_gguf", "tiny_pointwise_dir",
+})
 
 
 def pytest_collection_modifyitems(config, items):

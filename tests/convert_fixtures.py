@@ -14,6 +14,7 @@ import pytest
 # Bump when a builder changes, so stale cached inputs are not reused.
 TINY_KEY = "tiny-llama3-v1"
 STANDIN_KEY = "smollm2-bf16-v1"
+TINY_POINTWISE_KEY = "tiny-llama3-pointwise-v1"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,23 @@ def tiny_f32_gguf(tiny_llama3_dir, tmp_path_factory) -> Path:
     return convert_checkpoint(
         tiny_llama3_dir, out, "f32", name="tiny-llama3", source_repo="example/tiny-llama3", revision="r1"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_pointwise_dir(test_cache, llama3_vocab_gguf) -> Path:
+    """The tiny Llama-3.1 as a pointwise ranker (LlamaForSequenceClassification, one label), shaped like DeAR-P."""
+    pytest.importorskip("transformers")
+    from dear_local_convert.standins.tiny_llama3 import build_tiny_llama3_pointwise
+
+    return build_tiny_llama3_pointwise(test_cache / TINY_POINTWISE_KEY, llama3_vocab_gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_pointwise_gguf(tiny_pointwise_dir, tmp_path_factory) -> Path:
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny-pointwise-gguf")
+    return convert_checkpoint(tiny_pointwise_dir, out, "f32", name="tiny-pointwise", source_repo="example/tiny-p")
 
 
 @pytest.fixture(scope="session")

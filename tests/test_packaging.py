@@ -66,6 +66,7 @@ def test_manifests_ship_inside_the_wheel(tmp_path):
     assert "dear_local/_models/smollm2-135m-instruct.toml" in names
     assert "dear_local/_models/dear-8b-listwise-lora.toml" in names
     assert "dear_local/templates/card.toml" in names
+    assert "dear_local/templates/pointwise/dear-p.toml" in names
     assert "dear_local_convert/agreement/check.py" in names
     assert not any(n.startswith("convert/") for n in names), "the workstation package must not install as 'convert'"
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]

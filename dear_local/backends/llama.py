@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidModelFileError, ModelNotFoundError
-from ..gguf_file import check_gguf
+from ..gguf_file import POINTWISE, Keys, check_gguf, read_header
 from .base import Backend
 from .cpu_variant import ensure_cpu_backend
 from .limits import check_load_settings
@@ -35,6 +35,31 @@ def check_gguf_file(path: str | Path) -> Path:
         check_regular_file(path, "model file", "pass a .gguf file")
     check_gguf(path)
     return path
+
+
+def is_pointwise_file(path: str | Path) -> bool:
+    """Whether the GGUF at ``path`` is a pointwise ranker written by ``dear-local convert`` (header only).
+
+    Raises:
+        ModelNotFoundError, InvalidModelFileError: as :func:`dear_local.gguf_file.read_header`.
+    """
+    return read_header(path).get(Keys.KIND) == POINTWISE
+
+
+def refuse_pointwise(path: str | Path) -> None:
+    """Fail with one line when a listwise model is expected and ``path`` is a pointwise ranker.
+
+    Raises:
+        UserInputError: ``path`` is a pointwise ranker (DeAR-P).
+    """
+    if is_pointwise_file(path):
+        from ..errors import UserInputError
+
+        raise UserInputError(
+            f"{Path(path).name} is a pointwise ranker (DeAR-P): it scores one document at a time and writes "
+            "no ranking; pass a listwise model (DeAR-L) here, and score with the pointwise one through "
+            "dear_local.backends.pointwise.PointwiseModel"
+        )
 
 
 @contextlib.contextmanager
@@ -96,6 +121,8 @@ class LlamaCppBackend(Backend):
 
             check_lora_file(lora)
         path = check_gguf_file(model_path)
+        if not vocab_only and path.is_file():
+            refuse_pointwise(path)
         self.model_label = path.name if lora is None else f"{path.name} + {Path(lora).name}"
         self.path = path
         self.lora = Path(lora) if lora is not None else None

@@ -95,6 +95,29 @@ def build_tiny_llama3(out_dir: str | Path, vocab_gguf: str | Path, *, seed: int 
     return out
 
 
+# The same tiny Llama-3.1 as a pointwise ranker, shaped like DeAR-P: LlamaForSequenceClassification,
+# one label, and pad = eos as the model card's simple_rerank.py sets it.
+POINTWISE_CONFIG = {
+    **CONFIG,
+    "architectures": ["LlamaForSequenceClassification"],
+    "id2label": {"0": "LABEL_0"},
+    "label2id": {"LABEL_0": 0},
+    "pad_token_id": 128009,
+}
+
+
+def build_tiny_llama3_pointwise(out_dir: str | Path, vocab_gguf: str | Path, *, seed: int = 1) -> Path:
+    """Build (once) the tiny pointwise ranker (random weights and score head) in ``out_dir`` and return it."""
+    out = Path(out_dir).expanduser()
+    if (out / COMPLETE).is_file():
+        return out
+    with atomic_dir(out) as tmp:
+        write_llama3_tokenizer(Path(vocab_gguf), tmp)
+        _write_model(tmp, seed, pointwise=True)
+        (tmp / COMPLETE).write_text("tiny llama-3.1 pointwise ranker\n", encoding="utf-8")
+    return out
+
+
 def write_llama3_tokenizer(vocab_gguf: Path, out: Path) -> None:
     """Save the Llama-3 HF tokenizer from the vocab GGUF, fixed to match the real Llama-3.1 files."""
     try:
@@ -150,16 +173,18 @@ def write_llama3_tokenizer(vocab_gguf: Path, out: Path) -> None:
     tc_path.write_text(json.dumps(tc, indent=2), encoding="utf-8")
 
 
-def _write_model(out: Path, seed: int) -> None:
+def _write_model(out: Path, seed: int, *, pointwise: bool = False) -> None:
     try:
         import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
     except ImportError as exc:
         raise missing_extra(exc.name or "torch", "convert") from exc
 
-    cfg = {k: v for k, v in CONFIG.items() if k not in ("architectures", "transformers_version", "torch_dtype")}
+    config = POINTWISE_CONFIG if pointwise else CONFIG
+    cfg = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version", "torch_dtype")}
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.float32)
+    cls = LlamaForSequenceClassification if pointwise else LlamaForCausalLM
+    model = cls(LlamaConfig(**cfg)).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1:  # norms: not all ones, so a misplaced norm shows
@@ -170,6 +195,6 @@ def _write_model(out: Path, seed: int) -> None:
                 gain = 2.0 if ("q_proj" in name or "k_proj" in name) else 1.0
                 p.normal_(0.0, gain / p.shape[1] ** 0.5)
     model.to(torch.bfloat16).save_pretrained(out, max_shard_size="40MB")
-    (out / "config.json").write_text(json.dumps(CONFIG, indent=2), encoding="utf-8")
+    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     gen = {"bos_token_id": BOS_ID, "eos_token_id": CONFIG["eos_token_id"], "do_sample": False}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2), encoding="utf-8")

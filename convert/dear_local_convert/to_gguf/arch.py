@@ -20,7 +20,10 @@ import numpy as np
 
 from dear_local.errors import ConversionError
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "LlamaForSequenceClassification")
+# A sequence-classification checkpoint with one label is a pointwise ranker (DeAR-P): a Llama
+# backbone plus a ``score`` head (Linear hidden -> 1, no bias) on the last token.
+POINTWISE_ARCHITECTURE = "LlamaForSequenceClassification"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class LlamaParams:
     tied_embeddings: bool
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
+    pointwise: bool = False  # a LlamaForSequenceClassification with one label: no lm_head, a score head
+
+    @property
+    def needs_output(self) -> bool:
+        """Whether the checkpoint must hold an ``lm_head`` (untied causal models only)."""
+        return not self.tied_embeddings and not self.pointwise
 
     def rope_freqs(self) -> np.ndarray | None:
         """The ``rope_freqs.weight`` values (F32, ``head_dim // 2``), or None without llama3 scaling."""
@@ -100,7 +109,27 @@ def check_architecture(config: dict) -> None:
         found = ", ".join(archs) or f"model_type {config.get('model_type')!r}"
         raise ConversionError(
             f"architecture {found} is not supported; dear-local converts "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} checkpoints only (Llama 3/3.1/3.2, DeAR-8B, SmolLM2)"
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} checkpoints only (Llama 3/3.1/3.2, DeAR-8B, DeAR-P, SmolLM2)"
+        )
+
+
+def is_pointwise(config: dict) -> bool:
+    """Whether ``config.json`` describes a sequence-classification (pointwise ranker) checkpoint."""
+    return POINTWISE_ARCHITECTURE in (config.get("architectures") or [])
+
+
+def check_labels(config: dict) -> None:
+    """A pointwise ranker has one label (one score per pair); anything else is a classifier dear-local cannot rank with.
+
+    Raises:
+        ConversionError: ``num_labels`` (or the size of ``id2label``) is not 1.
+    """
+    labels = config.get("id2label")
+    n = len(labels) if isinstance(labels, dict) and labels else config.get("num_labels", 2)
+    if n != 1:
+        raise ConversionError(
+            f"this LlamaForSequenceClassification checkpoint has {n} labels; dear-local converts pointwise "
+            "rankers with one label (num_labels=1, one relevance score per pair), as DeAR-P is"
         )
 
 
@@ -156,6 +185,9 @@ def parse_params(config: dict) -> LlamaParams:
     except KeyError as exc:
         raise ConversionError(f"config.json lacks {exc}; it is not a complete Llama config") from exc
     theta, scaling = _rope(config)
+    pointwise = is_pointwise(config)
+    if pointwise:
+        check_labels(config)
     return LlamaParams(
         **params,
         rope_theta=theta,
@@ -163,4 +195,5 @@ def parse_params(config: dict) -> LlamaParams:
         tied_embeddings=bool(config.get("tie_word_embeddings", False)),
         bos_token_id=config.get("bos_token_id"),
         eos_token_ids=_ids(config.get("eos_token_id")),
+        pointwise=pointwise,
     )

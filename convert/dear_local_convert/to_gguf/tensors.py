@@ -27,6 +27,7 @@ from dear_local_convert.to_gguf.arch import LlamaParams
 
 OUTTYPES = ("bf16", "f16", "f32")
 SKIPPED = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+SCORE_HEAD = "score.weight"  # a pointwise ranker's head (LlamaForSequenceClassification): metadata, not a tensor
 BLOCK_TENSORS = (
     "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
     "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
@@ -67,7 +68,7 @@ def plan(tensors: list[SourceTensor], p: LlamaParams, outtype: str) -> list[Plan
     out: dict[str, PlannedTensor] = {}
     unmapped = []
     for t in tensors:
-        if SKIPPED.search(t.name):
+        if SKIPPED.search(t.name) or (p.pointwise and t.name == SCORE_HEAD):
             continue
         if t.dtype not in ("BF16", "F16", "F32"):
             raise ConversionError(
@@ -105,7 +106,7 @@ def plan(tensors: list[SourceTensor], p: LlamaParams, outtype: str) -> list[Plan
 
 def _check_complete(out: dict[str, PlannedTensor], p: LlamaParams) -> None:
     need = ["token_embd.weight", "output_norm.weight"]
-    if not p.tied_embeddings:
+    if p.needs_output:
         need.append("output.weight")
     need += [f"blk.{b}.{n}.weight" for b in range(p.n_layer) for n in BLOCK_TENSORS]
     missing = [n for n in need if n not in out]
@@ -126,6 +127,29 @@ def _check_complete(out: dict[str, PlannedTensor], p: LlamaParams) -> None:
             f"token embeddings have {embd[0]} rows but config.json says vocab_size {p.n_vocab}; "
             "the checkpoint is inconsistent"
         )
+
+
+def score_head(tensors: list[SourceTensor], p: LlamaParams) -> SourceTensor:
+    """The pointwise ranker's ``score.weight``, checked to be one row of ``n_embd``.
+
+    llama.cpp refuses a llama GGUF holding a tensor its graph does not use, so the head is
+    written as metadata (:attr:`dear_local.gguf_file.Keys.POINTWISE_HEAD`), not as a tensor.
+
+    Raises:
+        ConversionError: no ``score.weight``, or one of another shape.
+    """
+    found = [t for t in tensors if t.name == SCORE_HEAD]
+    if not found:
+        raise ConversionError(
+            f"this LlamaForSequenceClassification checkpoint has no {SCORE_HEAD}; a shard may be missing"
+        )
+    head = found[0]
+    if tuple(head.shape) != (1, p.n_embd):
+        raise ConversionError(
+            f"{SCORE_HEAD} has shape {list(head.shape)}, not [1, {p.n_embd}]; dear-local converts "
+            "pointwise rankers with one label"
+        )
+    return head
 
 
 def to_output(tensor, t: PlannedTensor) -> np.ndarray:

@@ -138,6 +138,7 @@ def convert_checkpoint(
     tok = read_tokenizer(src_dir, params.n_vocab, params.eos_token_ids, pre_tokenizer)
     source = checkpoint.scan(src_dir)
     planned = tensors.plan(source, params, outtype)
+    head = tensors.score_head(source, params) if params.pointwise else None
     if adapter is not None:
         adapter.check_base({t.name: t.shape for t in source}, source_repo or str(src_dir))
 
@@ -151,7 +152,7 @@ def convert_checkpoint(
     try:
         with atomic_path(final) as tmp:
             _write(tmp, planned, params, tok, file_type, name=name, source_repo=source_repo,
-                   revision=revision, license=license or _license(src_dir), adapter=adapter)
+                   revision=revision, license=license or _license(src_dir), adapter=adapter, head=head)
             if verify_tokenizer:
                 from dear_local_convert.to_gguf.tokenizer_check import check_gguf_tokenizer
 
@@ -168,7 +169,16 @@ def convert_checkpoint(
     return final
 
 
-def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, revision, license, adapter=None) -> None:
+def _pointwise_head(head) -> np.ndarray:
+    """The score head as ``n_embd`` float32 values, read from the checkpoint."""
+    import torch
+
+    with open_tensor(head) as src:
+        return src.to(torch.float32).reshape(-1).numpy().astype(np.float32)
+
+
+def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, revision, license, adapter=None,
+           head=None) -> None:
     import gguf
 
     from dear_local import __version__
@@ -189,6 +199,13 @@ def _write(path: Path, planned, params, tok, file_type, *, name, source_repo, re
         w.add_string(Keys.VERSION, __version__)
         if adapter is not None:
             add_lora_provenance(w, adapter)
+        if head is not None:
+            from dear_local.contract.pointwise import DEFAULT_POINTWISE_TEMPLATE
+            from dear_local.gguf_file import POINTWISE
+
+            w.add_string(Keys.KIND, POINTWISE)
+            w.add_string(Keys.POINTWISE_TEMPLATE, DEFAULT_POINTWISE_TEMPLATE)
+            w.add_array(Keys.POINTWISE_HEAD, [float(v) for v in _pointwise_head(head)])  # FLOAT32 elements
         w.add_file_type(file_type)
         w.add_vocab_size(params.n_vocab)
         w.add_context_length(params.n_ctx)
