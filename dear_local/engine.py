@@ -59,9 +59,10 @@ class WindowResult:
 class Ranking:
     order: list[int]  # indices into the input documents, best first
     windows: list[WindowResult]
-    scores: list[float] | None = None  # per input index, when available from a single window
+    scores: list[float] | None = None  # per input index, when available from a single window or a first stage
     truncated: list[bool] = field(default_factory=list)  # per input index: was the document cut?
     planned: int | None = None  # windows the list needed; more than len(windows) when stopped early
+    score_kind: str | None = None  # what ``scores`` are: "first-token-probability" or "pointwise-probability"
 
     @property
     def statuses(self) -> list[str]:
@@ -71,6 +72,17 @@ class Ranking:
     def complete(self) -> bool:
         """False for a ranking stopped before its last window (see :class:`RankingState`)."""
         return self.planned is None or len(self.windows) >= self.planned
+
+
+@dataclass(frozen=True)
+class FirstStage:
+    """A pointwise ranker's verdict on a list: the order it gives (best first, input indices), and per
+    input index its probability of relevance and whether the document was cut to fit the ranker."""
+
+    KIND = "pointwise-probability"
+    order: list[int]
+    scores: list[float]
+    truncated: list[bool]
 
 
 def apply_window(order: list[int], window: WindowResult) -> None:
@@ -93,10 +105,17 @@ class RankingState:
         self._truncated = [False] * n
         self._windows: list[WindowResult] = []
         self._planned: int | None = None
+        self._base: list[int] | None = None
+        self._scores: list[float] | None = None
+        self._score_kind: str | None = None
 
-    def started(self, truncated: list[bool], planned: int) -> None:
+    def started(self, truncated: list[bool], planned: int, base: list[int] | None = None,
+                scores: list[float] | None = None, score_kind: str | None = None) -> None:
+        """The ranking began: ``base`` is the order the windows start from (a first stage's; default the
+        input order), and ``scores``/``score_kind`` are scores that hold whatever the windows do."""
         with self._lock:
             self._truncated, self._planned = list(truncated), planned
+            self._base, self._scores, self._score_kind = base, scores, score_kind
 
     def finished(self, window: WindowResult) -> None:
         with self._lock:
@@ -109,17 +128,18 @@ class RankingState:
             return None if self._planned is None else self._planned - len(self._windows)
 
     def snapshot(self) -> Ranking:
-        """The order so far, with no scores (they are rank-derived) and ``planned`` set.
+        """The order so far and ``planned`` set; scores only a first stage's (others are rank-derived).
 
         Before the ranking started, the input order with no windows and ``planned`` 1 (not complete).
         """
         with self._lock:
             windows, truncated, planned = list(self._windows), list(self._truncated), self._planned
-        order = list(range(self.n))
+            base, scores, kind = self._base, self._scores, self._score_kind
+        order = list(base) if base is not None else list(range(self.n))
         for window in windows:
             apply_window(order, window)
         return Ranking(order=order, windows=windows, truncated=truncated,
-                       planned=max(planned or 1, len(windows)))
+                       planned=max(planned or 1, len(windows)), scores=scores, score_kind=kind)
 
 
 def prompt_ids(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[int]:
@@ -190,26 +210,41 @@ def validate_request(query: str, documents: list[str]) -> None:
 
 
 def rank_documents(
-    backend: Backend,
+    backend: Backend | None,
     profile: Profile,
     query: str,
     documents: list[str],
     on_window: Callable[[WindowResult], None] | None = None,
     state: RankingState | None = None,
+    *,
+    first_stage: "FirstStage | None" = None,
+    depth: int | None = None,
 ) -> Ranking:
     """Rerank a whole list through sliding windows, back to front.
 
     ``on_window`` is called after each window; an exception it raises stops the ranking there.
     ``state``, when given, records each finished window, so another thread can read the order so far.
+
+    With ``first_stage`` (a pointwise ranker's order and scores, :class:`FirstStage`), the windows
+    reorder only its first ``depth`` documents (all by default; none without a ``backend``), the
+    rest keep the first stage's order, and the scores are the first stage's.
     """
     validate_request(query, documents)
-    check_query(backend, query)  # before the documents are cut: a query that cannot fit costs little
+    n = len(documents)
+    order = list(first_stage.order) if first_stage is not None else list(range(n))
+    n_ranked = 0 if backend is None else n if depth is None else min(depth, n)
+    if n_ranked:
+        check_query(backend, query)  # before the documents are cut: a query that cannot fit costs little
     tmpl = profile.tmpl
-    passages = [cut_passage(backend, tmpl, d) for d in documents]
-    order = list(range(len(documents)))
-    spans = window_spans(len(documents), profile.window, profile.stride)
+    passages = {i: cut_passage(backend, tmpl, documents[i]) for i in order[:n_ranked]}
+    truncated = list(first_stage.truncated) if first_stage is not None else [False] * n
+    for i, p in passages.items():
+        truncated[i] = truncated[i] or p.truncated
+    spans = window_spans(n_ranked, profile.window, profile.stride) if n_ranked else []
     if state is not None:
-        state.started([p.truncated for p in passages], len(spans))
+        state.started(truncated, len(spans), base=list(order) if first_stage is not None else None,
+                      scores=first_stage.scores if first_stage is not None else None,
+                      score_kind=FirstStage.KIND if first_stage is not None else None)
     results: list[WindowResult] = []
     for start, end in spans:
         res = _rank_cut(backend, profile, query, [passages[i] for i in order[start:end]])
@@ -220,14 +255,17 @@ def rank_documents(
             state.finished(res)
         if on_window is not None:
             on_window(res)
+    if first_stage is not None:
+        return Ranking(order=order, windows=results, scores=list(first_stage.scores), truncated=truncated,
+                       planned=len(spans), score_kind=FirstStage.KIND)
     scores = None
     if len(results) == 1 and results[0].scores is not None:
         window_scores = results[0].scores
         scores = [0.0] * len(documents)
         for pos, idx in enumerate(order):
             scores[idx] = window_scores[results[0].order[pos]] if len(documents) > 1 else 1.0
-    return Ranking(order=order, windows=results, scores=scores, truncated=[p.truncated for p in passages],
-                   planned=len(spans))
+    return Ranking(order=order, windows=results, scores=scores, truncated=truncated,
+                   planned=len(spans), score_kind="first-token-probability" if scores is not None else None)
 
 
 def timed(fn, *args, **kw):

@@ -6,6 +6,7 @@ deadline, an allocation without limit).
 """
 
 MAX_DOCUMENTS = 1000  # documents per query
+MAX_POINTWISE_BATCH = 256  # documents per llama.cpp call of a pointwise ranker
 MAX_REQUEST_TIMEOUT = 86400.0  # seconds per server request: one day
 MAX_SERVER_RETRIES = 10  # retries on one server: the waits then add up to about 8.5 minutes
 MAX_LORA_SCALE = 100.0  # |--lora-scale|

@@ -12,7 +12,7 @@ from .api_args import check_int
 from .backends.base import Backend, ModelRuntime  # noqa: F401 - Backend kept importable from here
 from .contract import Profile
 from .contract.profile import check_fields
-from .engine import Ranking, RankingState, WindowResult, rank_documents
+from .engine import FirstStage, Ranking, RankingState, WindowResult, rank_documents, validate_request
 from .errors import UserInputError
 from .run_options import PROFILE, RunOptions, check_values, knobs, options_doc
 from .store import resolve
@@ -28,7 +28,7 @@ class RerankResult:
     index: int  # position in the input list
     text: str
     rank: int  # 0 = most relevant
-    score: float  # in [0, 1], decreasing with rank
+    score: float  # in [0, 1]; decreasing with rank, but for a first stage's probabilities inside the listwise part
     truncated: bool = False  # True when only the first part of the text was ranked
 
 
@@ -125,8 +125,9 @@ def rank_scores(n: int) -> list[float]:
 def response_of(ranking: Ranking, documents: list[str], top_n: int | None = None) -> RerankResponse:
     """The results of ``ranking`` over ``documents``: best first, at most ``top_n``.
 
-    Scores are the ranking's own (first-token probabilities) when it has them, else derived
-    from rank; a ranking stopped early (``ranking.complete`` False) is one of those.
+    Scores are the ranking's own when it has them (first-token probabilities, or a first stage's
+    pointwise probabilities, which need not fall with rank inside the listwise part), else derived
+    from rank; a ranking stopped early (``ranking.complete`` False) without a first stage is one of those.
     """
     if ranking.scores is not None:
         scores = [ranking.scores[i] for i in ranking.order]
@@ -140,10 +141,33 @@ def response_of(ranking: Ranking, documents: list[str], top_n: int | None = None
     return RerankResponse(results=results[:top_n] if top_n else results, ranking=ranking)
 
 
+def first_stage_of(scorer, query: str, documents: list[str]) -> FirstStage:
+    """Score every document with a pointwise ranker (a :class:`~dear_local.backends.pointwise.PointwiseModel`)
+    and order them by score, ties in input order; the scores are probabilities (:func:`probability`)."""
+    from .contract.pointwise import probability
+
+    pairs = [scorer.pair(query, d) for d in documents]
+    logits = scorer.score_ids([ids for ids, _ in pairs])
+    order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
+    return FirstStage(order=order, scores=[probability(float(x)) for x in logits], truncated=[cut for _, cut in pairs])
+
+
+def _open_first_stage(name: str, run: RunOptions, verbose: bool):
+    from .backends.pointwise import PointwiseModel
+    from .settings import get_settings
+
+    settings = get_settings()
+    return PointwiseModel(
+        resolve(name).path, batch=run.first_stage_batch, n_threads=run.n_threads,
+        cpu_buffers=run.cpu_buffers if run.cpu_buffers is not None else settings.cpu_buffers,
+        flash_attn=run.flash_attn if run.flash_attn is not None else settings.flash_attn, verbose=verbose,
+    )
+
+
 class Reranker:
     # The docstring is _RERANKER_DOC below, with one line per run option from RunOptions.
 
-    def __init__(self, model: str, profile: Profile | None = None, *, backend: ModelRuntime | None = None,
+    def __init__(self, model: str | None, profile: Profile | None = None, *, backend: ModelRuntime | None = None,
                  verbose: bool = False, **options: Any) -> None:
         unknown = [name for name in options if name not in _OPTION_NAMES]
         if unknown:
@@ -154,17 +178,29 @@ class Reranker:
         if options.get("servers"):
             options["servers"] = tuple(options["servers"])
         run = RunOptions(**options)
-        resolved = resolve(model) if backend is None else None
+        if model is None and backend is None and run.first_stage is None:
+            raise UserInputError("model is None: pass a listwise model, or a pointwise one as first_stage to rank with it alone")
+        if model is not None and not isinstance(model, str):
+            raise UserInputError(f"model must be a str (a .gguf path or NAME[:QUANT]) or None, got {_type_name(model)}")
+        resolved = resolve(model) if backend is None and model is not None else None
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
         self.profile = base.with_(**{k: options.get(k) for k in _PROFILE_FIELDS})
         self.model = model
         self.options = run
-        if backend is None:
-            from .backends import factory
+        self.first_stage = None
+        if run.first_stage is not None:  # the pointwise ranker first: its mistakes cost no listwise load
+            self.first_stage = _open_first_stage(run.first_stage, run, verbose)
+        try:
+            if backend is None and resolved is not None:
+                from .backends import factory
 
-            backend = factory.open_backend(resolved.path, run, profile=self.profile, verbose=verbose)
-        else:
-            run.check_lora()  # refused with a backend too
+                backend = factory.open_backend(resolved.path, run, profile=self.profile, verbose=verbose)
+            elif backend is not None:
+                run.check_lora()  # refused with a backend too
+        except BaseException:
+            if self.first_stage is not None:
+                self.first_stage.close()
+            raise
         self.backend = backend
 
     @classmethod
@@ -208,8 +244,15 @@ class Reranker:
             raise UserInputError(f"state must be a dear_local.engine.RankingState or None, got {_type_name(state)}")
         if state is not None and state.n != len(documents):
             raise UserInputError(f"state is for {state.n} documents, but {len(documents)} were passed")
-        self.backend.start_query()  # on servers: each query starts on the least-used one, its windows stay there
-        ranking = rank_documents(self.backend, self.profile, query, documents, on_window, state)
+        first = None
+        if self.first_stage is not None:
+            validate_request(query, documents)  # before the first stage reads them
+            first = first_stage_of(self.first_stage, query, documents)
+        if self.backend is not None:
+            self.backend.start_query()  # on servers: each query starts on the least-used one, its windows stay there
+        depth = self.options.listwise_depth if first is not None else None
+        ranking = rank_documents(self.backend, self.profile, query, documents, on_window, state,
+                                 first_stage=first, depth=depth)
         return response_of(ranking, documents, top_n)
 
     def rank(
@@ -231,7 +274,10 @@ class Reranker:
         return out
 
     def close(self) -> None:
-        self.backend.close()
+        if self.first_stage is not None:
+            self.first_stage.close()
+        if self.backend is not None:
+            self.backend.close()
 
     def __enter__(self) -> "Reranker":
         return self
@@ -240,9 +286,11 @@ class Reranker:
         self.close()
 
 
-_RERANKER_DOC = """A listwise reranker backed by a GGUF model through llama.cpp, or by inference servers.
+_RERANKER_DOC = """A listwise reranker backed by a GGUF model through llama.cpp, or by inference servers,
+optionally behind a pointwise first stage (DeAR-P, ``first_stage``).
 
-``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store. The profile
+``model`` is a ``.gguf`` path or ``NAME[:QUANT]`` from the model store (None with ``first_stage``
+alone: a pointwise ranking). The profile
 defaults to the model manifest's, or to ``Profile()`` (the card prompt, greedy) for a
 bare file. The run options, as keyword arguments (:meth:`from_options` takes them as
 one :class:`RunOptions`):

@@ -24,7 +24,10 @@ from . import settings as _s
 from .backends.loader import CPU_BUFFER_MODES
 from .contract.profile import DECODING_MODES, MAX_WINDOW
 from .errors import UserInputError
-from .limits import MAX_CTX, MAX_GPU_LAYERS, MAX_LORA_SCALE, MAX_REQUEST_TIMEOUT, MAX_SERVER_RETRIES, MAX_THREADS
+from .limits import (
+    MAX_CTX, MAX_DOCUMENTS, MAX_GPU_LAYERS, MAX_LORA_SCALE, MAX_POINTWISE_BATCH, MAX_REQUEST_TIMEOUT, MAX_SERVER_RETRIES,
+    MAX_THREADS,
+)
 
 PROTOCOLS = ("auto", "llama-server", "openai")  # how to talk to servers; see dear_local.remote.protocols
 
@@ -169,6 +172,27 @@ class RunOptions:
         _s.DEFAULT_LORA_SCALE, kind=REAL, flags=("--lora-scale",), low=-MAX_LORA_SCALE, high=MAX_LORA_SCALE,
         help="Strength of the --lora adapter: 1.0 as trained, 0 the base alone.",
         doc="strength of the ``lora`` adapter: 1.0 as trained, 0 the base alone",
+    )
+
+    # -- the pointwise first stage (DeAR-P) ---------------------------------------------------------
+    first_stage: str | None = knob(
+        None, kind=PATH, flags=("--first-stage",),
+        help="A pointwise ranker (DeAR-P GGUF, or NAME[:QUANT]) that scores every candidate first; the listwise "
+        "--model then reorders only its top --listwise-depth. Alone (no --model), a fast pointwise reranker. "
+        "Scores become its calibrated probabilities, the same for a document in any request.",
+        doc="a pointwise ranker (DeAR-P GGUF, or ``NAME[:QUANT]``) that scores every document first; the listwise "
+        "model then reorders only its top ``listwise_depth``, and ``model`` may be None for a pointwise ranking",
+    )
+    listwise_depth: int = knob(
+        _s.DEFAULT_LISTWISE_DEPTH, kind=INT, flags=("--listwise-depth",), low=0, high=MAX_DOCUMENTS,
+        help="With --first-stage: how many of its best documents the listwise model reorders (DeAR: 30, two "
+        "windows); 0 for the pointwise order alone.",
+        doc="with ``first_stage``: how many of its best documents the listwise model reorders (0: none)",
+    )
+    first_stage_batch: int = knob(
+        _s.DEFAULT_FIRST_STAGE_BATCH, kind=INT, flags=("--first-stage-batch",), low=1, high=MAX_POINTWISE_BATCH,
+        help="With --first-stage: documents scored per llama.cpp call.",
+        doc="with ``first_stage``: documents scored per llama.cpp call",
     )
 
     def __post_init__(self) -> None:

@@ -48,6 +48,8 @@ DEFAULT_PROTOCOL = "auto"
 DEFAULT_REQUEST_TIMEOUT = 120.0
 DEFAULT_SERVER_RETRIES = 3  # attempts after the first on one server, waiting 0.5 s, 1 s, 2 s ...
 DEFAULT_LORA_SCALE = 1.0
+DEFAULT_LISTWISE_DEPTH = 30  # DeAR's run_listwise.sh: --rank_end 30 --window_size 20 --step 10, two windows
+DEFAULT_FIRST_STAGE_BATCH = 8  # documents per llama.cpp call of a pointwise ranker
 
 # -- defaults of `dear-local serve` (see dear_local.server.config) -----------------------------------
 DEFAULT_HOST = "127.0.0.1"

@@ -12,12 +12,13 @@ in a unified KV cache), so 100 candidates take a few calls.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..contract.pointwise import PointwiseTemplate, get_pointwise_template, pair_ids
+from ..contract.pointwise import PointwiseTemplate, cut_pair, get_pointwise_template
 from ..errors import InvalidModelFileError, UserInputError
 from ..gguf_file import POINTWISE, Keys, read_header
 from .cpu_variant import ensure_cpu_backend
@@ -84,8 +85,12 @@ class PointwiseModel:
         check_load_settings(n_ctx=n_tokens, n_threads=n_threads, n_gpu_layers=0, n_batch=n_tokens)
         self.cpu_buffers = choose_cpu_buffers(cpu_buffers)
         ensure_cpu_backend()
+        from ..llama_cpp_lib import LogCapture
+
         try:
-            with _quiet_stderr(not verbose):
+            # llama.cpp logs through its callback as well as on fd 2 (a warning that the GGUF names no
+            # pooling type of its own, for one): both are kept off the terminal unless verbose
+            with _quiet_stderr(not verbose), (LogCapture() if not verbose else contextlib.nullcontext()):
                 self.llm, _ = open_llama(
                     path,
                     cpu_buffers=self.cpu_buffers.mode,
@@ -119,9 +124,14 @@ class PointwiseModel:
     def _tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
+    def pair(self, query: str, text: str, title: str = "") -> tuple[list[int], bool]:
+        """The token ids the model reads for one pair, and whether the document was cut
+        (see :func:`dear_local.contract.pointwise.cut_pair`)."""
+        return cut_pair(self._tokenize, self.bos_id, self.template, query, text, title)
+
     def pair_ids(self, query: str, text: str, title: str = "") -> list[int]:
-        """The token ids the model reads for one pair (see :func:`dear_local.contract.pointwise.pair_ids`)."""
-        return pair_ids(self._tokenize, self.bos_id, self.template, query, text, title)
+        """The token ids the model reads for one pair."""
+        return self.pair(query, text, title)[0]
 
     def score_ids(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Raw scores (the head's logit, float32, shape ``(len(sequences),)``) for pairs already tokenized.

@@ -118,6 +118,25 @@ LoraScaleOption = run_option("lora_scale")
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="A .gguf file, or NAME[:QUANT] from `dear-local models`.")
 ]
+ListwiseModelOption = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="The listwise model: a .gguf file, or NAME[:QUANT] from `dear-local models` "
+                 "(may be left out with --first-stage, for a pointwise ranking)."),
+]
+
+
+def check_model_given(model: str | None, options: RunOptions) -> None:
+    """``--model`` is needed unless a pointwise ``--first-stage`` ranks alone: a usage error (exit 2) otherwise."""
+    if model is None and options.first_stage is None:
+        from typer import core
+
+        click = getattr(core, "_click", None)  # typer 0.29 carries its own copy of click
+        if click is None:  # pragma: no cover - typer < 0.29
+            import click
+        ctx = click.globals.get_current_context(silent=True)
+        raise click.exceptions.UsageError(
+            "Missing option '--model' (or --first-stage, to rank with a pointwise model alone)", ctx=ctx
+        )
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
 ]

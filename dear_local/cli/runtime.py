@@ -13,7 +13,7 @@ from ..contract import list_templates, window_spans
 from ..errors import UserInputError
 from ..limits import MAX_DOCUMENTS, MAX_IN_FLIGHT
 from .messages import note, warn
-from .options import ForceOption, ModelOption, flag_names, with_run_options
+from .options import ForceOption, ListwiseModelOption, check_model_given, flag_names, with_run_options
 from ..run_options import RunOptions
 
 
@@ -26,7 +26,7 @@ class OutputFormat(str, Enum):
 
 @with_run_options
 def rerank(
-    model: ModelOption,
+    model: ListwiseModelOption = None,
     query: Optional[str] = typer.Option(None, "--query", "-q", help="The search query (overrides the queries in --jsonl)."),
     docs: Optional[Path] = typer.Option(
         None, "--docs", help="Text file with one document per line; a document's docid is its 0-based line number."
@@ -69,11 +69,13 @@ def rerank(
     Documents come from --docs (one per line), --jsonl (one query per record; the file's shape is
     detected), a first-stage --run with --topics and --corpus, or stdin. With --server the model
     runs on llama-server, vLLM or SGLang (repeat --server for a fleet), several queries at once;
-    --model names the local GGUF whose tokenizer builds the prompts.
+    --model names the local GGUF whose tokenizer builds the prompts. With --first-stage, a pointwise
+    ranker (DeAR-P) scores every candidate first and --model reorders its top --listwise-depth.
     """
     from ..batch import check_requests
     from ..reranker import Reranker
 
+    check_model_given(model, options)
     if out is not None:  # before the inputs are read and the model loads
         from ..fileio import check_writable, refuse_output_file
         from ..formats.resumable import refuse_busy
@@ -134,9 +136,12 @@ def _run_key(reranker, model: str, fmt: str, requests: list, top_n, **options) -
     lora, lora_scale = options.pop("lora"), options.pop("lora_scale")
     # The model is the file it resolves to (real path, size, mtime), not how -m spelled it:
     # a name, NAME:QUANT, its path or other case resume the same run.
-    model_file = file_identity(resolve(model).path)
+    model_file = file_identity(resolve(model).path) if model is not None else None
+    if reranker.first_stage is not None:  # only then: runs started before first stages existed still resume
+        options["first_stage"] = {"model": file_identity(reranker.first_stage.path),
+                                  "listwise_depth": reranker.options.listwise_depth}
     return run_key(
-        fmt, model_file["path"], p.to_dict(), [r.qid for r in requests], top_n,
+        fmt, model_file["path"] if model_file else None, p.to_dict(), [r.qid for r in requests], top_n,
         inputs_sha256=requests_digest(requests),
         model_file=model_file,
         template_text=hashlib.sha256(template.encode("utf-8")).hexdigest(),

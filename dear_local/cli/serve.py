@@ -13,7 +13,7 @@ from ..limits import MAX_SERVE_TIMEOUT as MAX_TIMEOUT
 from .messages import warn
 from ..run_options import RunOptions
 from ..settings import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DEFAULT_TIMEOUT, ENV_API_KEY
-from .options import ModelOption, finite, flag_names, with_run_options
+from .options import ListwiseModelOption, check_model_given, finite, flag_names, with_run_options
 
 
 class LogLevel(str, Enum):
@@ -29,7 +29,7 @@ class LogLevel(str, Enum):
 
 @with_run_options
 def serve(
-    model: ModelOption,
+    model: ListwiseModelOption = None,
     host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to bind; the default only accepts local clients."),
     port: int = typer.Option(DEFAULT_PORT, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     api_key: Optional[str] = typer.Option(
@@ -59,8 +59,10 @@ def serve(
 
     With --server (repeatable) the model runs on llama-server, vLLM or SGLang and this API is
     stateless, so many `serve` processes can sit behind any load balancer; --model then names
-    the local GGUF whose tokenizer builds the prompts.
+    the local GGUF whose tokenizer builds the prompts. With --first-stage, a pointwise ranker
+    (DeAR-P) scores every document first, and relevance_score is its probability of relevance.
     """
+    check_model_given(model, options)
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401

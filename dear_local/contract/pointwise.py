@@ -70,11 +70,13 @@ def longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
     return (long_, short) if n_a > n_b else (short, long_)
 
 
-def pair_ids(tokenize, bos_id: int | None, tmpl: PointwiseTemplate, query: str, text: str, title: str = "") -> list[int]:
-    """The token ids of one (query, document) pair, as the pointwise model reads them.
+def cut_pair(
+    tokenize, bos_id: int | None, tmpl: PointwiseTemplate, query: str, text: str, title: str = ""
+) -> tuple[list[int], bool]:
+    """The token ids of one (query, document) pair, as the pointwise model reads them, and whether the document was cut.
 
     ``tokenize(text) -> list[int]`` tokenizes user text with special parsing off and no BOS
-    (both backends pass their own). Returns at most ``tmpl.max_length`` ids.
+    (both backends pass their own). The ids are at most ``tmpl.max_length``.
 
     Raises:
         UserInputError: the template puts BOS before each segment and the model has none.
@@ -89,7 +91,25 @@ def pair_ids(tokenize, bos_id: int | None, tmpl: PointwiseTemplate, query: str, 
             raise UserInputError(f"pointwise template {tmpl.name!r} needs a BOS token, and this model has none")
         prefix = [bos_id]
     keep_a, keep_b = longest_first(len(a), len(b), tmpl.max_length - 2 * len(prefix))
-    return prefix + a[:keep_a] + prefix + b[:keep_b]
+    return prefix + a[:keep_a] + prefix + b[:keep_b], keep_b < len(b)
+
+
+def pair_ids(tokenize, bos_id: int | None, tmpl: PointwiseTemplate, query: str, text: str, title: str = "") -> list[int]:
+    """The token ids of one (query, document) pair (see :func:`cut_pair`)."""
+    return cut_pair(tokenize, bos_id, tmpl, query, text, title)[0]
+
+
+def probability(logit: float) -> float:
+    """A pointwise logit as a probability of relevance: the logistic function, no fitted temperature or offset.
+
+    The same (query, document) gets the same value in every request, whatever the other documents.
+    """
+    import math
+
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    z = math.exp(logit)
+    return z / (1.0 + z)
 
 
 def _files():

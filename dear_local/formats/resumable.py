@@ -60,6 +60,7 @@ KEY_NAMES = {
     "flash_attn": "flash attention (--flash-attn/--no-flash-attn; it is on by default now, so "
                   "--no-flash-attn finishes a run started without it)",
     "served_model": "--served-model",
+    "first_stage": "--first-stage or --listwise-depth (or the pointwise model file)",
 }
 
 
@@ -100,7 +101,7 @@ def run_key(fmt: str, model: str, profile: dict, qids: list[str], top_n: int | N
 
     ``more`` adds fields (JSON values) that also change the output, each named in
     ``KEY_NAMES``: ``inputs_sha256`` (:func:`requests_digest`), ``model_file`` and ``lora``
-    (:func:`file_identity`), ``template_text``, ``depth``, ``skip_missing``, ``served_model``.
+    (:func:`file_identity`), ``template_text``, ``depth``, ``skip_missing``, ``served_model``, ``first_stage``.
     """
     digest = hashlib.sha256("\n".join(qids).encode("utf-8", "surrogatepass")).hexdigest()
     return {"format": fmt, "model": model, "profile": profile, "top_n": top_n, "queries": len(qids),

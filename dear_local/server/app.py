@@ -45,9 +45,11 @@ A local rerank API over a DeAR listwise reranker running in llama.cpp, in the sh
 Cohere v1 and Jina (`POST /v1/rerank`), Cohere v2 (`POST /v2/rerank`), Infinity (`POST /rerank` with
 `documents`) and Hugging Face text-embeddings-inference (`POST /rerank` or `/v1/rerank` with `texts`, `GET /info`).
 
-`relevance_score` is in [0, 1] and decreases with rank. With the `first-token` decoding mode and a
-request that fits in one window it is the model's first-token probability for the document's
-identifier; otherwise it is derived from rank: (n - rank) / n. `meta.scores` says which.
+`relevance_score` is in [0, 1]. With a pointwise first stage (`serve --first-stage`) it is that ranker's
+probability of relevance, the same for a document in any request. Otherwise it decreases with rank: with
+the `first-token` decoding mode and a request that fits in one window it is the model's first-token
+probability for the document's identifier, else it is derived from rank: (n - rank) / n. `meta.scores`
+says which.
 Documents longer than the prompt template's passage limit (300 characters or 256 tokens for `card`,
 300 words or 640 tokens for `rankgpt-chat`, whichever is shorter) are cut before ranking; such results carry `truncated: true` and `meta.warnings`
 names them. Requests run one at a time, first come first served. A request with a deadline (the `X-Deadline`

@@ -29,7 +29,7 @@ from ..settings import (  # noqa: F401 - the defaults live in settings, kept imp
 class ServerSettings:
     """Everything ``create_app`` needs.
 
-    - ``model``: a ``.gguf`` path or ``NAME[:QUANT]`` from the model store.
+    - ``model``: a ``.gguf`` path or ``NAME[:QUANT]`` from the model store (None with a first stage alone).
     - ``run``: profile overrides, llama.cpp and server settings, as for ``Reranker``: one
       :class:`~dear_local.run_options.RunOptions`, the same declaration ``rerank`` uses.
     - ``api_key``: when set, every rerank and models request needs ``Authorization: Bearer <key>``.
@@ -43,7 +43,7 @@ class ServerSettings:
       (``run.servers``), since a local llama.cpp model runs one request at a time.
     """
 
-    model: str
+    model: str | None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     api_key: str | None = field(default=None, repr=False)  # never shown, not even in a repr
@@ -84,7 +84,7 @@ class ServerSettings:
     @property
     def model_name(self) -> str:
         """The name the API reports for the served model (the file name for a path)."""
-        name = self.model.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        name = str(self.model or self.run.first_stage).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         return name[: -len(".gguf")] if name.endswith(".gguf") else name
 
 

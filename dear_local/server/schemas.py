@@ -19,9 +19,12 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.json_schema import WithJsonSchema
 
 SCORE_DOC = (
-    "In [0, 1], decreasing with rank. With the first-token decoding mode and a request that fits in one "
-    "window, it is the model's probability for the document's identifier as the first token of the ranking; "
-    "otherwise it is derived from rank alone: (n - rank) / n for n documents, so 1.0 for the best. "
+    "In [0, 1]. With a pointwise first stage (serve --first-stage), the pointwise ranker's probability that "
+    "the document is relevant: the same for a document in any request, so a threshold means the same "
+    "everywhere (the listwise model still orders the top documents, so there it need not fall with rank). "
+    "Otherwise it decreases with rank: with the first-token decoding mode and a request that fits in one "
+    "window, the model's probability for the document's identifier as the first token of the ranking; "
+    "else derived from rank alone, (n - rank) / n for n documents, so 1.0 for the best. "
     "`meta.scores` says which."
 )
 
@@ -216,7 +219,10 @@ class Meta(BaseModel):
         True, description="False when the request's deadline came before the last window: the order then holds "
         "the windows that finished, every other document in input order, and scores derived from rank.",
     )
-    scores: Literal["first-token-probability", "rank"] = Field(..., description="What `relevance_score` is.")
+    scores: Literal["first-token-probability", "pointwise-probability", "rank"] = Field(
+        ..., description="What `relevance_score` is: with a pointwise first stage, its probability of relevance, "
+        "the same for a document in any request.",
+    )
     template: str
     decoding: str
     parse_status: list[str] = Field(..., description="The ranking parser's status for each window.")

@@ -235,7 +235,7 @@ class RerankService:
             tokens=Tokens(input_tokens=input_tokens, output_tokens=output_tokens),
             warnings=warnings,
             complete=resp.ranking.complete,
-            scores="first-token-probability" if resp.ranking.scores is not None else "rank",
+            scores=(resp.ranking.score_kind or "first-token-probability") if resp.ranking.scores is not None else "rank",
             template=p.template,
             decoding=p.decoding,
             parse_status=resp.statuses,

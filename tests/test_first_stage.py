@@ -1,0 +1,134 @@
+"""DeAR's dual stage: a pointwise ranker (the tiny DeAR-P-shaped model) scores every candidate, the
+listwise model (the stand-in) reorders its top ``listwise_depth``; and the pointwise ranker alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dear_local.contract.pointwise import probability
+from optional import needs
+
+pytestmark = needs("torch", "transformers", "gguf", "llama_cpp")
+
+
+def _noveleval(n_queries: int = 2, n_passages: int = 12):
+    from dear_local_convert.slices import load_slice
+
+    return [(q.text, list(q.passages)) for q in load_slice("noveleval", queries=n_queries, passages=n_passages).queries]
+
+
+@pytest.fixture(scope="module")
+def pointwise_alone(tiny_pointwise_gguf):
+    from dear_local import Reranker
+
+    with Reranker(None, first_stage=str(tiny_pointwise_gguf)) as r:
+        yield r
+
+
+def test_a_pointwise_ranker_alone_orders_by_its_probabilities(pointwise_alone, tiny_pointwise_gguf):
+    from dear_local.backends.pointwise import PointwiseModel
+
+    with PointwiseModel(tiny_pointwise_gguf, flash_attn=True) as pm:  # as Reranker opens it, flash attention on
+        for query, passages in _noveleval():
+            resp = pointwise_alone.rerank(query, passages)
+            logits = pm.score(query, passages)
+            assert [r.index for r in resp] == sorted(range(len(passages)), key=lambda i: (-float(logits[i]), i))
+            assert [r.score for r in resp] == pytest.approx([probability(float(logits[r.index])) for r in resp], abs=1e-6)
+            assert resp.ranking.score_kind == "pointwise-probability" and resp.windows == []
+
+
+def test_a_document_gets_the_same_probability_whatever_its_companions(pointwise_alone):
+    """The property a threshold needs (Open WebUI, Dify, RAGFlow): one (query, document) pair, one score,
+    in requests of other sizes and other companions, in any position."""
+    rng = np.random.default_rng(3)
+    for query, passages in _noveleval(2, 20):
+        target = passages[0]
+        seen = []
+        for size in (1, 3, 9, 17):
+            others = [passages[i] for i in rng.choice(np.arange(1, len(passages)), size - 1, replace=False)]
+            docs = others[: size // 2] + [target] + others[size // 2:]
+            resp = pointwise_alone.rerank(query, docs)
+            seen.append(next(r.score for r in resp if r.text == target and r.index == size // 2))
+        assert max(seen) - min(seen) <= 1e-6, seen
+
+
+def test_the_listwise_model_reorders_only_the_first_stages_top(standin_gguf, tiny_pointwise_gguf, pointwise_alone):
+    from dear_local import Reranker
+
+    with Reranker(str(standin_gguf), first_stage=str(tiny_pointwise_gguf), listwise_depth=6, window=4, stride=2,
+                  decoding="first-token") as both:
+        for query, passages in _noveleval():
+            first = pointwise_alone.rerank(query, passages)
+            resp = both.rerank(query, passages)
+            top = [r.index for r in first]
+            assert [r.index for r in resp][6:] == top[6:]  # below the listwise depth: the first stage's order
+            assert sorted([r.index for r in resp][:6]) == sorted(top[:6])
+            assert [(w.start, w.end) for w in resp.windows] == [(2, 6), (0, 4)]  # back to front over the top 6
+            assert {r.index: r.score for r in resp} == {r.index: r.score for r in first}  # the pointwise probabilities
+
+
+def _dl19_files(shared_dir, out, n_queries=2, n_hits=10):
+    entries = json.loads((shared_dir / "data" / "dl19" / "retrieve_results_dl19.json").read_text(encoding="utf-8"))
+    run, corpus, rankgpt = out / "run.trec", out / "corpus.tsv", out / "rankgpt.jsonl"
+    docs = {}
+    with open(run, "w") as f, open(rankgpt, "w", encoding="utf-8") as g:
+        for e in entries[:n_queries]:
+            for h in e["hits"][:n_hits]:
+                f.write(f"{h['qid']} Q0 {h['docid']} {h['rank']} {h['score']} bm25\n")
+                docs[h["docid"]] = h["content"].replace("\t", " ").replace("\n", " ")
+            g.write(json.dumps({"query": e["query"], "hits": e["hits"][:n_hits]}) + "\n")
+    corpus.write_text("".join(f"{d}\t{t}\n" for d, t in docs.items()), encoding="utf-8")
+    return run, shared_dir / "data" / "dl19" / "topics.dl19-passage.txt", corpus, rankgpt
+
+
+def _trec(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        qid, _q0, docid, _rank, _score, _tag = line.split()
+        out.setdefault(qid, []).append(docid)
+    return out
+
+
+def test_the_cli_runs_both_stages_on_a_trec_run_and_a_jsonl_alike_and_resumes(
+    cli, shared_dir, standin_gguf, tiny_pointwise_gguf, tmp_path, monkeypatch
+):
+    import dear_local.batch as batch
+
+    run, topics, corpus, rankgpt = _dl19_files(shared_dir, tmp_path)
+    stages = ["--first-stage", str(tiny_pointwise_gguf), "-m", str(standin_gguf), "--window", "4", "--stride", "2",
+              "--decoding", "first-token"]
+    via_run = ["--run", str(run), "--topics", str(topics), "--corpus", str(corpus), "--format", "trec"]
+    code, whole, err = cli("rerank", *stages, "--listwise-depth", "4", *via_run)
+    assert code == 0, err
+    ranked = _trec(whole)
+    assert len(ranked) == 2 and all(len(d) == 10 for d in ranked.values())
+    code, stdout, err = cli("rerank", *stages, "--listwise-depth", "4", "--jsonl", str(rankgpt), "--format", "trec")
+    assert code == 0 and _trec(stdout) == ranked, err
+    # Ctrl-C as the second query starts, then a resume with another listwise depth, then the same job
+    out = tmp_path / "both.trec"
+    real, calls = batch._rerank_one, []
+
+    def one(*a, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(batch, "_rerank_one", one)
+        code, _, err = cli("rerank", *stages, "--listwise-depth", "4", *via_run, "--out", str(out))
+    assert code == 130, err
+    code, _, err = cli("rerank", *stages, "--listwise-depth", "2", *via_run, "--out", str(out))
+    assert code != 0 and "--listwise-depth" in err and err.count("\n") == 1, err
+    code, _, err = cli("rerank", *stages, "--listwise-depth", "4", *via_run, "--out", str(out))
+    assert code == 0 and "1 of 2 queries were already written" in err, err
+    assert out.read_text() == whole
+    # the pointwise ranker alone, no --model: scores fall with rank
+    code, stdout, err = cli("rerank", "--first-stage", str(tiny_pointwise_gguf), "--jsonl", str(rankgpt), "--format", "json")
+    assert code == 0, err
+    for record in (json.loads(line) for line in stdout.splitlines()):
+        scores = [r["score"] for r in record["results"]]
+        assert scores == sorted(scores, reverse=True)
