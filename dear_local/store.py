@@ -40,6 +40,11 @@ class Manifest:
     quants: dict = field(default_factory=dict)  # downloadable quants: name -> source table
     lora: dict = field(default_factory=dict)  # a LoRA adapter merged into hf_repo: repo, revision
     gates: dict = field(default_factory=dict)
+    kind: str = "listwise"  # "pointwise": a DeAR-P ranker, used as --first-stage (its profile is unused)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("listwise", "pointwise"):
+            raise ValueError(f"manifest {self.name}: kind must be listwise or pointwise, not {self.kind!r}")
 
     @property
     def dir(self) -> Path:

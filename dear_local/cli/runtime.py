@@ -265,8 +265,11 @@ def models() -> None:
     typer.echo(f"model store: {printable(str(get_settings().models_dir))}")
     for m in list_manifests():
         typer.echo(f"\n{printable(m.name)}  ({printable(str(m.description))})")
-        typer.echo(f"  profile: {printable(f'{m.profile.template}/{m.profile.decoding}')}, "
-                   f"default quant {printable(str(m.default_quant))}")
+        if m.kind == "pointwise":
+            typer.echo(f"  pointwise ranker (use as --first-stage), default quant {printable(str(m.default_quant))}")
+        else:
+            typer.echo(f"  profile: {printable(f'{m.profile.template}/{m.profile.decoding}')}, "
+                       f"default quant {printable(str(m.default_quant))}")
         typer.echo(f"  quants: {printable(', '.join(m.known_quants()))}")
         if m.lora:
             typer.echo(printable(f"  LoRA adapter {m.lora['repo']} merged into {m.hf_repo} (`dear-local build {m.name}`)"))
