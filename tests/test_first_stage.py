@@ -132,3 +132,33 @@ def test_the_cli_runs_both_stages_on_a_trec_run_and_a_jsonl_alike_and_resumes(
     for record in (json.loads(line) for line in stdout.splitlines()):
         scores = [r["score"] for r in record["results"]]
         assert scores == sorted(scores, reverse=True)
+
+
+@needs("fastapi", "httpx")
+def test_serve_with_a_first_stage_answers_pointwise_probabilities_in_every_shape(tiny_pointwise_gguf):
+    """`serve --first-stage` with no listwise model: Cohere and TEI shapes, meta.scores names the kind, and a
+    document keeps its score in a request with other companions."""
+    import httpx
+
+    from dear_local.run_options import RunOptions
+    from dear_local.server import ServerSettings, create_app
+    from dear_local.server.runner import background
+
+    settings = ServerSettings(model=None, port=0, run=RunOptions(first_stage=str(tiny_pointwise_gguf)))
+    assert settings.model_name == tiny_pointwise_gguf.stem
+    (query, passages), = _noveleval(1, 8)
+    app = create_app(settings)
+    try:
+        with background(app, settings) as url, httpx.Client(base_url=url, timeout=120) as client:
+            a = client.post("/v1/rerank", json={"query": query, "documents": passages})
+            b = client.post("/v2/rerank", json={"query": query, "documents": passages[3:] + passages[:1]})
+            tei = client.post("/rerank", json={"query": query, "texts": passages})
+            assert a.status_code == b.status_code == tei.status_code == 200, (a.text, b.text, tei.text)
+            a, b, tei = a.json(), b.json(), tei.json()
+            assert a["meta"]["scores"] == b["meta"]["scores"] == "pointwise-probability"
+            score_a = {r["index"]: r["relevance_score"] for r in a["results"]}
+            score_b = {r["index"]: r["relevance_score"] for r in b["results"]}
+            assert abs(score_a[0] - score_b[len(passages) - 3]) <= 1e-6  # passages[0], last in the second request
+            assert {r["index"]: r["score"] for r in tei} == pytest.approx(score_a, abs=1e-6)
+    finally:
+        app.state.service.reranker.close()
