@@ -62,6 +62,14 @@ def refuse_pointwise(path: str | Path) -> None:
         )
 
 
+def load_failed(path: Path, exc: Exception) -> InvalidModelFileError:
+    """The one-line error for a GGUF llama.cpp could not load (``exc`` from llama-cpp-python)."""
+    return InvalidModelFileError(
+        f"llama.cpp could not load {path}: it is truncated, corrupt or of an unsupported "
+        f"architecture ({exc}); download it again with `dear-local pull --force` or re-convert it"
+    )
+
+
 @contextlib.contextmanager
 def _quiet_stderr(enabled: bool):
     """Silence llama.cpp's C-level logging on fd 2 while loading."""
@@ -147,10 +155,7 @@ class LlamaCppBackend(Backend):
                     **({"use_mmap": use_mmap} if use_mmap is not None else {}),
                 )
         except (ValueError, RuntimeError) as exc:
-            raise InvalidModelFileError(
-                f"llama.cpp could not load {path}: it is truncated, corrupt or of an unsupported "
-                f"architecture ({exc}); download it again with `dear-local pull --force` or re-convert it"
-            ) from exc
+            raise load_failed(path, exc) from exc
         model = self.llm._model
         self._vocab = model.vocab
         self.n_vocab = model.n_vocab()

@@ -23,7 +23,7 @@ from ..errors import InvalidModelFileError, UserInputError
 from ..gguf_file import POINTWISE, Keys, read_header
 from .cpu_variant import ensure_cpu_backend
 from .limits import check_load_settings
-from .llama import _quiet_stderr, check_gguf_file
+from .llama import _quiet_stderr, check_gguf_file, load_failed
 from .loader import choose_cpu_buffers, open_llama
 
 DEFAULT_BATCH = 8  # documents per llama.cpp call
@@ -106,10 +106,7 @@ class PointwiseModel:
                     **({"type_k": 0, "type_v": 0} if kv_f32 else {}),  # GGML_TYPE_F32
                 )
         except (ValueError, RuntimeError) as exc:
-            raise InvalidModelFileError(
-                f"llama.cpp could not load {path}: it is truncated, corrupt or of an unsupported "
-                f"architecture ({exc}); download it again or re-convert it"
-            ) from exc
+            raise load_failed(path, exc) from exc
         n_embd = self.llm.n_embd()
         if n_embd != len(self.head):
             self.close()
