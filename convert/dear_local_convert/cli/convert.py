@@ -54,8 +54,9 @@ def convert(
     With --lora, each weight the adapter's adapter_config.json targets becomes
     W + scale·B·A (scale = alpha/r, or alpha/sqrt(r) for rsLoRA), computed in fp32 as the
     tensor streams past, and the adapter's repo, revision and sha256 go into the metadata.
-    DoRA, adapters on the embeddings or lm_head, modules_to_save and adapters made for a
-    base of other shapes are refused.
+    A SEQ_CLS adapter (DeAR-P's -lora-v1: LoRA pairs plus a trained score head) makes a
+    pointwise ranker GGUF, on a LlamaForCausalLM base too. DoRA, adapters on the embeddings
+    or lm_head, other modules_to_save and adapters made for a base of other shapes are refused.
     """
     _need_convert_extra()
     from dear_local_convert.to_gguf.writer import convert_checkpoint, output_path

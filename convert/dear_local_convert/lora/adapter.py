@@ -8,10 +8,14 @@ rules) and the scale of each: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA
 per module. The adapted weight is ``W + scale · B·A`` with ``A`` of shape (r, in) and
 ``B`` of shape (out, r).
 
-Only plain LoRA on the attention and MLP projections of a Llama model is supported.
-Everything else (DoRA, adapters on the embeddings or on ``lm_head``,
-``modules_to_save``, trained biases, other PEFT methods) is refused by name, and so is
-an adapter whose shapes do not fit the base model.
+Only plain LoRA on the attention and MLP projections of a Llama model is supported, plus
+one whole module: the ``score`` head of a sequence-classification adapter
+(``task_type: SEQ_CLS``, which PEFT saves through ``modules_to_save``, as DeAR-P's
+``-lora-v1`` adapters do). Merging such an adapter makes a pointwise ranker whatever the
+base's architecture: PEFT loads the base with ``AutoModelForSequenceClassification`` and
+replaces its head with the saved one. Everything else (DoRA, adapters on the embeddings
+or on ``lm_head``, other ``modules_to_save``, trained biases, other PEFT methods) is
+refused by name, and so is an adapter whose shapes do not fit the base model.
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ PREFIX = "base_model.model."
 PROJECTION = re.compile(r"^model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)$")
 EMBEDDINGS = "model.embed_tokens"
 HEAD = "lm_head"
+SCORE = "score"  # a SEQ_CLS adapter's saved head: base_model.model.score.weight, shape (1, n_embd)
+# What PEFT puts in modules_to_save for task_type SEQ_CLS (the head names of every model family).
+SEQ_CLS_SAVED = frozenset({"classifier", "score"})
 PAIR = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.(?P<kind>weight|bias)$")
 MERGE_ELSEWHERE = "merge it with PEFT (merge_and_unload, save_pretrained) and convert the merged checkpoint instead"
 
 # Config settings that change the adapted weight beyond W + scale·B·A: (key, what it is).
 UNSUPPORTED_SETTINGS = (
     ("use_dora", "DoRA (use_dora), whose magnitude vector rescales every merged column"),
-    ("modules_to_save", "modules_to_save, whole modules stored beside the LoRA pairs"),
     ("trainable_token_indices", "trainable_token_indices, trained rows of the embeddings"),
     ("lora_bias", "lora_bias, a trained bias on lora_B"),
     ("layer_replication", "layer_replication, which adds layers to the base"),
@@ -79,6 +85,12 @@ class Adapter:
     sha256: str  # of adapter_model.safetensors
     repo: str | None = None
     revision: str | None = None
+    score_head: SourceTensor | None = None  # a SEQ_CLS adapter's trained head, (1, n_embd); replaces the base's
+
+    @property
+    def pointwise(self) -> bool:
+        """Whether merging makes a pointwise ranker (a SEQ_CLS adapter with its ``score`` head)."""
+        return self.score_head is not None
 
     @property
     def base_model(self) -> str | None:
@@ -200,6 +212,7 @@ def read_config(path: Path) -> dict:
     for key, what in UNSUPPORTED_SETTINGS:
         if cfg.get(key):
             raise ConversionError(f"{what} is not supported ({key}: {cfg[key]!r} in {CONFIG}): {MERGE_ELSEWHERE}")
+    _check_saved_modules(cfg)
     bias = cfg.get("bias", "none")
     if bias not in (None, "none"):
         raise ConversionError(f"trained biases (bias: {bias!r} in {CONFIG}) are not supported: {MERGE_ELSEWHERE}")
@@ -213,6 +226,29 @@ def read_config(path: Path) -> dict:
         if _targeted(_target_config(cfg), module):
             raise ConversionError(_refused_module(module))
     return cfg
+
+
+def _check_saved_modules(cfg: dict) -> None:
+    """``modules_to_save`` may only be PEFT's SEQ_CLS default (the classification head).
+
+    Raises:
+        ConversionError: whole modules other than ``score``/``classifier``, or a head saved
+            by an adapter whose ``task_type`` is not ``SEQ_CLS``.
+    """
+    saved = cfg.get("modules_to_save")
+    if not saved:
+        return
+    what = "modules_to_save, whole modules stored beside the LoRA pairs"
+    names = [saved] if isinstance(saved, str) else list(saved) if isinstance(saved, list) else [saved]
+    if not all(isinstance(n, str) for n in names) or not set(names) <= SEQ_CLS_SAVED:
+        raise ConversionError(
+            f"{what}, is not supported beyond a classification head (modules_to_save: {saved!r} in {CONFIG}): {MERGE_ELSEWHERE}"
+        )
+    if str(cfg.get("task_type", "")).upper() != "SEQ_CLS":
+        raise ConversionError(
+            f"{CONFIG} saves the classification head (modules_to_save: {saved!r}) but its task_type is "
+            f"{cfg.get('task_type')!r}, not 'SEQ_CLS'; the config does not describe a pointwise ranker adapter"
+        )
 
 
 def read_adapter(path: str | Path, *, repo: str | None = None, revision: str | None = None) -> Adapter:
@@ -240,8 +276,13 @@ def read_adapter(path: str | Path, *, repo: str | None = None, revision: str | N
             )
         raise ConversionError(f"{path} has no {WEIGHTS}; download or save the adapter again")
     halves: dict[str, dict[str, SourceTensor]] = {}
+    score_head = None
+    seq_cls = bool(cfg.get("modules_to_save"))  # _check_saved_modules allowed only SEQ_CLS's head
     for t in scan_file(weights, "adapter"):
         name = t.name.removeprefix(PREFIX)
+        if seq_cls and name == f"{SCORE}.weight":
+            score_head = t
+            continue
         m = PAIR.match(name)
         if "lora_magnitude_vector" in name:
             raise ConversionError(f"DoRA is not supported ({WEIGHTS} holds {t.name}): {MERGE_ELSEWHERE}")
@@ -263,6 +304,17 @@ def read_adapter(path: str | Path, *, repo: str | None = None, revision: str | N
         halves.setdefault(module, {})[m["ab"]] = t
     if not halves:
         raise ConversionError(f"{WEIGHTS} holds no LoRA pairs; it is not a LoRA adapter")
+    if seq_cls and score_head is None:
+        raise ConversionError(
+            f"{CONFIG} is a SEQ_CLS adapter but {WEIGHTS} holds no {SCORE}.weight (the trained head); "
+            "the adapter is incomplete or not for a Llama model, save it again"
+        )
+    if score_head is not None and (score_head.dtype not in ("BF16", "F16", "F32") or len(score_head.shape) != 2
+                                   or score_head.shape[0] != 1):
+        raise ConversionError(
+            f"{score_head.name} is {score_head.dtype} {list(score_head.shape)}; a pointwise "
+            "ranker's head must be one 2-D BF16, F16 or F32 row (num_labels=1)"
+        )
     targets = _target_config(cfg)
     pairs = {}
     for module, ab in sorted(halves.items()):
@@ -285,7 +337,7 @@ def read_adapter(path: str | Path, *, repo: str | None = None, revision: str | N
         alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg["lora_alpha"]))
         scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
         pairs[f"{module}.weight"] = LoraPair(module, a, b, rank, alpha, scale)
-    return Adapter(path, cfg, pairs, sha256_file(weights), repo=repo, revision=revision)
+    return Adapter(path, cfg, pairs, sha256_file(weights), repo=repo, revision=revision, score_head=score_head)
 
 
 def add_lora_provenance(w, adapter) -> None:

@@ -132,6 +132,11 @@ def convert_adapter(
     if not base_path.is_file():
         raise ConversionError(f"base GGUF {base_path} does not exist; pass the GGUF the adapter will run on with --base")
     adapter = read_adapter(adapter_dir, repo=repo, revision=revision)
+    if adapter.pointwise:
+        raise ConversionError(
+            "this is a SEQ_CLS (pointwise ranker) adapter: its trained score head cannot travel in a llama.cpp LoRA "
+            "file; merge it while converting instead (dear-local convert BASE --lora ADAPTER)"
+        )
     outtype = (outtype or adapter.dtype).lower()
     if outtype not in OUTTYPES:
         raise ConversionError(f"unknown output type {outtype!r}; choose one of: {', '.join(OUTTYPES)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dear_local.contract import Profile
+from dear_local.errors import UserInputError
 from dear_local.fileio import refuse_overwrite
 
 from dear_local_convert.reference.file import record_reference
@@ -51,6 +52,11 @@ def write_reference(
         from dear_local_convert.lora.adapter import read_adapter
 
         adapter = read_adapter(lora, repo=lora_repo, revision=lora_revision)  # refuses what the GGUFs cannot hold
+        if adapter.pointwise:
+            raise UserInputError(
+                "this is a SEQ_CLS (pointwise ranker) adapter; record a pointwise reference for it with "
+                "dear-local reference --pointwise (the listwise reference decodes rankings)"
+            )
     backend = TransformersBackend(checkpoint, device=device, dtype=dtype, lora=lora)
     engine = {
         "device": backend.device, "device_name": device_name(backend.device), "dtype": dtype,

@@ -79,8 +79,8 @@ def plan(tensors: list[SourceTensor], p: LlamaParams, outtype: str) -> list[Plan
             unmapped.append(t.name)
             continue
         kind, name = mapped
-        if kind == gguf.MODEL_TENSOR.OUTPUT and p.tied_embeddings:
-            continue  # tied: llama.cpp reuses token_embd
+        if kind == gguf.MODEL_TENSOR.OUTPUT and (p.tied_embeddings or p.pointwise):
+            continue  # tied: llama.cpp reuses token_embd; pointwise (a causal base under a SEQ_CLS adapter): unused
         heads = 0
         if kind == gguf.MODEL_TENSOR.ATTN_Q:
             heads = p.n_head
@@ -143,11 +143,19 @@ def score_head(tensors: list[SourceTensor], p: LlamaParams) -> SourceTensor:
         raise ConversionError(
             f"this LlamaForSequenceClassification checkpoint has no {SCORE_HEAD}; a shard may be missing"
         )
-    head = found[0]
+    return check_head(found[0], p)
+
+
+def check_head(head: SourceTensor, p: LlamaParams) -> SourceTensor:
+    """``head`` (a checkpoint's or a SEQ_CLS adapter's ``score.weight``), refused unless it is (1, n_embd).
+
+    Raises:
+        ConversionError: another shape, naming the tensor.
+    """
     if tuple(head.shape) != (1, p.n_embd):
         raise ConversionError(
-            f"{SCORE_HEAD} has shape {list(head.shape)}, not [1, {p.n_embd}]; dear-local converts "
-            "pointwise rankers with one label"
+            f"{head.name} has shape {list(head.shape)}, not [1, {p.n_embd}]; dear-local converts "
+            "pointwise rankers with one label for a base of this hidden size"
         )
     return head
 

@@ -11,6 +11,7 @@ renamed when complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import tempfile
@@ -101,7 +102,9 @@ def convert_checkpoint(
     ``lora`` is a PEFT LoRA adapter directory to merge while converting: each adapted
     weight becomes ``W + scale · B·A`` (computed in fp32, one tensor at a time), and the
     adapter's ``lora_repo``, ``lora_revision`` and sha256 are recorded in the metadata.
-    ``name`` then defaults to the adapter's name.
+    ``name`` then defaults to the adapter's name. A SEQ_CLS adapter (DeAR-P's ``-lora-v1``)
+    makes the output a pointwise ranker with the adapter's ``score`` head, whether the base
+    is a ``LlamaForCausalLM`` (its ``lm_head`` is then left out) or a classifier.
 
     Tensors are streamed one at a time (peak memory is set by the largest tensor,
     not the model); the file is written to ``.partial`` and renamed at the end.
@@ -137,8 +140,13 @@ def convert_checkpoint(
     params = parse_params(config)
     tok = read_tokenizer(src_dir, params.n_vocab, params.eos_token_ids, pre_tokenizer)
     source = checkpoint.scan(src_dir)
+    if adapter is not None and adapter.pointwise:
+        params = dataclasses.replace(params, pointwise=True)  # the merged model is the adapter's pointwise ranker
     planned = tensors.plan(source, params, outtype)
-    head = tensors.score_head(source, params) if params.pointwise else None
+    if adapter is not None and adapter.pointwise:
+        head = tensors.check_head(adapter.score_head, params)
+    else:
+        head = tensors.score_head(source, params) if params.pointwise else None
     if adapter is not None:
         adapter.check_base({t.name: t.shape for t in source}, source_repo or str(src_dir))
 
