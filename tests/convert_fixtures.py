@@ -15,6 +15,7 @@ import pytest
 TINY_KEY = "tiny-llama3-v1"
 STANDIN_KEY = "smollm2-bf16-v1"
 TINY_POINTWISE_KEY = "tiny-llama3-pointwise-v1"
+STANDIN_POINTWISE_KEY = "smollm2-pointwise-v1"
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,14 @@ def tiny_pointwise_gguf(tiny_pointwise_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-pointwise-gguf")
     return convert_checkpoint(tiny_pointwise_dir, out, "f32", name="tiny-pointwise", source_repo="example/tiny-p")
+
+
+@pytest.fixture(scope="session")
+def standin_pointwise_dir(test_cache, standin_dir) -> Path:
+    """SmolLM2 as a pointwise ranker: its real weights, one label, a random score head, DeAR-P's pair template."""
+    from dear_local_convert.standins.smollm2_pointwise import build_smollm2_pointwise
+
+    return build_smollm2_pointwise(standin_dir, test_cache / STANDIN_POINTWISE_KEY)
 
 
 @pytest.fixture(scope="session")

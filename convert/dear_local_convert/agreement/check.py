@@ -294,16 +294,28 @@ def check(
         UserInputError: a GGUF path that does not exist, an unknown gate.
     """
     header, ref_queries = read_reference(reference)
-    eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, template=template, decoding=decoding)
-    if [q.qid for q in eval_slice.queries] != [r["qid"] for r in ref_queries]:
-        raise ReferenceError_("the reference's queries are not the slice's queries; recreate the reference")
     models = [split_model_arg(g) for g in ggufs]
     for p in [p for pair in models for p in pair if p is not None]:
         if not p.is_file():
             raise UserInputError(f"{p} does not exist; pass paths of .gguf files to check (BASE.gguf+ADAPTER.gguf for a LoRA adapter)")
+    from dear_local.backends.llama import is_pointwise_file
+
+    from dear_local.errors import DearLocalError
+
+    for base, _ in models:
+        try:
+            pointwise = is_pointwise_file(base)
+        except DearLocalError:
+            pointwise = False  # not a readable GGUF: opening it names what is wrong
+        if pointwise:
+            raise UserInputError(f"{base.name} is a pointwise ranker (DeAR-P) but the reference is a listwise one; check "
+                                 "it against a pointwise reference of its own checkpoint (`dear-local reference` on it)")
+    eval_slice, recorded = load_checked_slice(header, slice_name=slice_name, template=template, decoding=decoding)
+    if [q.qid for q in eval_slice.queries] != [r["qid"] for r in ref_queries]:
+        raise ReferenceError_("the reference's queries are not the slice's queries; recreate the reference")
     if gates is None:
         gates = manifest_gates(header["model"].get("name"))
-    gates = {**check_gates(gates, "gates"), **(gate_overrides or {})}
+    gates = {**check_gates(gates, "gates"), **check_gates(gate_overrides or {}, "--gate")}
     ref = RunResult.from_records("reference", ref_queries)
     ref_ndcg = metrics.ndcg(ref.orders, eval_slice.qrels)
     ref_row = replace(summarize(ref, ref, eval_slice, ref_ndcg),
@@ -349,6 +361,19 @@ def run_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, *
 
     with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
         report = check(reference, ggufs, on_quant=lambda _row: pbar.update(1), **options)
+    return report, write_report(report, out)
+
+
+def run_pointwise_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, **options) -> tuple[dict, dict]:
+    """:func:`run_check` for a pointwise reference: :func:`~dear_local_convert.agreement.pointwise.check_pointwise`
+    with a progress bar, then the report written to ``out``."""
+    from dear_local.progress import bar
+
+    from dear_local_convert.agreement.pointwise import check_pointwise
+    from dear_local_convert.agreement.report import write_report
+
+    with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
+        report = check_pointwise(reference, ggufs, on_quant=lambda _row: pbar.update(1), **options)
     return report, write_report(report, out)
 
 

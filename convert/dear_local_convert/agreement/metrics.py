@@ -9,6 +9,8 @@
   divergence KL(reference || other) and whether both put the same id first.
 - Aggregates over many queries or windows for the report: exact-match %, mean and min tau,
   top-1 %, mean top-5 overlap, mean and max KL, first-token top-1 %.
+- Score agreement between two pointwise rankers' scores for the same candidates: Kendall tau
+  and Spearman's rho of the scores (scipy), and the absolute score error.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "first_token_top1",
     "kendall_tau",
     "ndcg",
+    "score_correlations",
     "ndcg_delta",
     "summarize_agreement",
     "summarize_first_token",
@@ -164,6 +167,32 @@ def topk_overlap(a: Sequence, b: Sequence, k: int = 5) -> float:
     if k == 0:
         raise UserInputError("empty rankings have no top-k")
     return len(set(list(a)[:k]) & set(list(b)[:k])) / k
+
+
+def score_correlations(reference: Sequence[float], other: Sequence[float]) -> tuple[float, float]:
+    """Kendall's tau-b and Spearman's rho between two score vectors for the same candidates, in order.
+
+    Both are in [-1, 1]; fewer than two candidates, or a constant vector on both sides, give 1.0
+    (nothing to disagree on); a constant vector on one side only gives 0.0.
+
+    Raises:
+        UserInputError: vectors of different lengths, or a score that is not finite.
+    """
+    a, b = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise UserInputError(f"score vectors of different shapes: {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise UserInputError("a score is not finite (nan or inf); the model's output is broken")
+    if len(a) < 2:
+        return 1.0, 1.0
+    flat_a, flat_b = bool(np.all(a == a[0])), bool(np.all(b == b[0]))
+    if flat_a or flat_b:
+        return (1.0, 1.0) if flat_a and flat_b else (0.0, 0.0)
+    try:
+        from scipy.stats import kendalltau, spearmanr
+    except ImportError:
+        raise missing_extra("scipy", "convert") from None
+    return float(kendalltau(a, b)[0]), float(spearmanr(a, b)[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Writing a check's report: report.json, report.md and a plot.
 
 A report is what :func:`dear_local_convert.agreement.check.check` returns: a dict whose
-``reference_row`` and ``rows`` are :class:`~dear_local_convert.agreement.row.CheckRow` records.
+``reference_row`` and ``rows`` are :class:`~dear_local_convert.agreement.row.CheckRow` records;
+or, with ``kind: "pointwise"``, what :func:`dear_local_convert.agreement.pointwise.check_pointwise`
+returns, whose rows are :class:`~dear_local_convert.agreement.pointwise.PointwiseRow` records.
 """
 
 from __future__ import annotations
@@ -36,12 +38,40 @@ COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
 ]
 
 
+def _gates_cell(r) -> str:
+    return "-" if r.gate_failures is None else "pass" if not r.gate_failures else "FAIL: " + "; ".join(r.gate_failures)
+
+
+POINTWISE_COLUMNS: list[tuple[str, Callable]] = [
+    ("quant", lambda r: r.label),
+    ("MiB", lambda r: f"{r.bytes / 2**20:.0f}" if r.bytes else "-"),
+    ("bpw", lambda r: f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-"),
+    ("mean τ", lambda r: f"{r.mean_tau:.3f}"),
+    ("min τ", lambda r: f"{r.min_tau:.3f}"),
+    ("Spearman", lambda r: f"{r.mean_spearman:.3f}"),
+    ("top-10", lambda r: f"{r.top10_overlap:.2f}"),
+    ("score err max/mean", lambda r: f"{r.max_abs_error:.4f}/{r.mean_abs_error:.4f}"),
+    ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r.ndcg[f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
+    ("ΔnDCG@10", lambda r: f"{100 * r.delta_ndcg10:+.1f}"),
+    ("docs/s", lambda r: f"{r.docs_per_s:.1f}" if r.docs_per_s else "-"),
+    ("tok/s", lambda r: f"{r.tokens_per_s:.0f}" if r.tokens_per_s else "-"),
+    ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
+    ("gates", _gates_cell),
+]
+
+
+def _columns(report: dict) -> list:
+    return POINTWISE_COLUMNS if report.get("kind") == "pointwise" else COLUMNS
+
+
 def markdown_table(report: dict) -> str:
-    """The reference's row, then each quant's, as a markdown table of :data:`COLUMNS`."""
+    """The reference's row, then each quant's, as a markdown table of :data:`COLUMNS`
+    (:data:`POINTWISE_COLUMNS` for a pointwise ranker's report)."""
+    columns = _columns(report)
     rows = [report["reference_row"], *report["rows"]]
-    head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(fmt(r) for _, fmt in COLUMNS) + " |" for r in rows]
+    head = "| " + " | ".join(c for c, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r) for _, fmt in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
 
 
@@ -50,7 +80,39 @@ def summary(report: dict, paths: dict) -> str:
     return f"{markdown_table(report)}\n\nreport: {paths['md']}\nplot:   {paths['plot']}"
 
 
+def _pointwise_markdown(report: dict) -> str:
+    ref = report["reference"]
+    s = ref["slice"]
+    m = report.get("machine") or {}
+    lo = ref["model"].get("lora")
+    lines = [
+        "# dear-local agreement report: pointwise ranker",
+        "",
+        f"- reference: {ref['model'].get('name') or ref['model'].get('checkpoint')} in transformers "
+        f"{ref['transformers']} ({ref['dtype']}, {ref['device_name']}), pointwise template {ref['template']}",
+        *([f"- LoRA: the reference ran {lo.get('repo') or lo.get('path')} (sha256 {lo['sha256'][:12]}…) on the base "
+           "through PEFT; rows marked `(LoRA merged)` have it folded in at conversion"] if lo else []),
+        f"- slice: {s['name']}, {s['queries']} queries × {s['passages']} passages (sha256 {s['sha256'][:12]}…)",
+        f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",
+        *([f"- quants ran on: {m['cpu']}, llama.cpp CPU buffers {m['cpu_buffers']}, threads {m['threads'] or 'default'}, "
+           f"{m.get('batch') or 'default'} documents per call"] if m else []),
+        f"- result: {'all gates pass' if report['passed'] else 'a gate FAILED'}",
+        "",
+        "Each quant scores every (query, passage) pair. τ (Kendall's tau-b) and Spearman compare its scores "
+        "with the reference's, query by query; top-10 is the overlap of the ten best. Score errors are "
+        "absolute differences of the raw logits, over every pair. nDCG is computed against the slice's qrels "
+        "with pytrec_eval; ΔnDCG@10 is quant minus reference, in points. docs/s counts scoring only (not loading "
+        "or tokenizing).",
+        "",
+        markdown_table(report),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def markdown(report: dict) -> str:
+    if report.get("kind") == "pointwise":
+        return _pointwise_markdown(report)
     ref = report["reference"]
     s = ref["slice"]
     p = ref["profile"]
@@ -106,7 +168,8 @@ def plot(report: dict, out: Path) -> Path:
         ax.grid(alpha=0.3)
     ax1.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax2.axhline(0.0, color="gray", lw=0.8, ls="--")
-    fig.suptitle(f"{report['reference']['slice']['name']}: agreement of each quant with the reference")
+    what = "scores" if report.get("kind") == "pointwise" else "agreement"
+    fig.suptitle(f"{report['reference']['slice']['name']}: {what} of each quant against the reference")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

@@ -72,6 +72,9 @@ def reference(
 
     With --lora (or a LoRA model such as dear-8b-listwise-lora) the adapter runs through PEFT,
     and its repo, revision and sha256 go into the reference's header.
+    A pointwise ranker (a LlamaForSequenceClassification checkpoint such as DeAR-P, or a base with
+    a SEQ_CLS adapter) gets a pointwise reference instead: transformers' score for every (query,
+    passage) pair and the ids it read, with the model card's pair template (dear-p).
     With --server the reference comes from inference servers instead (e.g. vLLM serving the bf16
     checkpoint on a GPU node); CHECKPOINT is then a GGUF of the model (any quant) or NAME[:QUANT],
     whose tokenizer builds the prompts, and the header records the engine and its version.
@@ -92,8 +95,21 @@ def reference(
         from dear_local_convert.build import resolve_adapter
 
         adapter = resolve_adapter(lora, lora_revision)
-    profile = ck.profile.with_(template=template, decoding=decoding)
     eval_slice = load_slice(slice_name, queries=queries, passages=passages)
+    if _is_pointwise_source(ckpt, adapter):
+        if template is not None or decoding is not None:
+            raise typer.BadParameter("--template and --decoding choose a listwise profile; a pointwise ranker's "
+                                     "reference reads pairs with its pointwise template (dear-p), so drop them")
+        from dear_local_convert.reference import write_pointwise_reference
+
+        path = write_pointwise_reference(
+            ckpt, eval_slice, out, device=device, dtype=dtype, model_name=name, source_repo=repo, revision=revision,
+            force=force, lora=adapter.path if adapter else None, lora_repo=adapter.repo if adapter else None,
+            lora_revision=adapter.revision if adapter else None,
+        )
+        typer.echo(str(path))
+        return
+    profile = ck.profile.with_(template=template, decoding=decoding)
     path = write_reference(
         ckpt, eval_slice, profile, out, device=device, dtype=dtype, model_name=name,
         source_repo=repo, revision=revision, force=force,
@@ -101,6 +117,22 @@ def reference(
         lora_revision=adapter.revision if adapter else None,
     )
     typer.echo(str(path))
+
+
+def _is_pointwise_source(checkpoint: Path, adapter) -> bool:
+    """A LlamaForSequenceClassification checkpoint, or any base under a SEQ_CLS adapter (DeAR-P's -lora-v1)."""
+    import json
+
+    from dear_local_convert.to_gguf.arch import is_pointwise
+
+    try:
+        if adapter is not None:
+            cfg = json.loads((Path(adapter.path) / "adapter_config.json").read_text(encoding="utf-8"))
+            if str(cfg.get("task_type", "")).upper() == "SEQ_CLS":
+                return True
+        return is_pointwise(json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError):
+        return False  # the listwise path names what is wrong with the files
 
 
 def _reference_from_servers(model, out, slice_name, queries, passages, template, decoding, force, opts) -> None:
@@ -149,17 +181,32 @@ def check(
     """Check GGUF quants against a reference: agreement, nDCG, speed and memory, with gates.
 
     Gates come from the reference model's manifest (see models/*.toml) and --gate.
-    Exits 1 when a gate fails, after writing the report.
+    Exits 1 when a gate fails, after writing the report. A pointwise reference (DeAR-P) checks
+    pointwise GGUFs: Kendall τ and Spearman of their scores, top-10 overlap, score error,
+    ΔnDCG@10, documents/s and memory.
     """
     _need("check", CHECK_MODULES)  # no torch: a check runs quants through llama.cpp only
     from dear_local_convert.agreement.check import gate_failure, run_check
     from dear_local_convert.agreement.gates import parse_gate_overrides
     from dear_local_convert.agreement.report import summary
 
-    report, paths = run_check(
-        reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding, n_threads=threads,
-        gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
-    )
+    from dear_local_convert.reference import is_pointwise_reference
+
+    if is_pointwise_reference(reference_file):
+        if template is not None or decoding is not None:
+            raise typer.BadParameter("--template and --decoding confirm a listwise reference's profile; this "
+                                     "reference is a pointwise ranker's, so drop them")
+        from dear_local_convert.agreement.check import run_pointwise_check
+
+        report, paths = run_pointwise_check(
+            reference_file, ggufs, out, slice_name=slice_name, n_threads=threads,
+            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
+        )
+    else:
+        report, paths = run_check(
+            reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding, n_threads=threads,
+            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
+        )
     typer.echo(summary(report, paths))
     failure = gate_failure(report, paths)
     if failure is not None:
