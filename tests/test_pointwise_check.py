@@ -112,3 +112,15 @@ def test_a_listwise_file_against_a_pointwise_reference_and_the_reverse_are_one_l
     code, out, err = cli("check", "--reference", str(pointwise_reference), "--out", str(tmp_path / "b"),
                          str(pointwise_ladder[0]), "--template", "card")
     assert code == 2 and "drop them" in err
+
+
+def test_the_reference_command_picks_the_pointwise_reference_by_itself(cli, standin_pointwise_dir, tmp_path):
+    out = tmp_path / "ref.jsonl"
+    code, stdout, err = cli("reference", str(standin_pointwise_dir), "--out", str(out), "--queries", "1",
+                            "--passages", "3", "--device", "cpu", "--dtype", "fp32")
+    assert code == 0, err
+    header, *queries = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header["format"] == "dear-local-pointwise-reference/1" and len(queries[0]["scores"]) == 3
+    code, stdout, err = cli("reference", str(standin_pointwise_dir), "--out", str(tmp_path / "b.jsonl"),
+                            "--template", "card")
+    assert code == 2 and "a pointwise ranker's reference reads pairs with its pointwise template" in err
