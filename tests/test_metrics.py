@@ -216,3 +216,44 @@ def test_first_token_top1_and_summary():
     kl = first_token_kl(ref[("q1", 0)], flipped[("q1", 0)])
     assert s.top1_pct == 50.0
     assert s.max_kl == pytest.approx(kl) and s.mean_kl == pytest.approx(kl / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointwise scores
+
+
+@given(st.lists(st.floats(-50, 50, allow_nan=False), min_size=2, max_size=40, unique=True),
+       st.floats(0.01, 100), st.floats(-100, 100))
+def test_score_correlations_see_only_the_order_of_the_scores(scores, scale, shift):
+    """A positive affine map (a quant that rescales logits) keeps τ and ρ at 1; negating reverses them."""
+    from dear_local_convert.agreement.metrics import score_correlations
+
+    moved = [scale * s + shift for s in scores]
+    if len(set(moved)) < len(moved):  # rounding merged two scores: not the case under test
+        return
+    assert score_correlations(scores, moved) == pytest.approx((1.0, 1.0))
+    assert score_correlations(scores, [-s for s in moved]) == pytest.approx((-1.0, -1.0))
+
+
+def test_score_correlations_edge_cases_and_bad_input():
+    from dear_local_convert.agreement.metrics import score_correlations
+
+    assert score_correlations([1.0], [5.0]) == (1.0, 1.0)
+    assert score_correlations([2.0, 2.0, 2.0], [0.0, 0.0, 0.0]) == (1.0, 1.0)
+    assert score_correlations([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]) == (0.0, 0.0)
+    tau, rho = score_correlations([1, 2, 3, 4], [1, 3, 2, 4])
+    assert tau == pytest.approx(4 / 6) and rho == pytest.approx(0.8)
+    for a, b in (([1.0, 2.0], [1.0]), ([1.0, float("nan")], [1.0, 2.0]), ([1.0, 2.0], [float("inf"), 0.0])):
+        with pytest.raises(UserInputError):
+            score_correlations(a, b)
+
+
+def test_each_kind_of_check_refuses_the_other_kinds_gates_by_name():
+    from dear_local_convert.agreement.gates import GATES, POINTWISE_GATES, check_gates, parse_gate_overrides
+
+    both = parse_gate_overrides(["min_top10_overlap=0.9", "min_exact_match=0.5"])
+    assert both == {"min_top10_overlap": 0.9, "min_exact_match": 0.5}
+    with pytest.raises(UserInputError, match=r"unknown gate 'min_top10_overlap'; gates are: min_mean_kendall_tau"):
+        check_gates({"min_top10_overlap": 0.9}, "--gate", GATES)
+    with pytest.raises(UserInputError, match=r"unknown gate 'min_exact_match'; a pointwise ranker's gates are"):
+        check_gates({"min_exact_match": 0.5}, "--gate", POINTWISE_GATES)
