@@ -23,7 +23,7 @@ child process (peak RSS is the child's VmHWM):
            ``--rank_end 30 --window_size 20 --step 10``: 2 windows) against ``Reranker(L-8B)``
            alone over 100 (9 windows): seconds per query and peak RSS.
 
-    python bench/bench_pointwise.py --workdir /work/bench-shapes --threads 2 --drop-bf16 \\
+    DEAR_LOCAL_DATA=../shared/data python bench/bench_pointwise.py --workdir /work/bench-shapes --threads 2 --drop-bf16 \\
         --shapes 3b 8b --batches 1 8 32 --docs 32 --card-docs 32 16 --pipeline
 
 Results go to ``<workdir>/pointwise.json`` and are printed as markdown tables.

@@ -137,6 +137,14 @@ def write_pointwise_reference(
         engine["peft"] = peft.__version__
         model_info["lora"] = {"path": str(adapter.path), "repo": adapter.repo, "revision": adapter.revision,
                               "sha256": adapter.sha256, "base_model": adapter.base_model}
+    if lora is None:
+        from dear_local_convert.to_gguf.arch import is_pointwise, read_config
+
+        if not is_pointwise(read_config(Path(checkpoint))):
+            raise UserInputError(
+                f"{checkpoint} is not a sequence-classification checkpoint, and no SEQ_CLS adapter was given: its "
+                "score head would be random; pass a DeAR-P checkpoint, or its base with lora= the adapter"
+            )
     dev = pick_device(device)
     tok, model = _load(Path(checkpoint), dev, dtype, Path(lora) if lora is not None else None)
     header = {
@@ -190,15 +198,27 @@ def read_pointwise_reference(path: str | Path) -> tuple[dict, list[dict]]:
     if not rows or not isinstance(rows[0], dict) or rows[0].get("format") != FORMAT:
         raise ReferenceError_(f"{path} is not a dear-local pointwise reference file ({FORMAT}); {redo}")
     header, queries = rows[0], rows[1:]
-    if len(queries) != header.get("slice", {}).get("queries"):
+    sl = header.get("slice")
+    fields_ok = (isinstance(sl, dict) and isinstance(sl.get("name"), str) and isinstance(sl.get("sha256"), str)
+                 and isinstance(sl.get("queries"), int) and isinstance(sl.get("passages"), int)
+                 and isinstance(header.get("model"), dict) and isinstance(header.get("template"), str)
+                 and all(isinstance(header.get(k), str) for k in ("dtype", "device_name")))
+    if not fields_ok:
+        raise ReferenceError_(f"{path} has a damaged header (slice, model, template, dtype or device missing); {redo}")
+    if len(queries) != sl["queries"]:
         raise ReferenceError_(
-            f"{path} is incomplete: the header promises {header.get('slice', {}).get('queries')} queries but it "
+            f"{path} is incomplete: the header promises {sl['queries']} queries but it "
             f"holds {len(queries)}; {redo}"
         )
     for q in queries:
-        ok = (isinstance(q, dict) and q.get("type") == "query" and isinstance(q.get("docids"), list)
-              and isinstance(q.get("scores"), list) and isinstance(q.get("prompt_ids"), list)
-              and len(q["docids"]) == len(q["scores"]) == len(q["prompt_ids"]))
+        ok = (isinstance(q, dict) and q.get("type") == "query" and isinstance(q.get("qid"), str)
+              and isinstance(q.get("docids"), list) and isinstance(q.get("scores"), list)
+              and isinstance(q.get("prompt_ids"), list) and isinstance(q.get("order"), list)
+              and len(q["docids"]) == len(q["scores"]) == len(q["prompt_ids"])
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q["scores"])
+              and all(isinstance(ids, list) and all(type(i) is int for i in ids) for ids in q["prompt_ids"])
+              and sorted(map(str, q["order"])) == sorted(map(str, q["docids"])))
         if not ok:
-            raise ReferenceError_(f"{path} is corrupt (a query's docids, scores and prompt ids do not line up); {redo}")
+            raise ReferenceError_(f"{path} is corrupt (a query's docids, scores, prompt ids and order do not line "
+                                  f"up); {redo}")
     return header, queries
