@@ -119,3 +119,25 @@ def test_the_listwise_reference_refuses_a_pointwise_adapter(tiny_llama3_dir, tmp
     with pytest.raises(UserInputError, match=r"SEQ_CLS \(pointwise ranker\) adapter"):
         write_reference(tiny_llama3_dir, load_slice("noveleval", queries=1, passages=3), Profile(),
                         tmp_path / "ref.jsonl", device="cpu", lora=adapter)
+
+
+def test_a_seq_cls_adapters_reference_checks_its_merged_gguf(tiny_llama3_dir, tmp_path):
+    """The reference runs the adapter through PEFT on the causal base; the merged GGUF is checked against it,
+    marked as LoRA merged, and a causal base without the adapter is refused (its head would be random)."""
+    from dear_local_convert.agreement.pointwise import check_pointwise
+    from dear_local_convert.reference import write_pointwise_reference
+    from dear_local_convert.slices import load_slice
+    from dear_local_convert.standins.lora import random_lora
+    from dear_local_convert.to_gguf.writer import convert_checkpoint
+
+    sl = load_slice("noveleval", queries=2, passages=6)
+    adapter = random_lora(tiny_llama3_dir, tmp_path / "a", r=8, alpha=16, task="SEQ_CLS", seed=5)
+    ref = write_pointwise_reference(tiny_llama3_dir, sl, tmp_path / "ref.jsonl", device="cpu", dtype="fp32",
+                                    lora=adapter, lora_repo="example/p-lora")
+    merged = convert_checkpoint(tiny_llama3_dir, tmp_path / "out", "f32", name="p-lora", lora=adapter)
+    report = check_pointwise(ref, [merged])
+    (row,) = report["rows"]
+    assert row.label == "F32 (LoRA merged)" and row.mean_tau >= 0.99 and row.top10_overlap == 1.0
+    assert report["reference"]["model"]["lora"]["repo"] == "example/p-lora"
+    with pytest.raises(UserInputError, match="not a sequence-classification checkpoint, and no SEQ_CLS adapter"):
+        write_pointwise_reference(tiny_llama3_dir, sl, tmp_path / "bad.jsonl", device="cpu")
