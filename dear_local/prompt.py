@@ -312,10 +312,23 @@ def prompt_for(backend: Backend, tmpl: Template, query: str, passages: Sequence[
     return encode(backend, render(backend, tmpl, query, [p.text for p in passages]))
 
 
-def truncation_warning(tmpl: Template, indices: Sequence, label: str = "index") -> str:
-    """The one-line warning naming the documents that were cut (by input index, or docid with ``label``)."""
+def truncation_warning(tmpl: Template, indices: Sequence, label: str = "index", *, pointwise=None,
+                       listwise: bool = True) -> str:
+    """The one-line warning naming the documents that were cut (by input index, or docid with ``label``).
+
+    ``pointwise`` is the first stage's :class:`~dear_local.contract.pointwise.PointwiseTemplate` when one
+    scored the documents (its pair limit is named too); ``listwise`` False when no listwise model ran
+    (``tmpl``'s limit is then not named).
+    """
     shown = ", ".join(str(i) for i in indices[:20]) + (", ..." if len(indices) > 20 else "")
-    return (
-        f"{len(indices)} document(s) ({label} {shown}) are longer than the {tmpl.name} template's passage "
-        f"limit of {tmpl.limit_text()}; only their first {tmpl.limit_text()} were ranked"
-    )
+    if pointwise is None:
+        return (
+            f"{len(indices)} document(s) ({label} {shown}) are longer than the {tmpl.name} template's passage "
+            f"limit of {tmpl.limit_text()}; only their first {tmpl.limit_text()} were ranked"
+        )
+    limits = [f"the {pointwise.name} pointwise template's limit of {pointwise.max_length} tokens for query and "
+              "document together"]
+    if listwise:
+        limits.append(f"the {tmpl.name} template's passage limit of {tmpl.limit_text()}")
+    return (f"{len(indices)} document(s) ({label} {shown}) are longer than {' or '.join(limits)}; only what fits "
+            "was scored and ranked")

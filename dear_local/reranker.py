@@ -143,10 +143,16 @@ def response_of(ranking: Ranking, documents: list[str], top_n: int | None = None
 
 def first_stage_of(scorer, query: str, documents: list[str]) -> FirstStage:
     """Score every document with a pointwise ranker (a :class:`~dear_local.backends.pointwise.PointwiseModel`)
-    and order them by score, ties in input order; the scores are probabilities (:func:`probability`)."""
-    from .contract.pointwise import probability
+    and order them by score (equal scores in input order); the scores are probabilities (:func:`probability`).
 
-    pairs = [scorer.pair(query, d) for d in documents]
+    A document joined with its title by an input format (``"Title: {title} Content: {text}"``) is read
+    with the title in the pointwise template's own place (:func:`dear_local.contract.titles.split_title`).
+    Scores of a pair can differ by about 1e-6 with the other documents in its llama.cpp call, so equal
+    documents need not come back in input order."""
+    from .contract.pointwise import probability
+    from .contract.titles import split_title
+
+    pairs = [scorer.pair(query, text, title) for title, text in map(split_title, documents)]
     logits = scorer.score_ids([ids for ids, _ in pairs])
     order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
     return FirstStage(order=order, scores=[probability(float(x)) for x in logits], truncated=[cut for _, cut in pairs])
@@ -182,6 +188,7 @@ class Reranker:
             raise UserInputError("model is None: pass a listwise model, or a pointwise one as first_stage to rank with it alone")
         if model is not None and not isinstance(model, str):
             raise UserInputError(f"model must be a str (a .gguf path or NAME[:QUANT]) or None, got {_type_name(model)}")
+        run.check_first_stage(model is not None or backend is not None)
         resolved = resolve(model) if backend is None and model is not None else None
         base = profile or (resolved.manifest.profile if resolved and resolved.manifest else Profile())
         self.profile = base.with_(**{k: options.get(k) for k in _PROFILE_FIELDS})
@@ -260,9 +267,10 @@ class Reranker:
     ) -> list[dict]:
         """sentence-transformers' ``CrossEncoder.rank`` shape: ``[{corpus_id, score, text}]``, best first.
 
-        ``corpus_id`` is the index into ``documents``; ``score`` is in (0, 1], decreasing
-        with rank (the first-token probability under ``first-token`` decoding); at most
-        ``top_k`` items. Raises what :meth:`rerank` raises.
+        ``corpus_id`` is the index into ``documents``; ``score`` is in (0, 1]: decreasing with rank
+        (the first-token probability under ``first-token`` decoding), except with a first stage,
+        where it is the pointwise probability and need not fall with rank inside the listwise
+        depth; at most ``top_k`` items. Raises what :meth:`rerank` raises.
         """
         documents = check_call(query, documents, top_k, "top_k")
         out = []

@@ -179,7 +179,8 @@ class RunOptions:
         None, kind=PATH, flags=("--first-stage",),
         help="A pointwise ranker (DeAR-P GGUF, or NAME[:QUANT]) that scores every candidate first; the listwise "
         "--model then reorders only its top --listwise-depth. Alone (no --model), a fast pointwise reranker. "
-        "Scores become its calibrated probabilities, the same for a document in any request.",
+        "Scores become its probabilities (the logistic of its logit, not fitted to your data), the same for a "
+        "document in any request.",
         doc="a pointwise ranker (DeAR-P GGUF, or ``NAME[:QUANT]``) that scores every document first; the listwise "
         "model then reorders only its top ``listwise_depth``, and ``model`` may be None for a pointwise ranking",
     )
@@ -217,6 +218,43 @@ class RunOptions:
         self.check_context(cli=cli)
         self.check_lora()
         self.check_flash_attn(cli=cli)
+
+    def check_first_stage(self, model_given: bool, *, cli: bool = False) -> None:
+        """Refuse first-stage settings without a first stage, and listwise settings without a listwise model.
+
+        Raises:
+            UserInputError: ``listwise_depth`` or ``first_stage_batch`` changed without ``first_stage``;
+                with ``first_stage`` but no listwise model: ``servers``, ``lora``, ``lora_scale`` or a
+                profile setting (``template``, ``decoding``, ``window``, ``stride``), which only the
+                listwise model uses.
+        """
+        def name(field: str) -> str:
+            return self.flag(field) if cli else field
+
+        if self.first_stage is None:
+            changed = [f for f in ("listwise_depth", "first_stage_batch") if getattr(self, f) != _DEFAULTS[f]]
+            if changed:
+                verb = "apply" if len(changed) > 1 else "applies"
+                raise UserInputError(f"{' and '.join(map(name, changed))} only {verb} with a pointwise "
+                                     f"{name('first_stage')}; add one or drop {' and '.join(map(name, changed))}")
+            return
+        if model_given:
+            return
+        listwise_only = [f for f in ("servers", "lora", "template", "decoding", "window", "stride")
+                         if getattr(self, f) not in (None, ())]
+        if self.lora_scale != _DEFAULTS["lora_scale"]:
+            listwise_only.append("lora_scale")
+        if listwise_only:
+            what = " and ".join(map(name, listwise_only))
+            verb = "apply" if len(listwise_only) > 1 else "applies"
+            raise UserInputError(f"{what} only {verb} to a listwise model, and none was given (the pointwise "
+                                 f"{name('first_stage')} ranks alone); add {'--model' if cli else 'a model'} or drop {what}")
+
+    @classmethod
+    def flag(cls, field: str) -> str:
+        """The CLI flag of option ``field`` (``--first-stage`` for ``first_stage``)."""
+        flags = _FLAGS.get(field)
+        return flags[0] if flags else "--" + field.replace("_", "-")
 
     def check_flash_attn(self, *, cli: bool = False) -> None:
         """Refuse ``flash_attn=True`` with ``servers``: flash attention is chosen where a server starts."""
@@ -298,3 +336,7 @@ def options_doc(indent: str = "    ") -> str:
         f"{indent}- ``{name}``{'' if default in (None, ()) else f' (default ``{default!r}``)'}: {k.doc}."
         for name, default, k in knobs()
     )
+
+
+_DEFAULTS = {f.name: f.default for f in fields(RunOptions)}
+_FLAGS = {f.name: f.metadata["knob"].flags for f in fields(RunOptions)}

@@ -115,3 +115,59 @@ def test_a_bad_gate_override_names_the_valid_keys_or_the_value(item):
         parse_gate_overrides([item])
     assert item.split("=")[0] in str(exc.value)
     assert any(k in str(exc.value) for k in GATE_KEYS) or "not a number" in str(exc.value)
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    return st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=4),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                        max_leaves=5)
+
+
+def test_any_damaged_field_of_a_listwise_reference_is_one_line(reference, tmp_path_factory):
+    """Every field the check reads, replaced by any JSON value, in the header, a query or a window: either the
+    file still reads (and then every field has its type) or one ReferenceError_ line says to recreate it."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from dear_local.errors import ReferenceError_
+
+    lines = [json.loads(line) for line in reference.read_text().splitlines()]
+    header, query = lines[0], lines[1]
+    places = [("header", k) for k in header] + [("slice", k) for k in header["slice"]] + \
+             [("query", k) for k in query] + [("window", k) for k in query["windows"][0]]
+
+    path = tmp_path_factory.mktemp("ref") / "ref.jsonl"
+
+    @settings(max_examples=80, deadline=None)
+    @given(place=st.sampled_from(places), value=_json_values())
+    def damaged(place, value):
+        h, q = json.loads(json.dumps(header)), json.loads(json.dumps(query))
+        target = {"header": h, "slice": h["slice"], "query": q, "window": q["windows"][0]}[place[0]]
+        target[place[1]] = value
+        path.write_text("\n".join(json.dumps(x) for x in [h, q, *lines[2:]]) + "\n")
+        try:
+            read_reference(path)
+        except ReferenceError_ as exc:
+            assert "\n" not in str(exc) and "recreate it" in str(exc)
+
+    damaged()
+    for top in ("null", "[1, 2]", '"text"', "3"):
+        path = tmp_path_factory.mktemp("ref") / "ref.jsonl"
+        path.write_text(top + "\n" + "\n".join(json.dumps(x) for x in lines[1:]) + "\n")
+        with pytest.raises(ReferenceError_, match="not a dear-local reference file"):
+            read_reference(path)
+
+
+def test_check_refuses_to_overwrite_a_report_without_force(cli, reference, quants, tmp_path):
+    out = tmp_path / "r"
+    args = ["check", "--reference", str(reference), "--out", str(out), str(quants[0])]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    before = (out / "report.json").stat().st_mtime_ns
+    code, _, err = cli(*args)
+    assert code == 2 and "already holds a report (report.json, report.md, agreement.png); pass --force" in err
+    assert (out / "report.json").stat().st_mtime_ns == before
+    code, _, err = cli(*args, "--force")
+    assert code == 0, err

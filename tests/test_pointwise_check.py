@@ -103,6 +103,7 @@ def test_a_listwise_file_against_a_pointwise_reference_and_the_reverse_are_one_l
 
     listwise_ref = tmp_path / "listwise.jsonl"
     header = {"type": "header", "format": "dear-local-reference/1", "model": {"name": None}, "vocab": {},
+              "dtype": "bf16", "device_name": "cpu",
               "profile": {"template": "card", "window": 20, "stride": 10, "decoding": "greedy"},
               "slice": {"name": "noveleval", "sha256": "x", "queries": 0, "passages": 10}}
     listwise_ref.write_text(json.dumps(header) + "\n")

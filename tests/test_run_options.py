@@ -280,3 +280,22 @@ def test_flash_attn_is_part_of_what_a_resumed_out_run_must_match(monkeypatch):
 def test_the_flash_attention_setting_reads_on_off_and_falls_back_to_the_default(value, expected, monkeypatch):
     monkeypatch.setenv(dl_settings.ENV_FLASH_ATTN, value)
     assert dl_settings.get_settings().flash_attn is expected
+
+
+def test_first_stage_and_listwise_settings_are_refused_where_they_would_do_nothing():
+    """Depth and batch need a first stage; servers, LoRA and the profile need a listwise model."""
+    from dear_local.errors import UserInputError
+    from dear_local.run_options import RunOptions
+
+    with pytest.raises(UserInputError, match=r"--listwise-depth only applies with a pointwise --first-stage"):
+        RunOptions(listwise_depth=5).check_first_stage(True, cli=True)
+    with pytest.raises(UserInputError, match=r"listwise_depth and first_stage_batch only apply with a pointwise first_stage"):
+        RunOptions(listwise_depth=5, first_stage_batch=2).check_first_stage(True)
+    for field, value in (("servers", ("http://h:1",)), ("lora", "a.gguf"), ("window", 5), ("stride", 2),
+                         ("template", "card"), ("decoding", "greedy"), ("lora_scale", 0.5)):
+        options = RunOptions(first_stage="p.gguf", **{field: value})
+        with pytest.raises(UserInputError, match=rf"{field} only applies to a listwise model, and none was given"):
+            options.check_first_stage(False)
+        options.check_first_stage(True)  # with a listwise model they apply
+    RunOptions(first_stage="p.gguf", listwise_depth=0, first_stage_batch=4).check_first_stage(False)
+    RunOptions().check_first_stage(True)

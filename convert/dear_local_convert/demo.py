@@ -63,7 +63,7 @@ def run_demo(*, queries: int = 5, passages: int = 10, force: bool = False, threa
         _say(f"[2/3] reusing the reference {ref}")
     _say(f"[3/3] checking {len(m.ladder)} quants against it")
     ggufs = [m.gguf_path(t) for t in m.ladder]
-    report, paths = run_check(ref, ggufs, out_dir / "report", n_threads=threads)
+    report, paths = run_check(ref, ggufs, out_dir / "report", n_threads=threads, force=True)  # the demo's own report
     print(summary(report, paths), flush=True)
     failure = gate_failure(report, paths)
     if failure is not None:

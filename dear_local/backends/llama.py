@@ -57,8 +57,8 @@ def refuse_pointwise(path: str | Path) -> None:
 
         raise UserInputError(
             f"{Path(path).name} is a pointwise ranker (DeAR-P): it scores one document at a time and writes "
-            "no ranking; pass a listwise model (DeAR-L) here, and score with the pointwise one through "
-            "dear_local.backends.pointwise.PointwiseModel"
+            "no ranking; pass it as --first-stage (Python: first_stage=), alone or in front of a listwise model "
+            "(DeAR-L) as --model"
         )
 
 

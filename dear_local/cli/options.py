@@ -126,7 +126,10 @@ ListwiseModelOption = Annotated[
 
 
 def check_model_given(model: str | None, options: RunOptions) -> None:
-    """``--model`` is needed unless a pointwise ``--first-stage`` ranks alone: a usage error (exit 2) otherwise."""
+    """``--model`` is needed unless a pointwise ``--first-stage`` ranks alone: a usage error (exit 2) otherwise.
+
+    Then first-stage options without ``--first-stage``, and listwise ones without ``--model``, are refused
+    (:meth:`RunOptions.check_first_stage`)."""
     if model is None and options.first_stage is None:
         from typer import core
 
@@ -137,6 +140,7 @@ def check_model_given(model: str | None, options: RunOptions) -> None:
         raise click.exceptions.UsageError(
             "Missing option '--model' (or --first-stage, to rank with a pointwise model alone)", ctx=ctx
         )
+    options.check_first_stage(model is not None, cli=True)
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Replace what already exists (files, downloads); without it nothing is overwritten.")
 ]

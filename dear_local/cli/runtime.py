@@ -138,8 +138,9 @@ def _run_key(reranker, model: str, fmt: str, requests: list, top_n, **options) -
     # a name, NAME:QUANT, its path or other case resume the same run.
     model_file = file_identity(resolve(model).path) if model is not None else None
     if reranker.first_stage is not None:  # only then: runs started before first stages existed still resume
-        options["first_stage"] = {"model": file_identity(reranker.first_stage.path),
-                                  "listwise_depth": reranker.options.listwise_depth}
+        options["first_stage"] = {"model": file_identity(reranker.first_stage.path)}
+        if model is not None:  # the depth only matters when a listwise model reorders the top
+            options["first_stage"]["listwise_depth"] = reranker.options.listwise_depth
     return run_key(
         fmt, model_file["path"] if model_file else None, p.to_dict(), [r.qid for r in requests], top_n,
         inputs_sha256=requests_digest(requests),
@@ -165,8 +166,15 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
     from ..progress import bar
 
     p = reranker.profile
-    counts_errors = capabilities_of(reranker.backend).request_errors
-    total = sum(len(window_spans(len(r.documents), p.window, p.stride)) for _, r in todo)
+    counts_errors = reranker.backend is not None and capabilities_of(reranker.backend).request_errors
+    listwise = reranker.backend is not None
+    if not listwise:  # a pointwise ranking alone: no windows, the bar counts queries
+        total, unit = len(todo), "query"
+    else:
+        depth = reranker.options.listwise_depth if reranker.first_stage is not None else None
+        total = sum(len(window_spans(min(len(r.documents), depth) if depth is not None else len(r.documents),
+                                     p.window, p.stride)) for _, r in todo)
+        unit = "window"
     done = 0
     tally = ParseTally()
 
@@ -181,13 +189,15 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
                 typer.echo("\n".join(lines))
         else:
             sink.write(req.qid, lines, pos)
-        _warn_truncated([(req, resp)], p)
+        _warn_truncated([(req, resp)], p, reranker)
         done += 1
+        if not listwise:
+            pbar.update(1)
         if counts_errors:
             pbar.set_postfix_str(f"queries {done}/{len(todo)}, errors {reranker.backend.request_error_count()}",
                                  refresh=False)
 
-    with bar(total=total, desc="reranking", unit="window", disable=total < 2) as pbar:
+    with bar(total=total, desc="reranking", unit=unit, disable=total < 2) as pbar:
         try:
             run_batch(reranker, todo, finished, in_flight=in_flight, top_n=top_n, on_window=lambda _w: pbar.update(1))
         finally:
@@ -199,14 +209,17 @@ def _run(reranker, todo: list, sink, fmt: str, top_n: int | None, in_flight: int
         warn(tally.message() + "; --strict makes this an error")
 
 
-def _warn_truncated(outputs, profile) -> None:
-    """One stderr warning per query whose documents were cut to the template's passage cap."""
+def _warn_truncated(outputs, profile, reranker=None) -> None:
+    """One stderr warning per query whose documents were cut to the templates' limits."""
     from ..prompt import truncation_warning
 
+    pointwise = reranker.first_stage.template if reranker is not None and reranker.first_stage is not None else None
+    listwise = reranker is None or reranker.backend is not None
     for req, resp in outputs:
         docids = [req.docids[i] for i, cut in enumerate(resp.ranking.truncated) if cut]
         if docids:
-            warn(f"query {req.qid}: {truncation_warning(profile.tmpl, docids, 'docid')}")
+            warn(f"query {req.qid}: "
+                 f"{truncation_warning(profile.tmpl, docids, 'docid', pointwise=pointwise, listwise=listwise)}")
 
 
 def _requests(query, docs, jsonl, run, topics, corpus, depth, skip_missing) -> list:

@@ -13,7 +13,7 @@ rerank score (in [0, 1], falling with rank; see ``RerankResult.score``).
 
 A candidate's passage text is read as rank_llm's own readers do: the first of the ``doc``
 fields ``text``, ``segment``, ``contents``, ``content``, ``body``, ``passage``; a non-empty
-``title`` goes in front as ``"Title: {title} Content: {text}"``.
+``title`` goes in front as ``"Title: {title} Content: {text}"`` (:func:`dear_local.contract.titles.join_title`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..contract.titles import join_title
 from ..errors import UserInputError
 from .request import Request
 from .ids import id_field, text_field
@@ -64,7 +65,7 @@ def doc_text(doc: Any, where: str) -> str:
     text = text_field(text, where, key)
     title = doc.get("title")
     if title is not None and text_field(title, where, "title"):
-        text = f"Title: {title} Content: {text}"
+        text = join_title(title, text)
     return text
 
 

@@ -222,7 +222,9 @@ class RerankService:
         input_tokens = sum(len(w.prompt_ids) for w in resp.windows)
         output_tokens = sum(len(w.output_ids) for w in resp.windows)
         cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
-        warnings = [truncation_warning(tmpl, cut)] if cut else []
+        first = self.reranker.first_stage
+        warnings = [truncation_warning(tmpl, cut, pointwise=first.template if first is not None else None,
+                                       listwise=self.reranker.backend is not None)] if cut else []
         tally = ParseTally()
         tally.add(resp.windows)
         if tally.failing:  # the order below is the input order, not the model's

@@ -345,32 +345,40 @@ def check(
     }
 
 
-def run_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, **options) -> tuple[dict, dict]:
+def run_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, *, force: bool = False,
+              **options) -> tuple[dict, dict]:
     """:func:`check` with a progress bar, then the report written to ``out``.
 
     ``options`` are :func:`check`'s. Returns ``(report, paths)`` with paths of
     ``report.json``, ``report.md`` and ``agreement.png``; a failed gate does not
     raise here (see :func:`gate_failure`), so callers can show the report first.
+    A report already in ``out`` is refused before anything runs, unless ``force``.
 
     Raises:
+        UserInputError: a report in ``out`` and no ``force``.
         What :func:`check` raises.
     """
     from dear_local.progress import bar
 
-    from dear_local_convert.agreement.report import write_report
+    from dear_local_convert.agreement.report import refuse_existing_report, write_report
+
+    refuse_existing_report(out, force)
 
     with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
         report = check(reference, ggufs, on_quant=lambda _row: pbar.update(1), **options)
     return report, write_report(report, out)
 
 
-def run_pointwise_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, **options) -> tuple[dict, dict]:
+def run_pointwise_check(reference: str | Path, ggufs: list[str | Path], out: str | Path, *, force: bool = False,
+                        **options) -> tuple[dict, dict]:
     """:func:`run_check` for a pointwise reference: :func:`~dear_local_convert.agreement.pointwise.check_pointwise`
-    with a progress bar, then the report written to ``out``."""
+    with a progress bar, then the report written to ``out`` (refused if one is there, unless ``force``)."""
     from dear_local.progress import bar
 
     from dear_local_convert.agreement.pointwise import check_pointwise
-    from dear_local_convert.agreement.report import write_report
+    from dear_local_convert.agreement.report import refuse_existing_report, write_report
+
+    refuse_existing_report(out, force)
 
     with bar(total=len(ggufs), desc="checking", unit="quant") as pbar:
         report = check_pointwise(reference, ggufs, on_quant=lambda _row: pbar.update(1), **options)

@@ -52,6 +52,9 @@ POINTWISE_GATES: dict[str, Gate] = {
     )
 }
 POINTWISE_GATE_KEYS = tuple(POINTWISE_GATES)
+# A pointwise reference recorded from a checkpoint directory names no manifest: these apply then (the
+# DeAR-P manifests' own [gates]).
+DEFAULT_POINTWISE_GATES = {"min_mean_kendall_tau": 0.90, "min_top10_overlap": 0.80, "max_delta_ndcg10": 0.02}
 ANY_GATE_KEYS = tuple(dict.fromkeys(GATE_KEYS + POINTWISE_GATE_KEYS))
 
 

@@ -27,7 +27,13 @@ from dear_local.gguf_file import Keys
 from dear_local.token_ids import first_difference
 
 from dear_local_convert.agreement import metrics
-from dear_local_convert.agreement.gates import POINTWISE_GATES, check_gates, evaluate_gates, manifest_gates
+from dear_local_convert.agreement.gates import (
+    DEFAULT_POINTWISE_GATES,
+    POINTWISE_GATES,
+    check_gates,
+    evaluate_gates,
+    manifest_gates,
+)
 from dear_local_convert.reference.pointwise import order_by_score, read_pointwise_reference
 
 TOP_K = 10
@@ -120,6 +126,9 @@ def run_quant(gguf: Path, header: dict, ref_q: list[dict], eval_slice, qrels, re
     meta = read_header(gguf)
     n_params = sum(int(np.prod(t.shape)) for t in meta.tensors) or None
     lora = None
+    ref_lora = header["model"].get("lora")
+    if not meta.get(Keys.LORA_SHA256) and ref_lora:
+        label += " (no LoRA)"
     if meta.get(Keys.LORA_SHA256):
         lora = {"mode": "merged", "sha256": meta.get(Keys.LORA_SHA256), "adapter": None}
         label += " (LoRA merged)"
@@ -168,7 +177,8 @@ def check_pointwise(
 
     The report has the listwise check's keys (``reference``, ``reference_row``, ``gates``,
     ``machine``, ``rows``, ``passed``) plus ``kind: "pointwise"``; rows are :class:`PointwiseRow`.
-    ``gates`` defaults to the reference model's manifest gates (``POINTWISE_GATES`` keys);
+    ``gates`` defaults to the reference model's manifest gates (``POINTWISE_GATES`` keys), or to
+    ``DEFAULT_POINTWISE_GATES`` (DeAR-P's) when the reference names no manifest;
     ``batch`` is documents per llama.cpp call.
 
     Raises:
@@ -199,7 +209,7 @@ def check_pointwise(
             raise UserInputError(f"{p.name} is a listwise model, not a pointwise ranker; the reference is a pointwise "
                                  "one, so check this file against a listwise reference of its own checkpoint")
     if gates is None:
-        gates = manifest_gates(header["model"].get("name"))
+        gates = manifest_gates(header["model"].get("name")) or dict(DEFAULT_POINTWISE_GATES)
     gates = {**check_gates(gates, "gates", POINTWISE_GATES), **check_gates(gate_overrides or {}, "--gate", POINTWISE_GATES)}
     ref_scores = {q["qid"]: q["scores"] for q in ref_q}
     ref_row = _summarize(f"reference ({header['dtype']}, {header['device_name']})", ref_q, ref_scores, eval_slice.qrels,

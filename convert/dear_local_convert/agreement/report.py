@@ -16,6 +16,17 @@ from dear_local.fileio import atomic_path, write_text_atomic
 
 from dear_local_convert.agreement.row import CheckRow
 
+NO_GATES = "no gates"  # a quant judged against an empty set of gates: nothing passed, nothing failed
+
+
+def _gates_cell(r) -> str:
+    if r.gate_failures is None:
+        return "-"
+    if r.gate_failures:
+        return "FAIL: " + "; ".join(r.gate_failures)
+    return "pass"
+
+
 COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
     ("quant", lambda r: r.label),
     ("MiB", lambda r: f"{r.bytes / 2**20:.0f}" if r.bytes else "-"),
@@ -33,13 +44,10 @@ COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
     ("s/window", lambda r: f"{r.seconds_per_window:.2f}"),
     ("prompt tok/s", lambda r: f"{r.prompt_tokens_per_s:.0f}" if r.prompt_tokens_per_s else "-"),
     ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
-    ("gates", lambda r: "-" if r.gate_failures is None else "pass" if not r.gate_failures
-     else "FAIL: " + "; ".join(r.gate_failures)),
+    ("gates", lambda r: _gates_cell(r)),
 ]
 
 
-def _gates_cell(r) -> str:
-    return "-" if r.gate_failures is None else "pass" if not r.gate_failures else "FAIL: " + "; ".join(r.gate_failures)
 
 
 POINTWISE_COLUMNS: list[tuple[str, Callable]] = [
@@ -64,10 +72,19 @@ def _columns(report: dict) -> list:
     return POINTWISE_COLUMNS if report.get("kind") == "pointwise" else COLUMNS
 
 
+def _result(report: dict) -> str:
+    if not report.get("gates"):
+        return "no gates: nothing was judged (give --gate KEY=VALUE, or record the reference from a manifest model)"
+    return "all gates pass" if report["passed"] else "a gate FAILED"
+
+
 def markdown_table(report: dict) -> str:
     """The reference's row, then each quant's, as a markdown table of :data:`COLUMNS`
     (:data:`POINTWISE_COLUMNS` for a pointwise ranker's report)."""
     columns = _columns(report)
+    if not report.get("gates"):  # nothing was judged: say so rather than "pass"
+        columns = [(c, (lambda r: "-" if r.gate_failures is None else NO_GATES) if c == "gates" else f)
+                   for c, f in columns]
     rows = [report["reference_row"], *report["rows"]]
     head = "| " + " | ".join(c for c, _ in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
@@ -96,7 +113,7 @@ def _pointwise_markdown(report: dict) -> str:
         f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",
         *([f"- quants ran on: {m['cpu']}, llama.cpp CPU buffers {m['cpu_buffers']}, threads {m['threads'] or 'default'}, "
            f"{m.get('batch') or 'default'} documents per call"] if m else []),
-        f"- result: {'all gates pass' if report['passed'] else 'a gate FAILED'}",
+        f"- result: {_result(report)}",
         "",
         "Each quant scores every (query, passage) pair. τ (Kendall's tau-b) and Spearman compare its scores "
         "with the reference's, query by query; top-10 is the overlap of the ten best. Score errors are "
@@ -130,7 +147,7 @@ def markdown(report: dict) -> str:
         f"- gates: {json.dumps(report['gates']) if report['gates'] else 'none'}",
         *([f"- quants ran on: {m['cpu']}, llama.cpp CPU buffers {m['cpu_buffers']}, threads {m['threads'] or 'default'}"]
           if (m := report.get("machine")) else []),
-        f"- result: {'all gates pass' if report['passed'] else 'a gate FAILED'}",
+        f"- result: {_result(report)}",
         "",
         "Agreement columns compare each quant's final ranking with the reference's, query by query. "
         "nDCG is computed against the slice's qrels with pytrec_eval; ΔnDCG@10 is quant minus reference, "
@@ -181,6 +198,27 @@ def report_json(report: dict) -> dict:
     """``report`` as ``report.json`` holds it: the same keys, each row as :meth:`CheckRow.to_dict`."""
     return {**report, "reference_row": report["reference_row"].to_dict(),
             "rows": [row.to_dict() for row in report["rows"]]}
+
+
+REPORT_FILES = ("report.json", "report.md", "agreement.png")
+
+
+def refuse_existing_report(out_dir: str | Path, force: bool) -> None:
+    """Refuse to overwrite a report already in ``out_dir`` unless ``force``.
+
+    Raises:
+        UserInputError: ``out_dir`` holds one of :data:`REPORT_FILES` and ``force`` is not set, or
+            ``out_dir`` is a file.
+    """
+    from dear_local.errors import UserInputError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"--out {out_dir} is a file; pass a directory for the report")
+    found = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if found and not force:
+        raise UserInputError(f"{out_dir} already holds a report ({', '.join(found)}); pass --force to replace it, "
+                             "or choose another --out")
 
 
 def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:

@@ -177,11 +177,13 @@ def check(
     gate: List[str] = typer.Option(
         [], "--gate", help="Override a manifest gate, e.g. --gate min_mean_kendall_tau=0.9 (repeatable)."
     ),
+    force: ForceOption = False,
 ) -> None:
     """Check GGUF quants against a reference: agreement, nDCG, speed and memory, with gates.
 
     Gates come from the reference model's manifest (see models/*.toml) and --gate.
-    Exits 1 when a gate fails, after writing the report. A pointwise reference (DeAR-P) checks
+    Exits 1 when a gate fails, after writing the report. A report already in --out is
+    refused before anything runs, unless --force. A pointwise reference (DeAR-P) checks
     pointwise GGUFs: Kendall τ and Spearman of their scores, top-10 overlap, score error,
     ΔnDCG@10, documents/s and memory.
     """
@@ -200,12 +202,12 @@ def check(
 
         report, paths = run_pointwise_check(
             reference_file, ggufs, out, slice_name=slice_name, n_threads=threads,
-            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
+            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers), force=force,
         )
     else:
         report, paths = run_check(
             reference_file, ggufs, out, slice_name=slice_name, template=template, decoding=decoding, n_threads=threads,
-            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers),
+            gate_overrides=parse_gate_overrides(gate), cpu_buffers=cpu_buffers_value(cpu_buffers), force=force,
         )
     typer.echo(summary(report, paths))
     failure = gate_failure(report, paths)

@@ -78,12 +78,48 @@ def read_reference(path: str | Path) -> tuple[dict, list[dict]]:
             f"{path} is corrupt (line {exc.lineno if hasattr(exc, 'lineno') else '?'} is not JSON); "
             "recreate it with `dear-local reference`"
         ) from None
-    if not rows or rows[0].get("type") != "header" or rows[0].get("format") != FORMAT:
+    if not rows or not all(isinstance(r, dict) for r in rows) or rows[0].get("type") != "header" \
+            or rows[0].get("format") != FORMAT:
         raise ReferenceError_(f"{path} is not a dear-local reference file ({FORMAT}); recreate it with `dear-local reference`")
     header, queries = rows[0], rows[1:]
-    if len(queries) != header.get("slice", {}).get("queries") or any(q.get("type") != "query" for q in queries):
+    redo = "recreate it with `dear-local reference`"
+    if not _header_ok(header):
+        raise ReferenceError_(f"{path} has a damaged header (slice, profile, model, vocab, dtype or device missing); {redo}")
+    if len(queries) != header["slice"]["queries"] or any(q.get("type") != "query" for q in queries):
         raise ReferenceError_(
-            f"{path} is incomplete or corrupt: the header promises {header.get('slice', {}).get('queries')} "
-            f"queries but it holds {len(queries)}; recreate it with `dear-local reference`"
+            f"{path} is incomplete or corrupt: the header promises {header['slice']['queries']} "
+            f"queries but it holds {len(queries)}; {redo}"
         )
+    if not all(_query_ok(q) for q in queries) or len({q["qid"] for q in queries}) != len(queries):
+        raise ReferenceError_(f"{path} is corrupt (a query id repeats, or a query's order, windows or first-token "
+                              f"log-probabilities are damaged); {redo}")
     return header, queries
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _ids(v) -> bool:
+    return isinstance(v, list) and all(type(i) is int and i >= 0 for i in v)
+
+
+def _header_ok(h: dict) -> bool:
+    """The header fields the check reads, with the types it reads them as."""
+    sl, prof = h.get("slice"), h.get("profile")
+    return (isinstance(sl, dict) and isinstance(sl.get("name"), str) and isinstance(sl.get("sha256"), str)
+            and type(sl.get("queries")) is int and type(sl.get("passages")) is int
+            and isinstance(prof, dict) and isinstance(h.get("model"), dict) and isinstance(h.get("vocab"), dict)
+            and all(isinstance(h.get(k), str) for k in ("dtype", "device_name")))
+
+
+def _query_ok(q: dict) -> bool:
+    """A query record's fields, as :class:`~dear_local_convert.agreement.check.RunResult` reads them."""
+    windows = q.get("windows")
+    return (isinstance(q.get("qid"), str) and isinstance(q.get("order"), list)
+            and all(isinstance(d, str) for d in q["order"]) and len(set(q["order"])) == len(q["order"])
+            and isinstance(q.get("first_token_logprobs"), list) and all(_is_num(v) for v in q["first_token_logprobs"])
+            and isinstance(windows, list) and len(windows) > 0
+            and all(isinstance(w, dict) and isinstance(w.get("status"), str) and _ids(w.get("prompt_ids"))
+                    and len(w["prompt_ids"]) > 0 and _is_num(w.get("prompt_seconds")) and _is_num(w.get("decode_seconds"))
+                    and _is_num(w.get("model_calls")) for w in windows))

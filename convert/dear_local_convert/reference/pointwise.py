@@ -31,6 +31,7 @@ from dear_local.fileio import atomic_path, refuse_overwrite
 
 FORMAT = "dear-local-pointwise-reference/1"
 DEFAULT_BATCH = 8  # pairs per transformers forward
+MAX_PAIR_IDS = 8192  # no pointwise template reads more per pair; longer ids in a file mean a damaged file
 
 
 def order_by_score(docids: list[str], scores) -> list[str]:
@@ -61,7 +62,9 @@ def _load(checkpoint: Path, device: str, dtype: str, lora: Path | None):
             from peft import PeftModel
         except ImportError:
             raise missing_extra("peft", "convert") from None
-        model = PeftModel.from_pretrained(model, str(lora))
+        # the pairs are injected into the model itself (and a SEQ_CLS adapter's head wraps its score), so
+        # the classifier's own forward runs whatever task the adapter was saved for
+        model = PeftModel.from_pretrained(model, str(lora)).get_base_model()
     return tok, model.to(device).eval()
 
 
@@ -128,11 +131,14 @@ def write_pointwise_reference(
 
         from dear_local_convert.lora.adapter import read_adapter
 
+        from dear_local_convert.to_gguf.arch import is_pointwise, read_config
+
         adapter = read_adapter(lora, repo=lora_repo, revision=lora_revision)
-        if not adapter.pointwise:
+        if not adapter.pointwise and not is_pointwise(read_config(Path(checkpoint))):
             raise UserInputError(
-                f"{adapter.path} is not a SEQ_CLS adapter (it saves no score head); a pointwise reference needs "
-                "DeAR-P's kind of adapter, or use the listwise reference for this one"
+                f"{adapter.path} is not a SEQ_CLS adapter (it saves no score head) and {checkpoint} is not a "
+                "sequence-classification checkpoint: there is no pointwise ranker to record; pass DeAR-P's kind "
+                "of adapter, or a pointwise checkpoint"
             )
         engine["peft"] = peft.__version__
         model_info["lora"] = {"path": str(adapter.path), "repo": adapter.repo, "revision": adapter.revision,
@@ -216,9 +222,12 @@ def read_pointwise_reference(path: str | Path) -> tuple[dict, list[dict]]:
               and isinstance(q.get("prompt_ids"), list) and isinstance(q.get("order"), list)
               and len(q["docids"]) == len(q["scores"]) == len(q["prompt_ids"])
               and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in q["scores"])
-              and all(isinstance(ids, list) and all(type(i) is int for i in ids) for ids in q["prompt_ids"])
+              and all(isinstance(ids, list) and 0 < len(ids) <= MAX_PAIR_IDS and all(type(i) is int and i >= 0 for i in ids)
+                      for ids in q["prompt_ids"])
               and sorted(map(str, q["order"])) == sorted(map(str, q["docids"])))
         if not ok:
             raise ReferenceError_(f"{path} is corrupt (a query's docids, scores, prompt ids and order do not line "
                                   f"up); {redo}")
+    if len({q["qid"] for q in queries}) != len(queries):
+        raise ReferenceError_(f"{path} is corrupt (a query id repeats); {redo}")
     return header, queries
