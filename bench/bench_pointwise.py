@@ -26,7 +26,9 @@ child process (peak RSS is the child's VmHWM):
     DEAR_LOCAL_DATA=../shared/data python bench/bench_pointwise.py --workdir /work/bench-shapes --threads 2 --drop-bf16 \\
         --shapes 3b 8b --batches 1 8 32 --docs 32 --card-docs 32 16 --pipeline
 
-Results go to ``<workdir>/pointwise.json`` and are printed as markdown tables.
+``--laptop`` limits both paths to AVX2 (torch's and oneDNN's kernels, llama.cpp's haswell variant), as on
+a laptop. Results go to ``<workdir>/pointwise.json`` (``pointwise-laptop.json``) and are printed as
+markdown tables.
 """
 
 from __future__ import annotations
@@ -119,9 +121,15 @@ def build(shape: str, work: Path, threads: int, drop_bf16: bool, log: dict) -> t
 # -- children: every measured path runs in a fresh process ------------------------------------------
 
 
+# --laptop: the same CPU limited to AVX2 (bench_shapes' LAPTOP_ENV): torch's and oneDNN's kernels capped at
+# AVX2, llama.cpp's haswell variant.
+LAPTOP_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DEAR_LOCAL_CPU_VARIANT": "haswell"}
+CHILD_ENV: dict = {}
+
+
 def child(kind: str, **kw) -> dict:
     """Run ``kind`` in a fresh process of this script; its wall time, CPU seconds, peak RSS and result."""
-    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1"}
+    env = {**os.environ, "DEAR_LOCAL_NO_PROGRESS": "1", **CHILD_ENV}
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(kw)], stdout=subprocess.PIPE,
                           cwd=ROOT, env=env)
@@ -212,7 +220,9 @@ def child_pipeline(listwise: str, first_stage: str | None, threads: int, depth: 
         t = time.perf_counter()
         resp = r.rerank(query, texts)
         seconds = time.perf_counter() - t
-    return {"load": load, "rerank_s": seconds, "windows": len(resp.windows),
+    windows_s = sum(w.prompt_seconds + w.decode_seconds for w in resp.windows)
+    return {"load": load, "rerank_s": seconds, "windows": len(resp.windows), "windows_s": windows_s,
+            "first_stage_s": seconds - windows_s if first_stage else 0.0,
             "order": [x.index for x in resp.results], "score_kind": resp.ranking.score_kind}
 
 
@@ -251,6 +261,7 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=30, help="the pipeline's listwise depth")
     ap.add_argument("--drop-bf16", action="store_true", help="delete each BF16 GGUF once its quant exists")
     ap.add_argument("--build-only", action="store_true")
+    ap.add_argument("--laptop", action="store_true", help="limit both paths to AVX2, as on a laptop without AVX-512")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -258,7 +269,9 @@ def main() -> None:
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    out_path = work / "pointwise.json"
+    out_path = work / ("pointwise-laptop.json" if args.laptop else "pointwise.json")
+    if args.laptop:
+        CHILD_ENV.update(LAPTOP_ENV)
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     results["cpu"] = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     results["threads"] = args.threads
@@ -318,12 +331,13 @@ def print_tables(results: dict) -> None:
                   f"{tok_s:.1f} | {r['peak_rss_gb']} |")
     pipe = results.get("pipeline")
     if pipe:
-        print("\n| run | windows | load s | rerank s per query | peak RSS GB |")
-        print("|---|---|---|---|---|")
+        print("\n| run | windows | load s | first stage s | windows s | rerank s per query | peak RSS GB |")
+        print("|---|---|---|---|---|---|---|")
         for key, label in (("dual", "P-3B top-100 -> L-8B top-30"), ("listwise", "L-8B alone over 100")):
             if key in pipe:
                 r = pipe[key]["result"]
-                print(f"| {label} | {r['windows']} | {r['load']:.1f} | {r['rerank_s']:.1f} | {pipe[key]['peak_rss_gb']} |")
+                print(f"| {label} | {r['windows']} | {r['load']:.1f} | {r.get('first_stage_s', 0):.1f} | "
+                      f"{r.get('windows_s', 0):.1f} | {r['rerank_s']:.1f} | {pipe[key]['peak_rss_gb']} |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
                 "qid": req.qid,
                 "query": req.query,
                 "profile": profile.to_dict(),
+                "scores": resp.ranking.score_kind or "rank",
                 "results": [
                     {"index": r.index, "docid": req.docids[r.index], "rank": r.rank, "score": r.score,
                      "truncated": r.truncated, "text": r.text}
@@ -57,8 +58,14 @@ def render(outputs: Iterable[tuple], fmt: str, profile) -> Iterator[str]:
             yield json_line(result_record(req, [r.index for r in resp.results], [r.score for r in resp.results]))
         else:
             statuses = ", ".join(sorted(set(resp.statuses))) or "ok"
+            pointwise = resp.ranking.score_kind == "pointwise-probability"
+            if pointwise and not resp.windows:
+                how = "pointwise first stage only"
+            else:
+                how = f"{'pointwise first stage, then ' if pointwise else ''}{profile.template}/{profile.decoding}; " \
+                      f"parse: {statuses}"
             # table text goes to a terminal: control characters and escape sequences are shown escaped
-            yield f"query {printable(req.qid)}: {printable(req.query)}  [{profile.template}/{profile.decoding}; parse: {statuses}]"
+            yield f"query {printable(req.qid)}: {printable(req.query)}  [{how}]"
             yield f"{'rank':>4}  {'doc':>5}  {'score':>5}  text"
             for r in resp.results:
                 text = " ".join(r.text.split())

@@ -129,6 +129,9 @@ def convert_adapter(
     require_extra("convert", "torch", "gguf", "safetensors", "peft")
 
     base_path = Path(base_gguf).expanduser()
+    if base_path.is_dir():
+        raise ConversionError(f"--base {base_path} is a directory; pass the base model's GGUF file (convert the "
+                              "checkpoint first with `dear-local convert`)")
     if not base_path.is_file():
         raise ConversionError(f"base GGUF {base_path} does not exist; pass the GGUF the adapter will run on with --base")
     adapter = read_adapter(adapter_dir, repo=repo, revision=revision)
