@@ -41,11 +41,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_convert import LLAMA31_8B
+from bench_shapes import VOCAB_GGUF, write_checkpoint
 
-from bench_convert import LLAMA31_8B  # noqa: E402
-from bench_shapes import VOCAB_GGUF, write_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # meta-llama/Llama-3.2-3B's config.json: 28 blocks of 3072, 24 heads (8 KV), tied embeddings, rope factor 32.
 LLAMA32_3B = {

@@ -11,8 +11,7 @@ import pytest
 from dear_local.errors import ReferenceError_, UserInputError
 from optional import needs
 
-pytestmark = [pytest.mark.slow, needs("torch", "transformers", "gguf", "llama_cpp", "pytrec_eval", "scipy",
-                                      "matplotlib", "psutil")]
+pytestmark = [needs("torch", "transformers", "gguf", "llama_cpp", "pytrec_eval", "scipy", "matplotlib", "psutil")]
 
 
 @pytest.fixture(scope="module")

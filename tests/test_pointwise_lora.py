@@ -13,7 +13,7 @@ from dear_local.errors import ConversionError, UserInputError
 from dear_local.gguf_file import POINTWISE, Keys
 from optional import needs
 
-pytestmark = [pytest.mark.slow, needs("torch", "transformers", "peft", "gguf", "llama_cpp")]
+pytestmark = [needs("torch", "transformers", "peft", "gguf", "llama_cpp")]
 
 
 def _peft_seq_cls(base_dir, adapter):
