@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dear_local.contract.titles import SEPARATOR, join_title, split_title
@@ -27,6 +27,7 @@ def test_the_join_is_rank_llms():
     assert split_title("Title: no separator") == ("", "Title: no separator")
 
 
+@settings(deadline=None)  # the first example imports the formats
 @given(title=TEXT.filter(lambda t: t and SEPARATOR not in t), text=TEXT)
 def test_a_rank_llm_candidate_with_a_title_splits_back_to_its_fields(title, text):
     from dear_local.formats.rank_llm import doc_text
