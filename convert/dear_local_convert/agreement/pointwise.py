@@ -14,7 +14,7 @@ change from the reference's; documents per second and peak memory.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +27,7 @@ from dear_local.gguf_file import Keys
 from dear_local.token_ids import first_difference
 
 from dear_local_convert.agreement import metrics
+from dear_local_convert.agreement.row import row_dict
 from dear_local_convert.agreement.gates import (
     DEFAULT_POINTWISE_GATES,
     POINTWISE_GATES,
@@ -67,12 +68,8 @@ class PointwiseRow:
     gate_failures: tuple[str, ...] | None = None  # failed gates; () passes; None: not judged (reference)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        if self.gate_failures is None:
-            del out["gate_failures"]
-        else:
-            out["gate_failures"] = list(self.gate_failures)
-        return out
+        """The row as ``report.json`` holds it (:func:`~dear_local_convert.agreement.row.row_dict`)."""
+        return row_dict(self)
 
 
 def _summarize(label: str, ref_q: list[dict], scores: dict[str, list[float]], qrels, ref_ndcg, **extra) -> PointwiseRow:

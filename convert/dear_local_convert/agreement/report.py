@@ -27,44 +27,47 @@ def _gates_cell(r) -> str:
     return "pass"
 
 
-COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
+# Columns both kinds of report show (a CheckRow or a PointwiseRow has each of these fields).
+_QUANT = [
     ("quant", lambda r: r.label),
     ("MiB", lambda r: f"{r.bytes / 2**20:.0f}" if r.bytes else "-"),
     ("bpw", lambda r: f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-"),
-    ("exact %", lambda r: f"{r.exact_match_pct:.0f}"),
-    ("mean τ", lambda r: f"{r.mean_tau:.3f}"),
-    ("min τ", lambda r: f"{r.min_tau:.3f}"),
-    ("top-1 %", lambda r: f"{r.top1_pct:.0f}"),
-    ("top-5", lambda r: f"{r.top5_overlap:.2f}"),
+]
+_TAU = [("mean τ", lambda r: f"{r.mean_tau:.3f}"), ("min τ", lambda r: f"{r.min_tau:.3f}")]
+_NDCG = [
     ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r.ndcg[f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
     ("ΔnDCG@10", lambda r: f"{100 * r.delta_ndcg10:+.1f}"),
+]
+_MEMORY_GATES = [
+    ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
+    ("gates", _gates_cell),
+]
+
+COLUMNS: list[tuple[str, Callable[[CheckRow], str]]] = [
+    *_QUANT,
+    ("exact %", lambda r: f"{r.exact_match_pct:.0f}"),
+    *_TAU,
+    ("top-1 %", lambda r: f"{r.top1_pct:.0f}"),
+    ("top-5", lambda r: f"{r.top5_overlap:.2f}"),
+    *_NDCG,
     ("parse ok/wf/rep/miss", lambda r: "/".join(str(v) for v in r.status_counts.values())),
     ("FT KL", lambda r: f"{r.first_token_kl:.4f}"),
     ("FT top-1 %", lambda r: f"{r.first_token_top1_pct:.0f}"),
     ("s/window", lambda r: f"{r.seconds_per_window:.2f}"),
     ("prompt tok/s", lambda r: f"{r.prompt_tokens_per_s:.0f}" if r.prompt_tokens_per_s else "-"),
-    ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
-    ("gates", lambda r: _gates_cell(r)),
+    *_MEMORY_GATES,
 ]
 
-
-
-
 POINTWISE_COLUMNS: list[tuple[str, Callable]] = [
-    ("quant", lambda r: r.label),
-    ("MiB", lambda r: f"{r.bytes / 2**20:.0f}" if r.bytes else "-"),
-    ("bpw", lambda r: f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-"),
-    ("mean τ", lambda r: f"{r.mean_tau:.3f}"),
-    ("min τ", lambda r: f"{r.min_tau:.3f}"),
+    *_QUANT,
+    *_TAU,
     ("Spearman", lambda r: f"{r.mean_spearman:.3f}"),
     ("top-10", lambda r: f"{r.top10_overlap:.2f}"),
     ("score err max/mean", lambda r: f"{r.max_abs_error:.4f}/{r.mean_abs_error:.4f}"),
-    ("nDCG@1/5/10", lambda r: "/".join(f"{100 * r.ndcg[f'ndcg@{k}']:.1f}" for k in (1, 5, 10))),
-    ("ΔnDCG@10", lambda r: f"{100 * r.delta_ndcg10:+.1f}"),
+    *_NDCG,
     ("docs/s", lambda r: f"{r.docs_per_s:.1f}" if r.docs_per_s else "-"),
     ("tok/s", lambda r: f"{r.tokens_per_s:.0f}" if r.tokens_per_s else "-"),
-    ("peak RSS MiB", lambda r: f"{r.peak_rss / 2**20:.0f}" if r.peak_rss else "-"),
-    ("gates", _gates_cell),
+    *_MEMORY_GATES,
 ]
 
 

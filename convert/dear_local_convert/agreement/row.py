@@ -46,12 +46,7 @@ class CheckRow:
     def to_dict(self) -> dict:
         """The row as ``report.json`` holds it: field names as keys, in order; ``gate_failures`` a
         list, and absent from the reference's row."""
-        out = asdict(self)
-        if self.gate_failures is None:
-            del out["gate_failures"]
-        else:
-            out["gate_failures"] = list(self.gate_failures)
-        return out
+        return row_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "CheckRow":
@@ -75,3 +70,13 @@ class CheckRow:
                       DeprecationWarning, stacklevel=2)
         return self.to_dict()[key]
 
+
+def row_dict(row) -> dict:
+    """A report row dataclass (:class:`CheckRow`, or a pointwise check's row) as ``report.json`` holds it:
+    field names as keys, in order; ``gate_failures`` a list, and absent when the row was not judged."""
+    out = asdict(row)
+    if row.gate_failures is None:
+        del out["gate_failures"]
+    else:
+        out["gate_failures"] = list(row.gate_failures)
+    return out
