@@ -42,22 +42,10 @@ import time
 from pathlib import Path
 
 from bench_convert import LLAMA31_8B
-from bench_shapes import VOCAB_GGUF, write_checkpoint
+from bench_shapes import LLAMA32_3B, VOCAB_GGUF, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# meta-llama/Llama-3.2-3B's config.json: 28 blocks of 3072, 24 heads (8 KV), tied embeddings, rope factor 32.
-LLAMA32_3B = {
-    **LLAMA31_8B,
-    "head_dim": 128,
-    "hidden_size": 3072,
-    "intermediate_size": 8192,
-    "num_attention_heads": 24,
-    "num_hidden_layers": 28,
-    "rope_scaling": {**LLAMA31_8B["rope_scaling"], "factor": 32.0},
-    "tie_word_embeddings": True,
-    "transformers_version": "4.45.0.dev0",
-}
 SHAPES = {"3b": (LLAMA32_3B, 2), "8b": (LLAMA31_8B, 4)}  # config, safetensors shards
 QTYPE = "Q4_K_M"
 

@@ -61,18 +61,18 @@ from bench_convert import LLAMA31_8B, tensor_shapes, write_random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# meta-llama/Llama-3.2-1B-Instruct's config.json: Llama-3.1-8B's but for its size, tied embeddings and
-# rope factor 32 (head_dim 64).
-LLAMA32_1B = {
-    **LLAMA31_8B,
-    "head_dim": 64,
-    "hidden_size": 2048,
-    "intermediate_size": 8192,
-    "num_hidden_layers": 16,
-    "rope_scaling": {**LLAMA31_8B["rope_scaling"], "factor": 32.0},
-    "tie_word_embeddings": True,
-    "transformers_version": "4.45.0.dev0",
-}
+
+
+def llama32_config(**size) -> dict:
+    """A Llama-3.2 config.json: Llama-3.1-8B's but for its ``size`` keys, tied embeddings and rope factor 32."""
+    return {**LLAMA31_8B, **size, "rope_scaling": {**LLAMA31_8B["rope_scaling"], "factor": 32.0},
+            "tie_word_embeddings": True, "transformers_version": "4.45.0.dev0"}
+
+
+# meta-llama/Llama-3.2-1B-Instruct's and Llama-3.2-3B's config.json (the 3B is DeAR-P-3B's base).
+LLAMA32_1B = llama32_config(head_dim=64, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16)
+LLAMA32_3B = llama32_config(head_dim=128, hidden_size=3072, intermediate_size=8192, num_attention_heads=24,
+                            num_hidden_layers=28)
 SHAPES = {"1b": (LLAMA32_1B, 1), "8b": (LLAMA31_8B, 4)}  # config, safetensors shards
 VOCAB_GGUF = ROOT.parent / "shared" / "fixtures" / "ggml-vocab-llama-bpe.gguf"
 

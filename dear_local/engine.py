@@ -63,6 +63,7 @@ class Ranking:
     truncated: list[bool] = field(default_factory=list)  # per input index: was the document cut?
     planned: int | None = None  # windows the list needed; more than len(windows) when stopped early
     score_kind: str | None = None  # what ``scores`` are: "first-token-probability" or "pointwise-probability"
+    first_stage_tokens: int = 0  # token ids a first stage read, over every pair
 
     @property
     def statuses(self) -> list[str]:
@@ -77,12 +78,19 @@ class Ranking:
 @dataclass(frozen=True)
 class FirstStage:
     """A pointwise ranker's verdict on a list: the order it gives (best first, input indices), and per
-    input index its probability of relevance and whether the document was cut to fit the ranker."""
+    input index its probability of relevance and whether the document was cut to fit the ranker;
+    ``tokens`` is how many token ids the ranker read over every pair."""
 
     KIND = "pointwise-probability"
     order: list[int]
     scores: list[float]
     truncated: list[bool]
+    tokens: int = 0
+
+    def ranking(self, order: list[int], windows: list[WindowResult], truncated: list[bool], planned: int) -> Ranking:
+        """The :class:`Ranking` whose windows reordered this first stage's top: its scores and tokens."""
+        return Ranking(order=order, windows=windows, scores=list(self.scores), truncated=truncated,
+                       planned=planned, score_kind=self.KIND, first_stage_tokens=self.tokens)
 
 
 def apply_window(order: list[int], window: WindowResult) -> None:
@@ -105,17 +113,13 @@ class RankingState:
         self._truncated = [False] * n
         self._windows: list[WindowResult] = []
         self._planned: int | None = None
-        self._base: list[int] | None = None
-        self._scores: list[float] | None = None
-        self._score_kind: str | None = None
+        self._first_stage: FirstStage | None = None
 
-    def started(self, truncated: list[bool], planned: int, base: list[int] | None = None,
-                scores: list[float] | None = None, score_kind: str | None = None) -> None:
-        """The ranking began: ``base`` is the order the windows start from (a first stage's; default the
-        input order), and ``scores``/``score_kind`` are scores that hold whatever the windows do."""
+    def started(self, truncated: list[bool], planned: int, first_stage: FirstStage | None = None) -> None:
+        """The ranking began: ``first_stage``, when given, is where the windows start from, and its
+        scores hold whatever the windows do (default: the input order, rank-derived scores)."""
         with self._lock:
-            self._truncated, self._planned = list(truncated), planned
-            self._base, self._scores, self._score_kind = base, scores, score_kind
+            self._truncated, self._planned, self._first_stage = list(truncated), planned, first_stage
 
     def finished(self, window: WindowResult) -> None:
         with self._lock:
@@ -134,12 +138,14 @@ class RankingState:
         """
         with self._lock:
             windows, truncated, planned = list(self._windows), list(self._truncated), self._planned
-            base, scores, kind = self._base, self._scores, self._score_kind
-        order = list(base) if base is not None else list(range(self.n))
+            first = self._first_stage
+        order = list(first.order) if first is not None else list(range(self.n))
         for window in windows:
             apply_window(order, window)
-        return Ranking(order=order, windows=windows, truncated=truncated,
-                       planned=max(planned or 1, len(windows)), scores=scores, score_kind=kind)
+        planned = 1 if planned is None else max(planned, len(windows))  # 0: a first stage alone, complete
+        if first is not None:
+            return first.ranking(order, windows, truncated, planned)
+        return Ranking(order=order, windows=windows, truncated=truncated, planned=planned)
 
 
 def prompt_ids(backend: Backend, profile: Profile, query: str, passages: list[str]) -> list[int]:
@@ -242,9 +248,7 @@ def rank_documents(
         truncated[i] = truncated[i] or p.truncated
     spans = window_spans(n_ranked, profile.window, profile.stride) if n_ranked else []
     if state is not None:
-        state.started(truncated, len(spans), base=list(order) if first_stage is not None else None,
-                      scores=first_stage.scores if first_stage is not None else None,
-                      score_kind=FirstStage.KIND if first_stage is not None else None)
+        state.started(truncated, len(spans), first_stage)
     results: list[WindowResult] = []
     for start, end in spans:
         res = _rank_cut(backend, profile, query, [passages[i] for i in order[start:end]])
@@ -256,8 +260,7 @@ def rank_documents(
         if on_window is not None:
             on_window(res)
     if first_stage is not None:
-        return Ranking(order=order, windows=results, scores=list(first_stage.scores), truncated=truncated,
-                       planned=len(spans), score_kind=FirstStage.KIND)
+        return first_stage.ranking(order, results, truncated, len(spans))
     scores = None
     if len(results) == 1 and results[0].scores is not None:
         window_scores = results[0].scores

@@ -155,7 +155,8 @@ def first_stage_of(scorer, query: str, documents: list[str]) -> FirstStage:
     pairs = [scorer.pair(query, text, title) for title, text in map(split_title, documents)]
     logits = scorer.score_ids([ids for ids, _ in pairs])
     order = sorted(range(len(documents)), key=lambda i: (-float(logits[i]), i))
-    return FirstStage(order=order, scores=[probability(float(x)) for x in logits], truncated=[cut for _, cut in pairs])
+    return FirstStage(order=order, scores=[probability(float(x)) for x in logits], truncated=[cut for _, cut in pairs],
+                      tokens=sum(len(ids) for ids, _ in pairs))
 
 
 def _open_first_stage(name: str, run: RunOptions, verbose: bool):

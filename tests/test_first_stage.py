@@ -68,6 +68,28 @@ def test_the_listwise_model_reorders_only_the_first_stages_top(standin_gguf, tin
             assert sorted([r.index for r in resp][:6]) == sorted(top[:6])
             assert [(w.start, w.end) for w in resp.windows] == [(2, 6), (0, 4)]  # back to front over the top 6
             assert {r.index: r.score for r in resp} == {r.index: r.score for r in first}  # the pointwise probabilities
+        _served_with_both_stages(both, query, passages)
+
+
+def _served_with_both_stages(both, query, passages):
+    """Over HTTP, the models list, /info and meta name both stages, and the tokens count both."""
+    import httpx
+
+    from dear_local.server import ServerSettings, create_app
+    from dear_local.server.runner import background
+
+    settings = ServerSettings(model=both.model, port=0)
+    with background(create_app(settings, reranker=both), settings) as url, httpx.Client(base_url=url, timeout=120) as c:
+        card = c.get("/v1/models").json()["data"][0]
+        info = c.get("/info").json()
+        meta = c.post("/v1/rerank", json={"query": query, "documents": passages}).json()["meta"]
+    listwise = {"template": both.profile.template, "decoding": "first-token", "window": 4, "stride": 2,
+                "first_stage": "dear-p", "listwise_depth": 6}
+    assert {k: card[k] for k in listwise} == {k: info[k] for k in listwise} == listwise
+    assert info["max_batch_tokens"] == both.backend.n_ctx
+    assert (meta["template"], meta["decoding"], meta["first_stage"]) == (both.profile.template, "first-token", "dear-p")
+    windows = sum(len(w.prompt_ids) for w in both.rerank(query, passages).windows)
+    assert meta["tokens"]["input_tokens"] > windows  # the first stage's pairs count too
 
 
 def _dl19_files(shared_dir, out, n_queries=2, n_hits=10):
@@ -160,5 +182,13 @@ def test_serve_with_a_first_stage_answers_pointwise_probabilities_in_every_shape
             score_b = {r["index"]: r["relevance_score"] for r in b["results"]}
             assert abs(score_a[0] - score_b[len(passages) - 3]) <= 1e-6  # passages[0], last in the second request
             assert {r["index"]: r["score"] for r in tei} == pytest.approx(score_a, abs=1e-6)
+            # with no listwise model, what is served is the pointwise ranker's, not a listwise profile's
+            assert (a["meta"]["template"], a["meta"]["decoding"], a["meta"]["first_stage"]) == ("dear-p", "pointwise", "dear-p")
+            assert a["meta"]["tokens"]["input_tokens"] > len(passages)  # its pairs' tokens, not the windows' (none)
+            card, info = client.get("/v1/models").json()["data"][0], client.get("/info").json()
+            pointwise = {"template": "dear-p", "decoding": "pointwise", "window": None, "stride": None,
+                         "first_stage": "dear-p", "listwise_depth": None}
+            assert {k: card[k] for k in pointwise} == {k: info[k] for k in pointwise} == pointwise
+            assert info["max_input_length"] == 228 and info["max_batch_tokens"] == 8 * 228
     finally:
         app.state.service.reranker.close()

@@ -6,6 +6,7 @@ The fake model is made slow (each window waits in its prefill), and the server r
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from contextlib import contextmanager
@@ -15,9 +16,12 @@ import pytest
 pytest.importorskip("fastapi")
 
 import httpx  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from dear_local import Profile, Reranker  # noqa: E402
-from dear_local.engine import RankingState, rank_documents  # noqa: E402
+from dear_local.engine import FirstStage, RankingState, rank_documents  # noqa: E402
 from dear_local.server import ServerSettings, create_app  # noqa: E402
 from dear_local.server.runner import background  # noqa: E402
 from fake_backend import FakeBackend  # noqa: E402
@@ -95,6 +99,27 @@ def test_a_ranking_state_gives_finished_windows_applied_and_the_rest_in_input_or
     assert snap.order[70:90] == (list(range(70, 80)) + tail[:10])[::-1]
     full = rank_documents(FakeBackend(), PROFILE, "q", DOCS)
     assert full.complete and full.planned == 9
+
+
+@hypothesis_settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 45), depth=st.integers(0, 45), seed=st.integers(0, 2**16), listwise=st.booleans())
+def test_a_ranking_state_with_a_first_stage_snapshots_its_order_scores_and_tokens(n, depth, seed, listwise):
+    """A first stage alone plans no window and its snapshot is complete; with windows, the snapshot
+    starts from the first stage's order; either way it carries the first stage's scores and tokens."""
+    rng = random.Random(seed)
+    docs = DOCS[:n]
+    order = rng.sample(range(n), n)
+    first = FirstStage(order=order, scores=[rng.random() for _ in range(n)], truncated=[False] * n, tokens=7 * n)
+    state = RankingState(n)
+    ranking = rank_documents(FakeBackend() if listwise else None, PROFILE, "q", docs, state=state,
+                             first_stage=first, depth=depth)
+    snap = state.snapshot()
+    assert snap.complete and ranking.complete
+    assert snap.order == ranking.order and snap.windows == ranking.windows
+    for r in (snap, ranking):
+        assert (r.scores, r.score_kind, r.first_stage_tokens) == (first.scores, FirstStage.KIND, 7 * n)
+    ranked = min(depth, n) if listwise else 0
+    assert ranking.order[ranked:] == order[ranked:] and sorted(ranking.order[:ranked]) == sorted(order[:ranked])
 
 
 # -- a deadline answers in time --------------------------------------------------------------------------

@@ -14,18 +14,11 @@ GGUF see the same ids whatever a document contains.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
 from ..errors import UnknownTemplateError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
+from .data_files import load_folder
 
 DEFAULT_POINTWISE_TEMPLATE = "dear-p"  # what `dear-local convert` records in a pointwise GGUF
 
@@ -112,18 +105,9 @@ def probability(logit: float) -> float:
     return z / (1.0 + z)
 
 
-def _files():
-    folder = resources.files("dear_local.templates.pointwise")
-    return sorted((f for f in folder.iterdir() if f.name.endswith(".toml")), key=lambda f: f.name)
-
-
 @lru_cache(maxsize=None)
 def _load_all() -> dict[str, PointwiseTemplate]:
-    out = {}
-    for f in _files():
-        data = tomllib.loads(f.read_text(encoding="utf-8"))
-        out[data["name"]] = PointwiseTemplate(**data)
-    return out
+    return load_folder("dear_local.templates.pointwise", PointwiseTemplate)
 
 
 def list_pointwise_templates() -> list[PointwiseTemplate]:

@@ -13,18 +13,13 @@ the tokenizer; here are the text-only parts.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Callable
 
 from ..errors import UnknownTemplateError
+from .data_files import load_folder
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 Message = dict  # {"role": str, "content": str}
 Mark = Callable[[str], str]  # wraps a piece of user text (query or passage) while rendering
@@ -112,20 +107,9 @@ class Template:
         return msgs
 
 
-def _template_files():
-    return sorted(
-        (f for f in resources.files("dear_local.templates").iterdir() if f.name.endswith(".toml")),
-        key=lambda f: f.name,
-    )
-
-
 @lru_cache(maxsize=None)
 def _load_all() -> dict[str, Template]:
-    out = {}
-    for f in _template_files():
-        data = tomllib.loads(f.read_text(encoding="utf-8"))
-        out[data["name"]] = Template(**data)
-    return out
+    return load_folder("dear_local.templates", Template)
 
 
 def list_templates() -> list[Template]:

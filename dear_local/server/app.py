@@ -36,6 +36,7 @@ from .paths import ForgivingPaths
 from .limits import BodySizeLimit
 from .rerank_routes import add_rerank_routes
 from .schemas import ErrorBody, Health, ModelCard, ModelList, QueueInfo
+from .served import served
 from .service import ApiError, RerankService
 from .shapes import field_path
 from .tei import TeiInfo, tei_info
@@ -146,10 +147,10 @@ def _add_routes(app: FastAPI, service: RerankService, settings: ServerSettings) 
 
     @keyed_get("/v1/models", response_model=ModelList, summary="The served model and its profile")
     async def models():
-        p = reranker.profile
+        s = served(reranker)
         return ModelList(data=[ModelCard(
-            id=service.model_name, template=p.template, decoding=p.decoding,
-            window=p.window, stride=p.stride, max_documents=settings.max_documents,
+            id=service.model_name, template=s.template, decoding=s.decoding, window=s.window, stride=s.stride,
+            max_documents=settings.max_documents, first_stage=s.first_stage, listwise_depth=s.listwise_depth,
         )])
 
     @app.get(

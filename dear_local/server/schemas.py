@@ -204,7 +204,7 @@ class BilledUnits(BaseModel):
 
 
 class Tokens(BaseModel):
-    input_tokens: int = Field(..., description="Prompt tokens over all windows.")
+    input_tokens: int = Field(..., description="Prompt tokens over all windows and every first-stage pair.")
     output_tokens: int = Field(..., description="Generated tokens over all windows.")
 
 
@@ -223,8 +223,9 @@ class Meta(BaseModel):
         ..., description="What `relevance_score` is: with a pointwise first stage, its probability of relevance, "
         "the same for a document in any request.",
     )
-    template: str
-    decoding: str
+    template: str = Field(..., description="The listwise template (a pointwise ranker alone: its template).")
+    decoding: str = Field(..., description='The listwise decoding (a pointwise ranker alone: "pointwise").')
+    first_stage: str | None = Field(None, description="The pointwise first stage's template, if one ran.")
     parse_status: list[str] = Field(..., description="The ranking parser's status for each window.")
 
 
@@ -277,9 +278,12 @@ class ModelCard(BaseModel):
     owned_by: str = "dear-local"
     template: str
     decoding: str
-    window: int
-    stride: int
+    window: int | None = Field(..., description="Passages per window; null without a listwise model.")
+    stride: int | None = Field(..., description="Step between windows; null without a listwise model.")
     max_documents: int
+    first_stage: str | None = Field(None, description="The pointwise first stage's template, if one runs.")
+    listwise_depth: int | None = Field(None, description="How many of the first stage's best the listwise "
+                                       "model reorders, when both run.")
 
 
 class ModelList(BaseModel):

@@ -24,6 +24,7 @@ from . import deadlines
 from .config import ServerSettings
 from .deadlines import Deadline, DeadlineReached
 from .infinity import InfinityResponse, InfinityResult
+from .served import served
 from .queue import Abandoned, QueueClosed, QueueFull, WorkQueue
 from .schemas import (
     ApiVersion,
@@ -217,12 +218,12 @@ class RerankService:
         return items, cut
 
     def _meta(self, resp: RerankResponse, documents: list[str], version: str) -> Meta:
-        p = self.reranker.profile
-        tmpl = p.tmpl
-        input_tokens = sum(len(w.prompt_ids) for w in resp.windows)
+        tmpl = self.reranker.profile.tmpl
+        input_tokens = sum(len(w.prompt_ids) for w in resp.windows) + resp.ranking.first_stage_tokens
         output_tokens = sum(len(w.output_ids) for w in resp.windows)
         cut = [i for i, t in enumerate(resp.ranking.truncated) if t]
         first = self.reranker.first_stage
+        s = served(self.reranker)
         warnings = [truncation_warning(tmpl, cut, pointwise=first.template if first is not None else None,
                                        listwise=self.reranker.backend is not None)] if cut else []
         tally = ParseTally()
@@ -238,8 +239,9 @@ class RerankService:
             warnings=warnings,
             complete=resp.ranking.complete,
             scores=(resp.ranking.score_kind or "first-token-probability") if resp.ranking.scores is not None else "rank",
-            template=p.template,
-            decoding=p.decoding,
+            template=s.template,
+            decoding=s.decoding,
+            first_stage=s.first_stage,
             parse_status=resp.statuses,
         )
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from .. import __version__
 from ..reranker import RerankResponse
 from .schemas import Flag, Query, Text
+from .served import served
 
 _DIRECTIONS = {"left": "Left", "right": "Right"}
 
@@ -85,8 +86,10 @@ class TeiInfo(BaseModel):
     served_model_name: str
     model_type: ModelType = Field(ModelType(), description='Always `{"reranker": ...}`.')
     max_concurrent_requests: int = Field(..., description="Requests ranked at once plus those that may wait.")
-    max_input_length: int = Field(..., description="Tokens of one document that are ranked (the template's cap).")
-    max_batch_tokens: int = Field(..., description="The model's context, in tokens.")
+    max_input_length: int = Field(..., description="Tokens of one document that are ranked (the template's cap; "
+                                  "a pointwise ranker alone: of one query-document pair).")
+    max_batch_tokens: int = Field(..., description="The listwise model's context in tokens (a pointwise ranker "
+                                  "alone: the tokens of one of its calls).")
     max_batch_requests: int | None = None
     max_client_batch_size: int = Field(..., description="Documents per request (--max-documents).")
     auto_truncate: bool = Field(True, description="Documents over the passage limit are cut, never refused.")
@@ -96,26 +99,31 @@ class TeiInfo(BaseModel):
     docker_label: str | None = None
     template: str
     decoding: str
-    window: int
-    stride: int
+    window: int | None = Field(..., description="Passages per window; null without a listwise model.")
+    stride: int | None = Field(..., description="Step between windows; null without a listwise model.")
+    first_stage: str | None = Field(None, description="The pointwise first stage's template, if one runs.")
+    listwise_depth: int | None = Field(None, description="How many of the first stage's best the listwise "
+                                       "model reorders, when both run.")
     deadline: float | None = Field(None, description="The server's --deadline in seconds, if any.")
     timeout: float = Field(..., description="The server's --timeout in seconds.")
 
 
 def tei_info(service) -> TeiInfo:
     """``GET /info`` for a :class:`~.service.RerankService`."""
-    settings, profile = service.settings, service.reranker.profile
+    settings, s = service.settings, served(service.reranker)
     return TeiInfo(
         model_id=service.model_name,
         served_model_name=service.model_name,
         max_concurrent_requests=settings.in_flight + settings.max_queue,
-        max_input_length=profile.tmpl.max_passage_tokens,
-        max_batch_tokens=service.reranker.backend.n_ctx,
+        max_input_length=s.max_input_length,
+        max_batch_tokens=s.max_batch_tokens,
         max_client_batch_size=settings.max_documents,
-        template=profile.template,
-        decoding=profile.decoding,
-        window=profile.window,
-        stride=profile.stride,
+        template=s.template,
+        decoding=s.decoding,
+        window=s.window,
+        stride=s.stride,
+        first_stage=s.first_stage,
+        listwise_depth=s.listwise_depth,
         deadline=settings.deadline,
         timeout=settings.timeout,
     )

@@ -85,13 +85,17 @@ CONFIG = {
 
 def build_tiny_llama3(out_dir: str | Path, vocab_gguf: str | Path, *, seed: int = 0) -> Path:
     """Build (once) the tiny checkpoint in ``out_dir`` and return it; reuse it if complete."""
+    return _build(out_dir, vocab_gguf, seed, pointwise=False)
+
+
+def _build(out_dir: str | Path, vocab_gguf: str | Path, seed: int, *, pointwise: bool) -> Path:
     out = Path(out_dir).expanduser()
     if (out / COMPLETE).is_file():
         return out
     with atomic_dir(out) as tmp:
         write_llama3_tokenizer(Path(vocab_gguf), tmp)
-        _write_model(tmp, seed)
-        (tmp / COMPLETE).write_text("tiny llama-3.1\n", encoding="utf-8")
+        _write_model(tmp, seed, pointwise=pointwise)
+        (tmp / COMPLETE).write_text("tiny llama-3.1" + (" pointwise ranker" if pointwise else "") + "\n", encoding="utf-8")
     return out
 
 
@@ -108,14 +112,7 @@ POINTWISE_CONFIG = {
 
 def build_tiny_llama3_pointwise(out_dir: str | Path, vocab_gguf: str | Path, *, seed: int = 1) -> Path:
     """Build (once) the tiny pointwise ranker (random weights and score head) in ``out_dir`` and return it."""
-    out = Path(out_dir).expanduser()
-    if (out / COMPLETE).is_file():
-        return out
-    with atomic_dir(out) as tmp:
-        write_llama3_tokenizer(Path(vocab_gguf), tmp)
-        _write_model(tmp, seed, pointwise=True)
-        (tmp / COMPLETE).write_text("tiny llama-3.1 pointwise ranker\n", encoding="utf-8")
-    return out
+    return _build(out_dir, vocab_gguf, seed, pointwise=True)
 
 
 def write_llama3_tokenizer(vocab_gguf: Path, out: Path) -> None:
