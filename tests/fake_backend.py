@@ -69,6 +69,7 @@ class FakeBackend(Backend):
         self.eog_ids = frozenset({EOS, IM_END})
         self.chat_template = CHATML
         self._seq: list[int] = []
+        self._text, self._ends = bytearray(), []  # see prefill
         self.calls = 0
 
     # -- tokens ---------------------------------------------------------------------------
@@ -99,8 +100,8 @@ class FakeBackend(Backend):
         base = 0 if "[0]" in prompt else 1
         return " > ".join(f"[{base + k}]" for k in self.script(n))
 
-    def _logits_after(self, seq: list[int]) -> np.ndarray:
-        text = self.detokenize(seq)
+    def _logits_after(self) -> np.ndarray:
+        text = self._text.decode("utf-8", "replace")
         end = max((text.rfind(m) + len(m) for m in PROMPT_ENDS if m in text), default=len(text))
         answer, written = self._answer(text[:end]).encode(), text[end:].encode()
         if answer.startswith(written) and len(written) < len(answer):
@@ -112,19 +113,25 @@ class FakeBackend(Backend):
         return logits
 
     # -- evaluation state -----------------------------------------------------------------
+    # The sequence's bytes are kept as it grows (``_ends[i]``: where token i's bytes end), so reading
+    # the text after each generated token costs one decode, not a Python call per token of the prompt.
     def prefill(self, ids: list[int]) -> np.ndarray:
-        self._seq = []
+        self._seq, self._text, self._ends = [], bytearray(), []
         return self.extend(ids)
 
     def extend(self, ids: list[int]) -> np.ndarray:
         self._seq.extend(ids)
+        for tok in ids:
+            self._text += self.token_bytes(tok)
+            self._ends.append(len(self._text))
         self.calls += 1
         if len(self._seq) > self.n_ctx:
             raise RuntimeError(f"fake backend: {len(self._seq)} tokens overflow the context of {self.n_ctx}")
-        return self._logits_after(self._seq)
+        return self._logits_after()
 
     def rewind(self, n_tokens: int) -> None:
-        del self._seq[n_tokens:]
+        del self._seq[n_tokens:], self._ends[n_tokens:]
+        del self._text[self._ends[-1] if self._ends else 0:]
 
     @property
     def n_past(self) -> int:
