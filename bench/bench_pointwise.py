@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from bench_convert import LLAMA31_8B
-from bench_shapes import LLAMA32_3B, VOCAB_GGUF, write_checkpoint
+from bench_shapes import LLAMA32_3B, VOCAB_GGUF, child_convert, child_quantize, write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,21 +134,6 @@ def _candidates(n: int | None = None) -> tuple[str, list[str]]:
 
     q = load_slice("dl19-top100", queries=1).queries[0]
     return q.text, list(q.passages[:n] if n else q.passages)
-
-
-def child_convert(src: str, out: str, name: str) -> dict:
-    from dear_local_convert.to_gguf.writer import convert_checkpoint
-
-    p = convert_checkpoint(src, out, "bf16", name=name, force=True)
-    return {"file": str(p), "bytes": p.stat().st_size}
-
-
-def child_quantize(src: str, out: str, qtype: str, threads: int) -> dict:
-    from dear_local_convert.quant.quantize import quantize
-
-    m = quantize(src, [qtype], out, threads=threads, force=True)
-    e = [e for e in m["files"] if e["type"] == qtype][0]
-    return {k: e[k] for k in ("file", "bytes", "bits_per_weight")}
 
 
 def child_points(gguf: str, docs: int, batch: int, threads: int) -> dict:

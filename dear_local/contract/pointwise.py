@@ -15,10 +15,8 @@ GGUF see the same ids whatever a document contains.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from ..errors import UnknownTemplateError
-from .data_files import load_folder
+from .data_files import DataFolder
 
 DEFAULT_POINTWISE_TEMPLATE = "dear-p"  # what `dear-local convert` records in a pointwise GGUF
 
@@ -105,13 +103,11 @@ def probability(logit: float) -> float:
     return z / (1.0 + z)
 
 
-@lru_cache(maxsize=None)
-def _load_all() -> dict[str, PointwiseTemplate]:
-    return load_folder("dear_local.templates.pointwise", PointwiseTemplate)
+_TEMPLATES = DataFolder("dear_local.templates.pointwise", PointwiseTemplate, "pointwise template")
 
 
 def list_pointwise_templates() -> list[PointwiseTemplate]:
-    return list(_load_all().values())
+    return list(_TEMPLATES.records().values())
 
 
 def get_pointwise_template(name: str) -> PointwiseTemplate:
@@ -120,7 +116,4 @@ def get_pointwise_template(name: str) -> PointwiseTemplate:
     Raises:
         UnknownTemplateError: no such template; the message lists the known ones.
     """
-    templates = _load_all()
-    if name not in templates:
-        raise UnknownTemplateError(f"unknown pointwise template {name!r}; choose one of: {', '.join(templates)}")
-    return templates[name]
+    return _TEMPLATES.get(name)

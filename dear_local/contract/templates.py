@@ -14,11 +14,9 @@ the tokenizer; here are the text-only parts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Callable
 
-from ..errors import UnknownTemplateError
-from .data_files import load_folder
+from .data_files import DataFolder
 
 
 Message = dict  # {"role": str, "content": str}
@@ -107,19 +105,12 @@ class Template:
         return msgs
 
 
-@lru_cache(maxsize=None)
-def _load_all() -> dict[str, Template]:
-    return load_folder("dear_local.templates", Template)
+_TEMPLATES = DataFolder("dear_local.templates", Template, "template", " (see `dear-local templates`)")
 
 
 def list_templates() -> list[Template]:
-    return list(_load_all().values())
+    return list(_TEMPLATES.records().values())
 
 
 def get_template(name: str) -> Template:
-    templates = _load_all()
-    if name not in templates:
-        raise UnknownTemplateError(
-            f"unknown template {name!r}; choose one of: {', '.join(templates)} (see `dear-local templates`)"
-        )
-    return templates[name]
+    return _TEMPLATES.get(name)
