@@ -58,9 +58,9 @@ def local(standin_gguf):
         r.close()
 
 
-# The fleet tests run the first DL19 queries: enough for two servers with two in flight to be killed
+# The fleet tests run the first 8 DL19 queries: enough for two servers with two in flight to be killed
 # half way, a server stopped after 3 of them, and every server down after 3 (each query costs seconds).
-FLEET_QUERIES = 12
+FLEET_QUERIES = 8
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ def reranker(standin_gguf):
     r.close()
 
 
-def test_python_api_ranks_the_first_three_noveleval_queries(reranker, noveleval_first3):
-    for query, passages in noveleval_first3:
+def test_python_api_ranks_a_noveleval_query(reranker, noveleval_first3):
+    for query, passages in noveleval_first3[:1]:  # the shape of an answer; agreement is test_decoding's and the check's
         resp = reranker.rerank(query, passages)
         assert sorted(r.index for r in resp.results) == list(range(20))
         assert [r.rank for r in resp.results] == list(range(20))
