@@ -103,7 +103,8 @@ class RankingState:
     """A ranking in progress, which another thread can read: the windows :func:`rank_documents` has finished.
 
     Pass one to :func:`rank_documents` (or ``Reranker.rerank``); :meth:`snapshot` is then the best order
-    available at any moment: the finished windows applied, every other document in input order. The HTTP
+    available at any moment: the finished windows applied, every other document in input order (in a
+    first stage's order, with its scores, once it has ranked the list). The HTTP
     server answers with it when a request's deadline comes before the ranking ends.
     """
 
@@ -114,12 +115,14 @@ class RankingState:
         self._windows: list[WindowResult] = []
         self._planned: int | None = None
         self._first_stage: FirstStage | None = None
+        self.started_at: float | None = None  # time.monotonic() when the windows began
 
     def started(self, truncated: list[bool], planned: int, first_stage: FirstStage | None = None) -> None:
         """The ranking began: ``first_stage``, when given, is where the windows start from, and its
         scores hold whatever the windows do (default: the input order, rank-derived scores)."""
         with self._lock:
             self._truncated, self._planned, self._first_stage = list(truncated), planned, first_stage
+            self.started_at = time.monotonic()
 
     def finished(self, window: WindowResult) -> None:
         with self._lock:

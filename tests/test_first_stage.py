@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dear_local.contract.pointwise import probability
+from dear_local.contract.titles import split_title
 from optional import needs
 
 pytestmark = needs("torch", "transformers", "gguf", "llama_cpp")
@@ -89,7 +90,8 @@ def _served_with_both_stages(both, query, passages):
     assert info["max_batch_tokens"] == both.backend.n_ctx
     assert (meta["template"], meta["decoding"], meta["first_stage"]) == (both.profile.template, "first-token", "dear-p")
     windows = sum(len(w.prompt_ids) for w in both.rerank(query, passages).windows)
-    assert meta["tokens"]["input_tokens"] > windows  # the first stage's pairs count too
+    pairs = sum(len(both.first_stage.pair_ids(query, text, title)) for title, text in map(split_title, passages))
+    assert meta["tokens"]["input_tokens"] == windows + pairs  # the first stage's pairs count too
 
 
 def _dl19_files(shared_dir, out, n_queries=2, n_hits=10):
@@ -184,7 +186,9 @@ def test_serve_with_a_first_stage_answers_pointwise_probabilities_in_every_shape
             assert {r["index"]: r["score"] for r in tei} == pytest.approx(score_a, abs=1e-6)
             # with no listwise model, what is served is the pointwise ranker's, not a listwise profile's
             assert (a["meta"]["template"], a["meta"]["decoding"], a["meta"]["first_stage"]) == ("dear-p", "pointwise", "dear-p")
-            assert a["meta"]["tokens"]["input_tokens"] > len(passages)  # its pairs' tokens, not the windows' (none)
+            first = app.state.service.reranker.first_stage
+            pairs = sum(len(first.pair_ids(query, text, title)) for title, text in map(split_title, passages))
+            assert a["meta"]["tokens"]["input_tokens"] == pairs  # its pairs' tokens; there are no windows
             card, info = client.get("/v1/models").json()["data"][0], client.get("/info").json()
             pointwise = {"template": "dear-p", "decoding": "pointwise", "window": None, "stride": None,
                          "first_stage": "dear-p", "listwise_depth": None}

@@ -23,6 +23,8 @@ from hypothesis import strategies as st  # noqa: E402
 from dear_local import Profile, Reranker  # noqa: E402
 from dear_local.engine import FirstStage, RankingState, rank_documents  # noqa: E402
 from dear_local.server import ServerSettings, create_app  # noqa: E402
+from dear_local.server import deadlines  # noqa: E402
+from dear_local.server.deadlines import DeadlineReached  # noqa: E402
 from dear_local.server.runner import background  # noqa: E402
 from fake_backend import FakeBackend  # noqa: E402
 
@@ -120,6 +122,31 @@ def test_a_ranking_state_with_a_first_stage_snapshots_its_order_scores_and_token
         assert (r.scores, r.score_kind, r.first_stage_tokens) == (first.scores, FirstStage.KIND, 7 * n)
     ranked = min(depth, n) if listwise else 0
     assert ranking.order[ranked:] == order[ranked:] and sorted(ranking.order[:ranked]) == sorted(order[:ranked])
+    if len(ranking.windows) < 2:
+        return
+    # stopped after the first window (as a deadline stops it): the first stage's order with that window applied
+    state = RankingState(n)
+
+    def stop(_window):
+        raise DeadlineReached()
+
+    with pytest.raises(DeadlineReached):
+        rank_documents(FakeBackend(), PROFILE, "q", docs, stop, state, first_stage=first, depth=depth)
+    snap, (window,) = state.snapshot(), ranking.windows[:1]
+    expected = list(order)
+    expected[window.start:window.end] = [expected[window.start:window.end][j] for j in window.order]
+    assert snap.order == expected and not snap.complete and snap.planned == len(ranking.windows)
+    assert (snap.scores, snap.score_kind, snap.first_stage_tokens) == (first.scores, FirstStage.KIND, 7 * n)
+    text = deadlines.warning(len(snap.windows), snap.planned, "done")
+    assert f"after 1 of {snap.planned} windows" in text and "pointwise ranker's order" in text
+
+
+def test_a_deadline_warning_says_which_order_the_documents_are_in():
+    assert "input order" in deadlines.warning(0, 9) and "derived from rank" in deadlines.warning(2, 9)
+    unfinished = deadlines.warning(0, 1, "unfinished")
+    assert "before the pointwise ranker finished" in unfinished and "input order" in unfinished
+    done = deadlines.warning(0, 2, "done")
+    assert "pointwise ranker's order" in done and "probabilities" in done and "input order" not in done
 
 
 # -- a deadline answers in time --------------------------------------------------------------------------

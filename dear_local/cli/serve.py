@@ -72,6 +72,7 @@ def serve(
         raise missing_extra("fastapi", "serve") from None
     from ..server import ServerSettings, bind_warning, create_app
     from ..server.runner import bound_port, listen
+    from ..server.served import served
     from ..server.runner import serve as run
     from ..settings import get_settings
 
@@ -92,7 +93,7 @@ def serve(
             warn(warning)
         with flag_names():
             app = create_app(settings)
-        typer.echo(banner(settings, app.state.service.reranker.profile, bound_port(sockets)), err=True)
+        typer.echo(banner(settings, served(app.state.service.reranker), bound_port(sockets)), err=True)
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -101,8 +102,9 @@ def serve(
 
 
 def banner(settings, profile, port: int) -> str:
-    """The start-up line: model, profile, address and whether a key is needed (never the key itself);
-    ``--server`` URLs are shown with their credentials masked."""
+    """The start-up line: model, template/decoding (``profile``: a Profile, or what
+    :func:`~dear_local.server.served.served` says runs), any first stage, address and whether a key is
+    needed (never the key itself); ``--server`` URLs are shown with their credentials masked."""
     from ..redact import redact, redact_url
     from ..terminal import printable
 
@@ -110,8 +112,11 @@ def banner(settings, profile, port: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     servers = settings.run.servers
     via = f" via {', '.join(redact_url(u) for u in servers)}" if servers else ""
+    first = getattr(profile, "first_stage", None)
+    depth = getattr(profile, "listwise_depth", None)
+    behind = f" behind first stage {first} (listwise depth {depth})" if first and depth is not None else ""
     line = (
-        f"serving {settings.model_name} ({profile.template}/{profile.decoding}) on http://{shown}:{port}{via} "
+        f"serving {settings.model_name} ({profile.template}/{profile.decoding}){behind} on http://{shown}:{port}{via} "
         f"(docs at /docs; key {'required' if settings.api_key else 'not required'})"
     )
     return printable(redact(line, [settings.api_key or ""]))

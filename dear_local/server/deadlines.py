@@ -12,7 +12,9 @@ in time instead.
   deadline, so it reaches the client in time.
 - If the ranking has not finished by then, the answer holds the best order available: the
   windows that finished applied, every other document in input order, scores derived from rank,
-  ``meta.complete`` false and a ``meta.warnings`` entry (:func:`warning`); the
+  ``meta.complete`` false and a ``meta.warnings`` entry (:func:`warning`). With a pointwise first
+  stage that finished, the rest keep its order and every score is its probability; its scoring
+  itself is not cut short, and a deadline that comes during it answers in input order. The
   ``X-Dear-Local-Partial`` header says the same for shapes without ``meta`` (TEI's bare array).
 - A window that could not finish before the deadline is not started (its length is guessed from
   the window before it, and for a request's first window from the server's running mean of window
@@ -82,8 +84,24 @@ def deadline_of(header: str | None, default: float | None, timeout: float, start
     return Deadline(min(seconds, timeout), start)
 
 
-def warning(done: int, planned: int) -> str:
-    """The ``meta.warnings`` line of an answer the deadline cut short after ``done`` of ``planned`` windows."""
+def warning(done: int, planned: int, first_stage: str | None = None) -> str:
+    """The ``meta.warnings`` line of an answer the deadline cut short after ``done`` of ``planned`` windows.
+
+    ``first_stage``: None without a pointwise first stage; ``"done"`` when it ordered the list
+    before the deadline (the answer starts from its order and keeps its probabilities);
+    ``"unfinished"`` when the deadline came while it was still scoring.
+    """
+    if first_stage == "unfinished":
+        return ("the request's deadline came before the pointwise ranker finished scoring, so the documents are in "
+                f"input order and scores are derived from rank; {FIX}")
+    if first_stage == "done":
+        rest = "the pointwise ranker's order, and scores are its probabilities"
+        if done == 0:
+            return f"the request's deadline came before any listwise window was ranked, so the documents are in {rest}; {FIX}"
+        return (
+            f"the request's deadline came after {done} of {planned} windows: the documents those windows ranked are in "
+            f"the listwise model's order, the others in {rest}; {FIX}"
+        )
     if done == 0:
         return f"the request's deadline came before any window was ranked, so the documents are in input order; {FIX}"
     return (

@@ -16,7 +16,7 @@ import uuid
 
 from ..errors import ServerError, UserInputError
 from ..answer_check import SERVE_FIX, ParseTally
-from ..engine import RankingState
+from ..engine import FirstStage, RankingState
 from ..prompt import truncation_warning
 from ..redact import redact
 from ..reranker import RerankResponse, Reranker, response_of
@@ -170,7 +170,8 @@ class RerankService:
                 if abandoned():
                     raise Abandoned()
                 now = time.monotonic()
-                took, last = now - last, now
+                # a window's time starts when the windows did: a first stage's scoring is not window time
+                took, last = now - max(last, state.started_at or last), now
                 if _window is not None:
                     self._timed_window(took)
                 elif self.window_seconds is not None:
@@ -231,7 +232,8 @@ class RerankService:
         if tally.failing:  # the order below is the input order, not the model's
             warnings.append(tally.message(SERVE_FIX))
         if not resp.ranking.complete:
-            warnings.append(deadlines.warning(len(resp.windows), resp.ranking.planned))
+            ran = None if first is None else "done" if resp.ranking.score_kind == FirstStage.KIND else "unfinished"
+            warnings.append(deadlines.warning(len(resp.windows), resp.ranking.planned, ran))
         return Meta(
             api_version=ApiVersion(version=version),
             billed_units=BilledUnits(input_tokens=input_tokens, output_tokens=output_tokens),

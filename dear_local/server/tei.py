@@ -86,8 +86,9 @@ class TeiInfo(BaseModel):
     served_model_name: str
     model_type: ModelType = Field(ModelType(), description='Always `{"reranker": ...}`.')
     max_concurrent_requests: int = Field(..., description="Requests ranked at once plus those that may wait.")
-    max_input_length: int = Field(..., description="Tokens of one document that are ranked (the template's cap; "
-                                  "a pointwise ranker alone: of one query-document pair).")
+    max_input_length: int = Field(..., description="Tokens of one document that are ranked (the listwise template's "
+                                  "cap; a pointwise ranker alone: of one query-document pair, which also bounds "
+                                  "what a first stage reads below the listwise depth).")
     max_batch_tokens: int = Field(..., description="The listwise model's context in tokens (a pointwise ranker "
                                   "alone: the tokens of one of its calls).")
     max_batch_requests: int | None = None
